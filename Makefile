@@ -1,0 +1,34 @@
+# looksam-bench: every target sets up .venv on first use, so a fresh clone needs no other step.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test lint format bench-optim clean
+
+install: $(STAMP)
+
+# Re-installs only when the project's requirements or pins change.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check looksam tests
+	$(BIN)/ruff format --check looksam tests
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format looksam tests
+	$(BIN)/ruff check --fix looksam tests
+
+# Benchmark, not a test: optimizer step cost relative to its base, on CPU.
+bench-optim: install
+	$(BIN)/looksam-bench bench-optim
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

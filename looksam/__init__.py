@@ -1,0 +1,38 @@
+"""looksam-bench: what Sharpness-Aware Minimization costs and buys, measured.
+
+The optimizers are importable from the top level so a training loop needs one import::
+
+    from looksam import LookSAM
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from looksam.optim import (
+    SAM,
+    LayerLookSAM,
+    LookSAM,
+    SAMk,
+    SharpnessAwareOptimizer,
+    create_optimizer,
+    frozen_bn_stats,
+    list_optimizers,
+)
+
+try:
+    __version__ = version("looksam-bench")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "SAM",
+    "LayerLookSAM",
+    "LookSAM",
+    "SAMk",
+    "SharpnessAwareOptimizer",
+    "__version__",
+    "create_optimizer",
+    "frozen_bn_stats",
+    "list_optimizers",
+]

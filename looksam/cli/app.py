@@ -1,0 +1,47 @@
+"""The `looksam-bench` command: one Typer app composed from one module per command group."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from looksam.cli import bench_optim, optimizers
+
+app = typer.Typer(
+    name="looksam-bench",
+    help=(
+        "Measure what Sharpness-Aware Minimization (SAM) costs and buys on your model, and which "
+        "cheap variant (SAM-k, LookSAM, Look-LayerSAM) gets SAM's accuracy at near-SGD speed."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.command("optimizers")(optimizers.optimizers)
+app.command("bench-optim")(bench_optim.bench_optim)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from looksam import __version__
+
+        typer.echo(f"looksam-bench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Measure what SAM costs and buys on your model."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,52 @@
+"""`looksam-bench optimizers`: what is registered, what it takes, what a step costs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from looksam.cli._console import console, fail
+from looksam.optim import BASE_OPTIMIZERS, HyperParameter, list_optimizers
+
+
+def _format_hp(hp: HyperParameter) -> str:
+    default = str(hp.default).lower() if hp.kind == "bool" else f"{hp.default:g}"
+    allowed = "" if hp.kind == "bool" else f" [dim]({hp.describe_range()})[/]"
+    return f"{hp.name}={default}{allowed}"
+
+
+def build_optimizers_table(k: int) -> Table:
+    """Rich table of the registry, with the cost per step evaluated at ``k``."""
+    table = Table(title=f"Registered optimizers (cost at k={k})", title_justify="left")
+    table.add_column("name", style="bold cyan", no_wrap=True)
+    table.add_column("what it does")
+    table.add_column("base")
+    table.add_column("hyperparameters")
+    table.add_column("fwd-bwd passes / step", justify="right", no_wrap=True)
+    for info in list_optimizers():
+        own = info.hyperparameters if info.wraps_base else info.all_hyperparameters()
+        table.add_row(
+            info.name,
+            info.summary,
+            " | ".join(BASE_OPTIMIZERS) if info.wraps_base else "-",
+            "\n".join(_format_hp(hp) for hp in own),
+            f"{info.cost_formula} = {info.passes_per_step(k):.2f}",
+        )
+    return table
+
+
+def optimizers(
+    k: Annotated[
+        int, typer.Option("--k", "-k", help="Evaluate the per-step cost at this look interval.")
+    ] = 5,
+) -> None:
+    """List the optimizers, their hyperparameters and their cost in forward-backward passes.
+
+    The SAM family wraps a base optimizer (--base sgd|adamw|lamb elsewhere); the base's own
+    hyperparameters (lr, momentum, weight_decay…) are listed on its row.
+    """
+    if k < 1:
+        fail(f"--k must be an integer >= 1, got {k}")
+    console.print(build_optimizers_table(k))

@@ -1,0 +1,295 @@
+"""The two-pass engine shared by SAM, SAM-k, LookSAM and Look-LayerSAM.
+
+A wrapper owns no parameters of its own: it shares its base optimizer's ``param_groups`` (so an LR
+scheduler attached to the wrapper drives the base) and only decides *which gradient* the base
+optimizer steps with. Everything a resumed run needs (step counter, stored g_v, the base
+optimizer's moments) travels through ``state_dict()``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from looksam.optim._foreach import global_norm, group_by_device_and_dtype
+
+Closure = Callable[[], Any]
+
+
+def check_rho(rho: float) -> float:
+    """Validate ρ (perturbation radius): a finite real number ≥ 0."""
+    return _check_real("rho", rho, "a finite number >= 0 (0 disables the perturbation)")
+
+
+def check_alpha(alpha: float) -> float:
+    """Validate α (weight of the reused g_v): a finite real number ≥ 0."""
+    return _check_real("alpha", alpha, "a finite number >= 0 (0 reduces LookSAM to SAM-k)")
+
+
+def check_k(k: int) -> int:
+    """Validate k (g_s is computed on steps 0, k, 2k, …): an integer ≥ 1."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k must be an integer >= 1 (1 computes g_s every step), got {k!r}")
+    return int(k)
+
+
+def _check_real(name: str, value: float, allowed: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return float(value)
+
+
+@dataclass
+class Bucket:
+    """Parameters with a gradient on one (device, dtype): one foreach launch per operation."""
+
+    params: list[Tensor]
+    grads: list[Tensor]
+
+
+@dataclass
+class _LookInFlight:
+    """What a look step carries from ``first_step`` to ``second_step``."""
+
+    buckets: list[Bucket]  # grads hold g (LookSAM) or nothing (SAM, SAM-k free g early)
+    originals: list[list[Tensor]]  # per bucket: the untouched storage of w, swapped back exactly
+    grad_norm: float
+
+
+class SharpnessAwareOptimizer(Optimizer):
+    """Base class of the SAM family: wraps a base optimizer and feeds it a sharpness-aware gradient.
+
+    Step ``t`` (counted from 0) is a *look step* when ``t % k == 0``. On a look step the engine
+    builds the perturbed weights w + ε out of place (``_perturbed_weights``), points every parameter
+    at them for the second forward-backward pass, then points the parameters back at their original,
+    untouched storage: w is restored exactly, with no copy and no subtraction, and the whole look
+    step costs one norm and one fused add beyond the two passes. The base optimizer then steps with
+    g_s. On the other steps subclasses may adjust g in place (``_adjust_plain_gradient_``).
+
+    Because a look step briefly re-points ``param.data``, parameters must own their storage: this
+    is true of ordinary modules and DDP, not of FSDP's flattened views.
+
+    Subclasses set ``k`` and ``alpha`` and override the hooks; the control flow, the closure
+    contract, the two-phase API and checkpointing live here once.
+    """
+
+    #: Whether ``_finish_look_`` needs g after the second pass (LookSAM's projection does).
+    keeps_first_gradient = False
+
+    def __init__(self, base: Optimizer, *, rho: float, k: int = 1, alpha: float = 0.0) -> None:
+        if not isinstance(base, Optimizer):
+            raise ValueError(
+                "base must be a torch.optim.Optimizer instance (e.g. torch.optim.SGD(params, lr=0.1))"
+                f", got {type(base).__name__}"
+            )
+        if isinstance(base, SharpnessAwareOptimizer):
+            raise ValueError("base must be a plain optimizer, not another SAM-family wrapper")
+        self.rho = check_rho(rho)
+        self.k = check_k(k)
+        self.alpha = check_alpha(alpha)
+        # Optimizer.__init__ registers the base's group dicts as they are (no defaults to add),
+        # then we share the very list so groups added to either one are seen by both.
+        super().__init__(base.param_groups, defaults={})
+        self.base = base
+        self.param_groups = base.param_groups
+        self.defaults = base.defaults
+        self.steps_done = 0
+        self.skipped_steps = 0
+        self._in_flight: _LookInFlight | None = None
+        self._bucket_key: tuple[int, ...] = ()
+        self._bucket_params: list[list[Tensor]] = []
+
+    # ------------------------------------------------------------------ schedule
+    @property
+    def is_look_step(self) -> bool:
+        """Whether the next step computes g_s (two gradients) rather than one."""
+        return self.steps_done % self.k == 0
+
+    @property
+    def in_second_pass(self) -> bool:
+        """True between ``first_step()`` and ``second_step()``: the weights are perturbed."""
+        return self._in_flight is not None
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group to the base optimizer (the wrapper sees it through the shared list)."""
+        if "base" in self.__dict__:
+            self.base.add_param_group(param_group)
+        else:  # called by Optimizer.__init__ while the shared groups are registered
+            super().add_param_group(param_group)
+
+    # ------------------------------------------------------------------ steps
+    def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
+        """Run one optimizer step and return the loss of the first closure call.
+
+        Args:
+            closure: zeroes the gradients, runs forward and backward and returns the loss (torch's
+                convention). It is called once on plain steps and twice on look steps. It may be
+                omitted only when the gradients are already computed for this step: after a
+                manual backward on a plain step, or after ``first_step()`` and the second backward
+                on a look step (the two-phase API, which ``GradScaler.step`` also uses).
+        """
+        if closure is None:
+            if self.is_look_step and self._in_flight is None:
+                raise RuntimeError(
+                    f"{type(self).__name__}.step() needs a closure: step {self.steps_done} is a look "
+                    "step that evaluates the gradient twice. Pass step(closure), or call "
+                    "first_step(), run the second backward pass, then step()/second_step()."
+                )
+            self.second_step()
+            return None
+        with torch.enable_grad():
+            loss = closure()
+        if self.is_look_step:
+            self.first_step()
+            with torch.enable_grad():
+                closure()
+        self.second_step()
+        return loss
+
+    @torch.no_grad()
+    def first_step(self) -> None:
+        """Look step, phase 1: move the weights to w + ε and clear the gradients.
+
+        The gradients g must be populated (backward already run). Afterwards ``p.grad`` is
+        ``None`` for every parameter, so the next backward writes g_s cleanly whatever
+        ``zero_grad`` mode the closure uses.
+        """
+        if not self.is_look_step:
+            raise RuntimeError(
+                f"step {self.steps_done} is not a look step (k={self.k}); check is_look_step "
+                "before calling first_step()"
+            )
+        if self._in_flight is not None:
+            # A look step that never finished (GradScaler skipped it on overflow): drop it.
+            self._restore_weights(self._in_flight)
+            self._in_flight = None
+        buckets = self._buckets()
+        grad_norm = global_norm([b.grads for b in buckets])
+        originals: list[list[Tensor]] = []
+        if self.rho > 0.0 and grad_norm > 0.0 and math.isfinite(grad_norm):
+            perturbed = self._perturbed_weights(buckets, grad_norm)
+            for bucket, weights in zip(buckets, perturbed, strict=True):
+                originals.append([p.data for p in bucket.params])
+                for p, w in zip(bucket.params, weights, strict=True):
+                    p.data = w
+        for bucket in buckets:
+            for p in bucket.params:
+                p.grad = None
+            if not self.keeps_first_gradient:
+                bucket.grads = []  # SAM and SAM-k are done with g: free it before the 2nd pass
+        self._in_flight = _LookInFlight(buckets, originals, grad_norm)
+
+    @torch.no_grad()
+    def second_step(self) -> None:
+        """Finish the step: restore w (look steps), form the gradient, let the base optimizer step.
+
+        On a look step ``p.grad`` must hold g_s from the second backward pass. If g_s is not finite
+        (an fp16 overflow) the weights are restored, the base step is skipped, the step counter does
+        not advance and ``skipped_steps`` grows by one.
+        """
+        in_flight = self._in_flight
+        if in_flight is None:
+            if self.is_look_step:
+                raise RuntimeError(
+                    f"step {self.steps_done} is a look step: call first_step() and run the second "
+                    "backward pass before second_step()"
+                )
+            self._adjust_plain_gradient_()
+        else:
+            self._in_flight = None
+            self._restore_weights(in_flight)
+            if not self._finish_look_(in_flight):
+                self.skipped_steps += 1
+                return
+        self.base.step()
+        self.steps_done += 1
+
+    # ------------------------------------------------------------------ hooks for subclasses
+    def _perturbed_weights(self, buckets: list[Bucket], grad_norm: float) -> list[list[Tensor]]:
+        """w + ρ·g/‖g‖ (global norm) per bucket, out of place; only called when ρ > 0, 0 < ‖g‖ < ∞."""
+        scale = self.rho / grad_norm
+        return [list(torch._foreach_add(b.params, b.grads, alpha=scale)) for b in buckets]
+
+    def _finish_look_(self, in_flight: _LookInFlight) -> bool:
+        """Inspect g_s (now in ``p.grad``); return False if the step must be skipped."""
+        grads_s = [[p.grad for p in b.params if p.grad is not None] for b in in_flight.buckets]
+        return math.isfinite(global_norm(cast(list[list[Tensor]], grads_s)))
+
+    def _adjust_plain_gradient_(self) -> None:
+        """Modify g in place before a plain (non-look) step; SAM-k leaves it alone."""
+
+    # ------------------------------------------------------------------ helpers
+    def _buckets(self) -> list[Bucket]:
+        """Parameters with a gradient, grouped by (device, dtype).
+
+        The grouping is cached on the identity of that parameter list: between look steps it is
+        the same every step, and regrouping would cost more Python time than the arithmetic.
+        """
+        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        key = tuple(map(id, params))
+        if key != self._bucket_key:
+            grouped = group_by_device_and_dtype(params)
+            self._bucket_params = [lists[0] for lists in grouped]
+            self._bucket_key = key
+        return [Bucket(ps, [cast(Tensor, p.grad) for p in ps]) for ps in self._bucket_params]
+
+    @staticmethod
+    def _restore_weights(in_flight: _LookInFlight) -> None:
+        for bucket, originals in zip(in_flight.buckets, in_flight.originals, strict=False):
+            for p, w in zip(bucket.params, originals, strict=True):
+                p.data = w
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs: own per-parameter state, counters, the base's state."""
+        own = super().state_dict()
+        own["base"] = self.base.state_dict()
+        own["sam_family"] = {"steps_done": self.steps_done, "skipped_steps": self.skipped_steps}
+        own["sam_family"].update(self._extra_state())
+        return own
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a checkpoint from ``state_dict()``; the groups stay shared with the base."""
+        missing = {"state", "param_groups", "base", "sam_family"} - set(state_dict)
+        if missing:
+            raise ValueError(
+                f"not a {type(self).__name__} state_dict: missing keys {sorted(missing)}"
+            )
+        super().load_state_dict(
+            {"state": state_dict["state"], "param_groups": state_dict["param_groups"]}
+        )
+        self.base.load_state_dict(state_dict["base"])
+        self.param_groups = self.base.param_groups
+        extra = dict(state_dict["sam_family"])
+        self.steps_done = int(extra.pop("steps_done"))
+        self.skipped_steps = int(extra.pop("skipped_steps", 0))
+        self._load_extra_state(extra)
+        self._in_flight = None
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        del extra
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(base={type(self.base).__name__}, rho={self.rho}, k={self.k}, "
+            f"alpha={self.alpha}, steps_done={self.steps_done})"
+        )
+
+
+def params_of(params_or_model: torch.nn.Module | Iterable[Any]) -> Iterable[Any]:
+    """Accept a model, an iterable of tensors or an iterable of param-group dicts."""
+    if isinstance(params_or_model, torch.nn.Module):
+        return params_or_model.parameters()
+    return params_or_model

@@ -1,0 +1,45 @@
+"""Look-LayerSAM (Liu et al., CVPR 2022, Sec. 3.3): LookSAM with a layer-wise perturbation."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from looksam.optim._base import Bucket
+from looksam.optim._foreach import per_tensor_norms
+from looksam.optim.looksam import LookSAM
+
+
+class LayerLookSAM(LookSAM):
+    r"""LookSAM whose perturbation is scaled per parameter tensor, LAMB-style.
+
+    For each parameter tensor l (weights and biases are separate "layers"):
+
+    .. math::
+        ε_l = ρ\,\frac{‖w_l‖}{‖g_l‖}\, g_l \qquad (ε_l = 0 \text{ where either norm is } 0)
+
+    so that every layer moves by the same fraction ρ of its own size, which is what keeps the
+    perturbation meaningful at the very large batch sizes the paper trains with LAMB. The g_v
+    projection, its reuse on the other steps and all norms there are global, exactly as in
+    :class:`LookSAM`.
+
+    Args:
+        base: the optimizer that applies the update (the paper pairs it with LAMB).
+        rho: relative radius ρ ≥ 0.
+        k: interval between look steps, an integer ≥ 1.
+        alpha: weight α ≥ 0 of the reused g_v.
+    """
+
+    def _perturbed_weights(self, buckets: list[Bucket], grad_norm: float) -> list[list[Tensor]]:
+        del grad_norm  # the layer-wise radius uses each tensor's own norms
+        perturbed = []
+        for b in buckets:
+            w_norms = torch.stack(per_tensor_norms(b.params))
+            g_norms = torch.stack(per_tensor_norms(b.grads))
+            usable = (w_norms > 0) & (g_norms > 0) & torch.isfinite(g_norms)
+            ratio = torch.where(usable, w_norms / torch.where(usable, g_norms, 1.0), 0.0)
+            scales = (self.rho * ratio).tolist()  # one sync: foreach takes per-tensor scalars
+            eps = torch._foreach_mul(b.grads, scales)
+            torch._foreach_add_(eps, b.params)
+            perturbed.append(list(eps))
+        return perturbed

@@ -1,0 +1,121 @@
+"""LookSAM (Liu et al., CVPR 2022): SAM's gradient every k steps, its slow part reused between."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, cast
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from looksam.optim._base import SharpnessAwareOptimizer, _LookInFlight, check_alpha
+from looksam.optim._foreach import global_norm, squared_norm
+
+
+class LookSAM(SharpnessAwareOptimizer):
+    r"""LookSAM: compute g_s every k steps and reuse its component orthogonal to g in between.
+
+    Liu et al., "Towards Efficient and Scalable Sharpness-Aware Minimization", CVPR 2022,
+    Algorithm 1. With global norms and the step counter t starting at 0:
+
+    Look step (t mod k = 0), like SAM, and store the part of g_s orthogonal to g:
+
+    .. math::
+        g_s = ∇L(w + ρ\,g/‖g‖), \qquad
+        g_v = g_s - \frac{⟨g, g_s⟩}{‖g‖^2}\, g, \qquad w ← \text{base\_step}(w, g_s)
+
+    Other steps reuse the stored g_v, rescaled to the current gradient:
+
+    .. math::
+        w ← \text{base\_step}\Big(w,\; g + α\,\frac{‖g‖}{‖g_v‖}\, g_v\Big)
+
+    ‖g_v‖ is computed once per look step and cached. If ‖g‖ = 0 there is no perturbation and
+    ⟨g, g_s⟩/‖g‖² is taken as 0; if ‖g_v‖ = 0 the reuse term is 0. ``k=1`` is SAM; ``alpha=0`` is
+    SAM-k. Cost: 1 + 1/k forward-backward passes per step.
+
+    Args:
+        base: the optimizer that applies the update.
+        rho: neighbourhood radius ρ ≥ 0.
+        k: interval between look steps, an integer ≥ 1.
+        alpha: weight α ≥ 0 of the reused g_v (the paper uses 0.7).
+    """
+
+    keeps_first_gradient = True
+
+    def __init__(
+        self, base: Optimizer, *, rho: float = 0.05, k: int = 5, alpha: float = 0.7
+    ) -> None:
+        super().__init__(base, rho=rho, k=k, alpha=check_alpha(alpha))
+        self.gv_norm = 0.0
+        self._gv_key: tuple[int, ...] | None = None
+        self._gv_lists: list[list[Tensor | None]] = []
+
+    def _finish_look_(self, in_flight: _LookInFlight) -> bool:
+        g_sq = in_flight.grad_norm**2
+        pairs: list[tuple[list[Tensor], list[Tensor], list[Tensor]]] = []  # (params, g, g_s)
+        for bucket in in_flight.buckets:
+            grads_s = [p.grad for p in bucket.params]
+            if any(gs is None for gs in grads_s):  # rare: no gradient at w + ε for some params
+                keep = [i for i, gs in enumerate(grads_s) if gs is not None]
+                for i in set(range(len(grads_s))) - set(keep):
+                    self.state[bucket.params[i]].pop("g_v", None)
+                pairs.append(
+                    (
+                        [bucket.params[i] for i in keep],
+                        [bucket.grads[i] for i in keep],
+                        [cast(Tensor, grads_s[i]) for i in keep],
+                    )
+                )
+                g_sq = -1.0  # recompute over the kept parameters below
+            else:
+                pairs.append((bucket.params, bucket.grads, cast(list[Tensor], grads_s)))
+        if g_sq < 0.0:
+            g_sq = squared_norm([g for _, g, _ in pairs])
+        gs_sq = squared_norm([gs for _, _, gs in pairs])
+        # ⟨g, g_s⟩ by polarisation, ½(‖g‖² + ‖g_s‖² − ‖g − g_s‖²): foreach has norms but no dot.
+        # g is ours (detached in first_step), so the difference is formed in its storage, which
+        # then becomes the g_v buffer: no allocation, no copy.
+        for _, g, gs in pairs:
+            torch._foreach_sub_(g, gs)
+        diff_sq = squared_norm([d for _, d, _ in pairs])
+        beta = 0.5 * (g_sq + gs_sq - diff_sq) / g_sq if g_sq > 0.0 else 0.0
+        # g_v = g_s − β·g with g = d + g_s  ⇒  g_v = (1 − β)·g_s − β·d
+        for _, d, gs in pairs:
+            torch._foreach_mul_(d, -beta)
+            torch._foreach_add_(d, gs, alpha=1.0 - beta)
+        gv_norm = global_norm([d for _, d, _ in pairs])
+        if not math.isfinite(gv_norm):
+            return False  # g_s overflowed: keep the previous g_v and skip this step
+        for params, gv, _ in pairs:
+            for p, buffer in zip(params, gv, strict=True):
+                self.state[p]["g_v"] = buffer
+        self.gv_norm = gv_norm
+        self._gv_key = None  # re-derive the aligned g_v lists on the next plain step
+        return True
+
+    def _adjust_plain_gradient_(self) -> None:
+        if self.alpha == 0.0 or self.gv_norm == 0.0:
+            return
+        buckets = self._buckets()
+        if self._gv_key != self._bucket_key:
+            # Align the stored g_v with the current buckets once per look interval.
+            self._gv_lists = [[self.state[p].get("g_v") for p in b.params] for b in buckets]
+            self._gv_key = self._bucket_key
+        grad_norm = global_norm([b.grads for b in buckets])
+        if not math.isfinite(grad_norm):
+            return  # leave the overflow as it is for GradScaler to see
+        coef = self.alpha * grad_norm / self.gv_norm
+        for bucket, gv in zip(buckets, self._gv_lists, strict=True):
+            if any(v is None for v in gv):  # rare: a parameter gained a gradient since the look
+                kept = [(g, v) for g, v in zip(bucket.grads, gv, strict=True) if v is not None]
+                torch._foreach_add_([g for g, _ in kept], [v for _, v in kept], alpha=coef)
+            else:
+                torch._foreach_add_(bucket.grads, cast(list[Tensor], gv), alpha=coef)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"gv_norm": self.gv_norm}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        self.gv_norm = float(extra.get("gv_norm", 0.0))
+        self._gv_key = None
