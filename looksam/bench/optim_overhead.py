@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,7 +72,9 @@ class OverheadRow:
 def _training_step(
     name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int
 ) -> Callable[[], object]:
-    hp = {"k": k} if "k" in {h.name for h in get_optimizer_info(name).hyperparameters} else {}
+    hp: dict[str, Any] = {}
+    if "k" in {h.name for h in get_optimizer_info(name).hyperparameters}:
+        hp["k"] = k
     opt = create_optimizer(name, model, lr=0.01, **hp)
     loss_fn = nn.CrossEntropyLoss()
 
@@ -83,7 +86,7 @@ def _training_step(
         loss.backward()
         return loss
 
-    return lambda: opt.step(closure)
+    return lambda: opt.step(closure)  # type: ignore[arg-type]
 
 
 def measure_overhead(

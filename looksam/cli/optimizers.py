@@ -13,26 +13,26 @@ from looksam.optim import BASE_OPTIMIZERS, HyperParameter, list_optimizers
 
 def _format_hp(hp: HyperParameter) -> str:
     default = str(hp.default).lower() if hp.kind == "bool" else f"{hp.default:g}"
-    allowed = "" if hp.kind == "bool" else f" [dim]({hp.describe_range()})[/]"
-    return f"{hp.name}={default}{allowed}"
+    return f"{hp.name}={default} [dim]{hp.short_range()}[/]"
 
 
 def build_optimizers_table(k: int) -> Table:
     """Rich table of the registry, with the cost per step evaluated at ``k``."""
     table = Table(title=f"Registered optimizers (cost at k={k})", title_justify="left")
     table.add_column("name", style="bold cyan", no_wrap=True)
-    table.add_column("what it does")
-    table.add_column("base")
-    table.add_column("hyperparameters")
-    table.add_column("fwd-bwd passes / step", justify="right", no_wrap=True)
+    table.add_column("hyperparameters", no_wrap=True)
+    table.add_column("passes/step", justify="right", no_wrap=True)
+    table.add_column("what it is")
     for info in list_optimizers():
         own = info.hyperparameters if info.wraps_base else info.all_hyperparameters()
+        hps = [_format_hp(hp) for hp in own]
+        if info.wraps_base:
+            hps.append(f"base={' | '.join(BASE_OPTIMIZERS)}")
         table.add_row(
             info.name,
-            info.summary,
-            " | ".join(BASE_OPTIMIZERS) if info.wraps_base else "-",
-            "\n".join(_format_hp(hp) for hp in own),
+            "\n".join(hps),
             f"{info.cost_formula} = {info.passes_per_step(k):.2f}",
+            info.summary,
         )
     return table
 
@@ -44,8 +44,9 @@ def optimizers(
 ) -> None:
     """List the optimizers, their hyperparameters and their cost in forward-backward passes.
 
-    The SAM family wraps a base optimizer (--base sgd|adamw|lamb elsewhere); the base's own
-    hyperparameters (lr, momentum, weight_decay…) are listed on its row.
+    Cost is in forward-backward passes per step: SAM pays 2, the k-step variants 1 + 1/k. The SAM
+    family wraps a base optimizer (base=sgd|adamw|lamb), whose own hyperparameters (lr, momentum,
+    weight_decay…) are listed on the base's row.
     """
     if k < 1:
         fail(f"--k must be an integer >= 1, got {k}")

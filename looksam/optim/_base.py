@@ -66,14 +66,15 @@ class _LookInFlight:
 
 
 class SharpnessAwareOptimizer(Optimizer):
-    """Base class of the SAM family: wraps a base optimizer and feeds it a sharpness-aware gradient.
+    """Base of the SAM family: wraps a base optimizer and feeds it a sharpness-aware gradient.
 
     Step ``t`` (counted from 0) is a *look step* when ``t % k == 0``. On a look step the engine
-    builds the perturbed weights w + ε out of place (``_perturbed_weights``), points every parameter
-    at them for the second forward-backward pass, then points the parameters back at their original,
-    untouched storage: w is restored exactly, with no copy and no subtraction, and the whole look
-    step costs one norm and one fused add beyond the two passes. The base optimizer then steps with
-    g_s. On the other steps subclasses may adjust g in place (``_adjust_plain_gradient_``).
+    builds the perturbed weights w + ε out of place (``_perturbed_weights``), points every
+    parameter at them for the second forward-backward pass, then points the parameters back at
+    their original, untouched storage: w is restored exactly, with no copy and no subtraction, and
+    the look step costs one norm and one fused add beyond the two passes. The base optimizer then
+    steps with g_s. On the other steps subclasses may adjust g in place
+    (``_adjust_plain_gradient_``).
 
     Because a look step briefly re-points ``param.data``, parameters must own their storage: this
     is true of ordinary modules and DDP, not of FSDP's flattened views.
@@ -88,8 +89,8 @@ class SharpnessAwareOptimizer(Optimizer):
     def __init__(self, base: Optimizer, *, rho: float, k: int = 1, alpha: float = 0.0) -> None:
         if not isinstance(base, Optimizer):
             raise ValueError(
-                "base must be a torch.optim.Optimizer instance (e.g. torch.optim.SGD(params, lr=0.1))"
-                f", got {type(base).__name__}"
+                "base must be a torch.optim.Optimizer instance "
+                f"(e.g. torch.optim.SGD(params, lr=0.1)), got {type(base).__name__}"
             )
         if isinstance(base, SharpnessAwareOptimizer):
             raise ValueError("base must be a plain optimizer, not another SAM-family wrapper")
@@ -140,8 +141,8 @@ class SharpnessAwareOptimizer(Optimizer):
         if closure is None:
             if self.is_look_step and self._in_flight is None:
                 raise RuntimeError(
-                    f"{type(self).__name__}.step() needs a closure: step {self.steps_done} is a look "
-                    "step that evaluates the gradient twice. Pass step(closure), or call "
+                    f"{type(self).__name__}.step() needs a closure: step {self.steps_done} is a "
+                    "look step that evaluates the gradient twice. Pass step(closure), or call "
                     "first_step(), run the second backward pass, then step()/second_step()."
                 )
             self.second_step()
@@ -192,9 +193,9 @@ class SharpnessAwareOptimizer(Optimizer):
     def second_step(self) -> None:
         """Finish the step: restore w (look steps), form the gradient, let the base optimizer step.
 
-        On a look step ``p.grad`` must hold g_s from the second backward pass. If g_s is not finite
-        (an fp16 overflow) the weights are restored, the base step is skipped, the step counter does
-        not advance and ``skipped_steps`` grows by one.
+        On a look step ``p.grad`` must hold g_s from the second backward pass. If g_s is not
+        finite (an fp16 overflow) the weights are restored, the base step is skipped, the step
+        counter does not advance and ``skipped_steps`` grows by one.
         """
         in_flight = self._in_flight
         if in_flight is None:
@@ -215,7 +216,7 @@ class SharpnessAwareOptimizer(Optimizer):
 
     # ------------------------------------------------------------------ hooks for subclasses
     def _perturbed_weights(self, buckets: list[Bucket], grad_norm: float) -> list[list[Tensor]]:
-        """w + ρ·g/‖g‖ (global norm) per bucket, out of place; only called when ρ > 0, 0 < ‖g‖ < ∞."""
+        """w + ρ·g/‖g‖ (global norm) per bucket, out of place; called when ρ > 0, 0 < ‖g‖ < ∞."""
         scale = self.rho / grad_norm
         return [list(torch._foreach_add(b.params, b.grads, alpha=scale)) for b in buckets]
 

@@ -25,7 +25,7 @@ def group_by_device_and_dtype(*aligned: list[Tensor]) -> list[TensorLists]:
     The lists must have equal length; entry ``i`` of every list belongs to the same parameter.
     """
     grouped = Optimizer._group_tensors_by_device_and_dtype(list(aligned))  # type: ignore[arg-type]
-    return [tuple(lists) for lists, _ in grouped.values()]  # type: ignore[misc]
+    return [tuple(lists) for lists, _ in grouped.values()]  # type: ignore[misc,arg-type]
 
 
 def _norm_dtype(tensors: Sequence[Tensor]) -> torch.dtype | None:

@@ -1,8 +1,8 @@
 """The optimizer registry: one frozen description per optimizer, one factory for all of them.
 
-The CLI, the runner and the sweeps build optimizers only through :func:`create_optimizer` and read
-their search ranges and costs only from :func:`list_optimizers`, so adding an entry here is all a new
-optimizer needs to appear everywhere.
+The CLI, the runner and the sweeps build optimizers only through :func:`create_optimizer` and
+read their ranges and costs only from :func:`list_optimizers`, so adding an entry here is all a
+new optimizer needs to appear everywhere.
 """
 
 from __future__ import annotations
@@ -48,6 +48,15 @@ class HyperParameter:
         if self.high is not None and value > self.high:
             raise ValueError(f"{self.name} must be {self.describe_range()}, got {value!r}")
         return int(value) if self.kind == "int" else float(value)
+
+    def short_range(self) -> str:
+        """Compact range for tables: '≥0', '[0,1]', 'int ≥1', 'bool'."""
+        if self.kind == "bool":
+            return "bool"
+        prefix = "int " if self.kind == "int" else ""
+        if self.low is not None and self.high is not None:
+            return f"{prefix}[{self.low:g},{self.high:g}]"
+        return f"{prefix}≥{self.low:g}" if self.low is not None else prefix.strip() or "any"
 
     def describe_range(self) -> str:
         """Human-readable allowed range, e.g. 'an integer >= 1' or 'a number in [0, 1)'."""
@@ -225,8 +234,8 @@ def create_optimizer(
             ``looksam``, ``layerlooksam``).
         params_or_model: an ``nn.Module``, an iterable of tensors, or param-group dicts.
         base: for the SAM family, the base optimizer that applies the update (default ``sgd``).
-        **hyperparameters: the optimizer's and its base's hyperparameters (``lr``, ``rho``, ``k``…);
-            anything omitted takes the registry default.
+        **hyperparameters: the optimizer's and its base's hyperparameters (``lr``, ``rho``,
+            ``k``…); anything omitted takes the registry default.
 
     Raises:
         ValueError: unknown name, base or hyperparameter, or a value outside its range.

@@ -1,0 +1,111 @@
+"""The CLI surface: help, version, the optimizers table, user errors exit 2 without a traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from looksam.cli.app import app
+from looksam.optim import list_optimizers
+
+runner = CliRunner()
+
+
+def test_help_lists_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "optimizers" in result.output
+    assert "bench-optim" in result.output
+
+
+def test_no_arguments_shows_help() -> None:
+    result = runner.invoke(app, [])
+    assert "Usage" in result.output
+    assert "optimizers" in result.output
+
+
+def test_version() -> None:
+    from looksam import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"looksam-bench {__version__}"
+
+
+def test_optimizers_lists_every_registered_name_with_its_cost() -> None:
+    result = runner.invoke(app, ["optimizers"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for info in list_optimizers():
+        assert info.name in result.output
+    assert "1 + 1/k = 1.20" in result.output  # k-step variants at the default k=5
+    assert "2 = 2.00" in result.output  # SAM
+    assert "rho=0.05" in result.output
+
+
+def test_optimizers_cost_follows_k() -> None:
+    result = runner.invoke(app, ["optimizers", "--k", "2"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "1 + 1/k = 1.50" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["optimizers", "--k", "0"],
+        ["bench-optim", "--model", "resnet9000"],
+        ["bench-optim", "--optimizer", "adagrad"],
+        ["bench-optim", "--k", "0"],
+        ["bench-optim", "--rounds", "0"],
+    ],
+)
+def test_user_errors_exit_2_with_one_line(args: list[str]) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "error:" in result.output
+
+
+def test_bench_optim_unknown_optimizer_lists_valid_names() -> None:
+    result = runner.invoke(app, ["bench-optim", "--optimizer", "adagrad"])
+    assert "looksam" in result.output
+
+
+def test_bench_optim_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "overhead.json"
+    result = runner.invoke(
+        app,
+        ["bench-optim", "-m", "mlp", "-o", "looksam", "--rounds", "2", "--json", str(out)],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    assert [r["optimizer"] for r in rows] == ["sgd", "looksam"]
+    assert rows[0]["timing"]["ratio"] == 1.0
+    assert rows[1]["floor"] == pytest.approx(1.2)
+    assert rows[1]["overhead"] == pytest.approx(rows[1]["timing"]["ratio"] - 1.2)
+
+
+def test_installed_entry_point_runs() -> None:
+    """One real process through the console script, as a user would call it."""
+    exe = shutil.which("looksam-bench") or str(Path(sys.executable).parent / "looksam-bench")
+    proc = subprocess.run(
+        [exe, "optimizers"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "layerlooksam" in proc.stdout
+    bad = subprocess.run(
+        [exe, "optimizers", "--k", "-3"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr
