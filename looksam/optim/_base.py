@@ -104,7 +104,6 @@ class SharpnessAwareOptimizer(Optimizer):
         self.param_groups = base.param_groups
         self.defaults = base.defaults
         self.steps_done = 0
-        self.skipped_steps = 0
         self._in_flight: _LookInFlight | None = None
         self._bucket_key: tuple[int, ...] = ()
         self._bucket_params: list[list[Tensor]] = []
@@ -151,10 +150,21 @@ class SharpnessAwareOptimizer(Optimizer):
             loss = closure()
         if self.is_look_step:
             self.first_step()
-            with torch.enable_grad():
-                closure()
+            try:
+                with torch.enable_grad():
+                    closure()
+            except BaseException:  # OOM, Ctrl-C…: never leave the model at w + ε
+                self.abandon_look_step()
+                raise
         self.second_step()
         return loss
+
+    @torch.no_grad()
+    def abandon_look_step(self) -> None:
+        """Undo ``first_step()`` (restore w exactly) without stepping; a no-op outside a look."""
+        if self._in_flight is not None:
+            self._restore_weights(self._in_flight)
+            self._in_flight = None
 
     @torch.no_grad()
     def first_step(self) -> None:
@@ -169,10 +179,7 @@ class SharpnessAwareOptimizer(Optimizer):
                 f"step {self.steps_done} is not a look step (k={self.k}); check is_look_step "
                 "before calling first_step()"
             )
-        if self._in_flight is not None:
-            # A look step that never finished (GradScaler skipped it on overflow): drop it.
-            self._restore_weights(self._in_flight)
-            self._in_flight = None
+        self.abandon_look_step()  # a half-done look step (the second pass raised): undo it
         buckets = self._buckets()
         grad_norm = global_norm([b.grads for b in buckets])
         originals: list[list[Tensor]] = []
@@ -190,12 +197,15 @@ class SharpnessAwareOptimizer(Optimizer):
         self._in_flight = _LookInFlight(buckets, originals, grad_norm)
 
     @torch.no_grad()
-    def second_step(self) -> None:
+    def second_step(self, base_step: Callable[[], object] | None = None) -> None:
         """Finish the step: restore w (look steps), form the gradient, let the base optimizer step.
 
-        On a look step ``p.grad`` must hold g_s from the second backward pass. If g_s is not
-        finite (an fp16 overflow) the weights are restored, the base step is skipped, the step
-        counter does not advance and ``skipped_steps`` grows by one.
+        On a look step ``p.grad`` must hold g_s from the second backward pass.
+
+        Args:
+            base_step: what applies the update, ``self.base.step`` by default. Mixed precision
+                passes ``lambda: scaler.step(opt.base)`` so the GradScaler unscales the final
+                gradient and skips the update on overflow (see the README's fp16 recipe).
         """
         in_flight = self._in_flight
         if in_flight is None:
@@ -208,10 +218,11 @@ class SharpnessAwareOptimizer(Optimizer):
         else:
             self._in_flight = None
             self._restore_weights(in_flight)
-            if not self._finish_look_(in_flight):
-                self.skipped_steps += 1
-                return
-        self.base.step()
+            self._finish_look_(in_flight)
+        if base_step is None:
+            self.base.step()
+        else:
+            base_step()
         self.steps_done += 1
 
     # ------------------------------------------------------------------ hooks for subclasses
@@ -220,10 +231,8 @@ class SharpnessAwareOptimizer(Optimizer):
         scale = self.rho / grad_norm
         return [list(torch._foreach_add(b.params, b.grads, alpha=scale)) for b in buckets]
 
-    def _finish_look_(self, in_flight: _LookInFlight) -> bool:
-        """Inspect g_s (now in ``p.grad``); return False if the step must be skipped."""
-        grads_s = [[p.grad for p in b.params if p.grad is not None] for b in in_flight.buckets]
-        return math.isfinite(global_norm(cast(list[list[Tensor]], grads_s)))
+    def _finish_look_(self, in_flight: _LookInFlight) -> None:
+        """Look at g_s (now in ``p.grad``) before the base step; SAM and SAM-k need nothing."""
 
     def _adjust_plain_gradient_(self) -> None:
         """Modify g in place before a plain (non-look) step; SAM-k leaves it alone."""
@@ -254,7 +263,7 @@ class SharpnessAwareOptimizer(Optimizer):
         """Everything a resumed run needs: own per-parameter state, counters, the base's state."""
         own = super().state_dict()
         own["base"] = self.base.state_dict()
-        own["sam_family"] = {"steps_done": self.steps_done, "skipped_steps": self.skipped_steps}
+        own["sam_family"] = {"steps_done": self.steps_done}
         own["sam_family"].update(self._extra_state())
         return own
 
@@ -272,7 +281,6 @@ class SharpnessAwareOptimizer(Optimizer):
         self.param_groups = self.base.param_groups
         extra = dict(state_dict["sam_family"])
         self.steps_done = int(extra.pop("steps_done"))
-        self.skipped_steps = int(extra.pop("skipped_steps", 0))
         self._load_extra_state(extra)
         self._in_flight = None
 

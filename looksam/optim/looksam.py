@@ -51,7 +51,7 @@ class LookSAM(SharpnessAwareOptimizer):
         self._gv_key: tuple[int, ...] | None = None
         self._gv_lists: list[list[Tensor | None]] = []
 
-    def _finish_look_(self, in_flight: _LookInFlight) -> bool:
+    def _finish_look_(self, in_flight: _LookInFlight) -> None:
         g_sq = in_flight.grad_norm**2
         pairs: list[tuple[list[Tensor], list[Tensor], list[Tensor]]] = []  # (params, g, g_s)
         for bucket in in_flight.buckets:
@@ -86,13 +86,12 @@ class LookSAM(SharpnessAwareOptimizer):
             torch._foreach_add_(d, gs, alpha=1.0 - beta)
         gv_norm = global_norm([d for _, d, _ in pairs])
         if not math.isfinite(gv_norm):
-            return False  # g_s overflowed: keep the previous g_v and skip this step
+            return  # g or g_s overflowed (fp16): keep the previous g_v; GradScaler skips the step
         for params, gv, _ in pairs:
             for p, buffer in zip(params, gv, strict=True):
                 self.state[p]["g_v"] = buffer
         self.gv_norm = gv_norm
         self._gv_key = None  # re-derive the aligned g_v lists on the next plain step
-        return True
 
     def _adjust_plain_gradient_(self) -> None:
         if self.alpha == 0.0 or self.gv_norm == 0.0:
