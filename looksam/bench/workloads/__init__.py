@@ -1,0 +1,28 @@
+"""Registered workloads. Importing this package registers every built-in one."""
+
+from __future__ import annotations
+
+from looksam.bench.workloads import digits as _digits  # noqa: F401  (registers on import)
+from looksam.bench.workloads._base import (
+    Batch,
+    TensorWorkload,
+    Workload,
+    WorkloadDataError,
+    WorkloadInfo,
+    create_workload,
+    get_workload_info,
+    list_workloads,
+    register_workload,
+)
+
+__all__ = [
+    "Batch",
+    "TensorWorkload",
+    "Workload",
+    "WorkloadDataError",
+    "WorkloadInfo",
+    "create_workload",
+    "get_workload_info",
+    "list_workloads",
+    "register_workload",
+]
