@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from looksam.cli import bench_optim, optimizers
+from looksam.cli import bench_optim, optimizers, run
 
 app = typer.Typer(
     name="looksam-bench",
@@ -18,6 +18,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+app.command("run")(run.run)
+app.command("workloads")(run.workloads)
 app.command("optimizers")(optimizers.optimizers)
 app.command("bench-optim")(bench_optim.bench_optim)
 

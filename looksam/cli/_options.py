@@ -1,0 +1,32 @@
+"""Option aliases shared by several commands, so a flag means the same thing everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Workload = Annotated[
+    str,
+    typer.Option("--workload", "-w", help="Workload name (see `looksam-bench workloads`)."),
+]
+Base = Annotated[
+    str | None,
+    typer.Option(help="Base optimizer of the SAM family: sgd, adamw or lamb [default: sgd]."),
+]
+Rho = Annotated[float | None, typer.Option(help="Perturbation radius ρ ≥ 0.")]
+K = Annotated[int | None, typer.Option("--k", "-k", help="Compute g_s every k-th step (k ≥ 1).")]
+Alpha = Annotated[float | None, typer.Option(help="Weight α ≥ 0 of the reused g_v (LookSAM).")]
+Lr = Annotated[float | None, typer.Option(help="Peak learning rate [default: workload's].")]
+BatchSize = Annotated[
+    int | None, typer.Option("--batch-size", "-b", help="Batch size [default: workload's].")
+]
+Seed = Annotated[int, typer.Option(help="Seed for init, data order and augmentation.")]
+Device = Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")]
+Amp = Annotated[str, typer.Option(help="Mixed precision: off, bf16, or fp16 (GradScaler recipe).")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Where CIFAR-10 / ImageFolder data lives (no downloads)."),
+]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON.")]
