@@ -31,6 +31,9 @@ from looksam.optim import SharpnessAwareOptimizer, create_optimizer, frozen_bn_s
 from looksam.optim._registry import get_optimizer_info
 
 AMP_MODES = ("off", "bf16", "fp16")
+
+#: The clock the runner reads; a module attribute so tests can drive it deterministically.
+now: Callable[[], float] = time.perf_counter
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -327,7 +330,7 @@ class TrainingSession:
                 except BaseException:
                     sam.abandon_look_step()
                     raise
-            sam.second_step(lambda: scaler.step(sam.base))
+            sam.step(base_step=lambda: scaler.step(sam.base))  # step(): the LR scheduler sees it
         scaler.update()
         return loss
 
@@ -377,7 +380,7 @@ class _Clock:
 
     def start(self) -> None:
         synchronize(self.device)
-        self._start = time.perf_counter()
+        self._start = now()
         self.pending = 0
 
     def tick(self) -> None:
@@ -385,7 +388,7 @@ class _Clock:
 
     def stop(self) -> None:
         synchronize(self.device)
-        elapsed = time.perf_counter() - self._start
+        elapsed = now() - self._start
         self.total += elapsed
         if self.pending:
             self.chunks.append((elapsed, self.pending))

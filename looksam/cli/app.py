@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from looksam.cli import bench_optim, optimizers, run
+from looksam.cli import bench, bench_optim, optimizers, run
 
 app = typer.Typer(
     name="looksam-bench",
@@ -21,6 +21,8 @@ app = typer.Typer(
 app.command("run")(run.run)
 app.command("workloads")(run.workloads)
 app.command("optimizers")(optimizers.optimizers)
+app.command("bench")(bench.bench)
+app.command("check")(bench.check)
 app.command("bench-optim")(bench_optim.bench_optim)
 
 

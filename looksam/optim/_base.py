@@ -127,7 +127,9 @@ class SharpnessAwareOptimizer(Optimizer):
             super().add_param_group(param_group)
 
     # ------------------------------------------------------------------ steps
-    def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
+    def step(  # type: ignore[override]
+        self, closure: Closure | None = None, base_step: Callable[[], object] | None = None
+    ) -> Any:
         """Run one optimizer step and return the loss of the first closure call.
 
         Args:
@@ -136,6 +138,7 @@ class SharpnessAwareOptimizer(Optimizer):
                 omitted only when the gradients are already computed for this step: after a
                 manual backward on a plain step, or after ``first_step()`` and the second backward
                 on a look step (the two-phase API, which ``GradScaler.step`` also uses).
+            base_step: what applies the update; see :meth:`second_step`.
         """
         if closure is None:
             if self.is_look_step and self._in_flight is None:
@@ -144,7 +147,7 @@ class SharpnessAwareOptimizer(Optimizer):
                     "look step that evaluates the gradient twice. Pass step(closure), or call "
                     "first_step(), run the second backward pass, then step()/second_step()."
                 )
-            self.second_step()
+            self.second_step(base_step)
             return None
         with torch.enable_grad():
             loss = closure()
@@ -156,7 +159,7 @@ class SharpnessAwareOptimizer(Optimizer):
             except BaseException:  # OOM, Ctrl-C…: never leave the model at w + ε
                 self.abandon_look_step()
                 raise
-        self.second_step()
+        self.second_step(base_step)
         return loss
 
     @torch.no_grad()
