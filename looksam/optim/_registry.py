@@ -31,6 +31,7 @@ class HyperParameter:
     low: float | None = None
     high: float | None = None
     kind: str = "float"  # "float" | "int" | "bool"
+    high_open: bool = False  # the upper bound itself is not allowed (Adam's betas < 1)
     help: str = ""
 
     def validate(self, value: Any) -> float | int | bool:
@@ -45,7 +46,9 @@ class HyperParameter:
             raise ValueError(f"{self.name} must be {self.describe_range()}, got {value!r}")
         if not math.isfinite(value) or (self.low is not None and value < self.low):
             raise ValueError(f"{self.name} must be {self.describe_range()}, got {value!r}")
-        if self.high is not None and value > self.high:
+        if self.high is not None and (
+            value > self.high or (self.high_open and value == self.high)
+        ):
             raise ValueError(f"{self.name} must be {self.describe_range()}, got {value!r}")
         return int(value) if self.kind == "int" else float(value)
 
@@ -55,14 +58,15 @@ class HyperParameter:
             return "bool"
         prefix = "int " if self.kind == "int" else ""
         if self.low is not None and self.high is not None:
-            return f"{prefix}[{self.low:g},{self.high:g}]"
+            return f"{prefix}[{self.low:g},{self.high:g}{')' if self.high_open else ']'}"
         return f"{prefix}≥{self.low:g}" if self.low is not None else prefix.strip() or "any"
 
     def describe_range(self) -> str:
         """Human-readable allowed range, e.g. 'an integer >= 1' or 'a number in [0, 1)'."""
         what = "an integer" if self.kind == "int" else "a number"
         if self.low is not None and self.high is not None:
-            return f"{what} in [{self.low:g}, {self.high:g}]"
+            close = ")" if self.high_open else "]"
+            return f"{what} in [{self.low:g}, {self.high:g}{close}"
         if self.low is not None:
             return f"{what} >= {self.low:g}"
         return what
@@ -90,14 +94,14 @@ _BASE_ARGS: dict[str, tuple[HyperParameter, ...]] = {
     "adamw": (
         HyperParameter("lr", 1e-3, 0.0, None, help="learning rate"),
         HyperParameter("weight_decay", 0.05, 0.0, None, help="decoupled weight decay"),
-        HyperParameter("beta1", 0.9, 0.0, 1.0, help="first-moment decay"),
-        HyperParameter("beta2", 0.999, 0.0, 1.0, help="second-moment decay"),
+        HyperParameter("beta1", 0.9, 0.0, 1.0, high_open=True, help="first-moment decay"),
+        HyperParameter("beta2", 0.999, 0.0, 1.0, high_open=True, help="second-moment decay"),
     ),
     "lamb": (
         HyperParameter("lr", 2e-3, 0.0, None, help="learning rate"),
         HyperParameter("weight_decay", 0.02, 0.0, None, help="decoupled weight decay"),
-        HyperParameter("beta1", 0.9, 0.0, 1.0, help="first-moment decay"),
-        HyperParameter("beta2", 0.999, 0.0, 1.0, help="second-moment decay"),
+        HyperParameter("beta1", 0.9, 0.0, 1.0, high_open=True, help="first-moment decay"),
+        HyperParameter("beta2", 0.999, 0.0, 1.0, high_open=True, help="second-moment decay"),
     ),
 }
 

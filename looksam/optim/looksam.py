@@ -12,6 +12,9 @@ from torch.optim import Optimizer
 from looksam.optim._base import SharpnessAwareOptimizer, _LookInFlight, check_alpha
 from looksam.optim._foreach import global_norm, squared_norm
 
+#: ‖g_v‖ at or below this many ulps of ‖g_s‖ is rounding error of the projection, taken as 0.
+_NOISE_FLOOR = 16.0
+
 
 class LookSAM(SharpnessAwareOptimizer):
     r"""LookSAM: compute g_s every k steps and reuse its component orthogonal to g in between.
@@ -31,7 +34,8 @@ class LookSAM(SharpnessAwareOptimizer):
         w ← \text{base\_step}\Big(w,\; g + α\,\frac{‖g‖}{‖g_v‖}\, g_v\Big)
 
     ‖g_v‖ is computed once per look step and cached. If ‖g‖ = 0 there is no perturbation and
-    ⟨g, g_s⟩/‖g‖² is taken as 0; if ‖g_v‖ = 0 the reuse term is 0. ``k=1`` is SAM; ``alpha=0`` is
+    ⟨g, g_s⟩/‖g‖² is taken as 0; if ‖g_v‖ = 0 — or is no larger than the projection's rounding
+    error, 16 ulps of ‖g_s‖, as when g_s ∥ g — the reuse term is 0. ``k=1`` is SAM; ``alpha=0`` is
     SAM-k. Cost: 1 + 1/k forward-backward passes per step.
 
     Args:
@@ -72,21 +76,36 @@ class LookSAM(SharpnessAwareOptimizer):
                 pairs.append((bucket.params, bucket.grads, cast(list[Tensor], grads_s)))
         if g_sq < 0.0:
             g_sq = squared_norm([g for _, g, _ in pairs])
-        gs_sq = squared_norm([gs for _, _, gs in pairs])
-        # ⟨g, g_s⟩ by polarisation, ½(‖g‖² + ‖g_s‖² − ‖g − g_s‖²): foreach has norms but no dot.
-        # g is ours (detached in first_step), so the difference is formed in its storage, which
-        # then becomes the g_v buffer: no allocation, no copy.
-        for _, g, gs in pairs:
-            torch._foreach_sub_(g, gs)
-        diff_sq = squared_norm([d for _, d, _ in pairs])
-        beta = 0.5 * (g_sq + gs_sq - diff_sq) / g_sq if g_sq > 0.0 else 0.0
-        # g_v = g_s − β·g with g = d + g_s  ⇒  g_v = (1 − β)·g_s − β·d
-        for _, d, gs in pairs:
-            torch._foreach_mul_(d, -beta)
-            torch._foreach_add_(d, gs, alpha=1.0 - beta)
-        gv_norm = global_norm([d for _, d, _ in pairs])
+        g_norm, gs_norm = math.sqrt(g_sq), global_norm([gs for _, _, gs in pairs])
+        if not (math.isfinite(g_norm) and math.isfinite(gs_norm)):
+            return  # a pass overflowed (fp16): keep the previous g_v; GradScaler skips the step
+        if g_norm == 0.0 or gs_norm == 0.0:  # β = 0 by convention: g_v = g_s (possibly 0)
+            cos, beta, scale = 0.0, 0.0, 0.0
+        else:
+            # ⟨g, g_s⟩ by polarisation of the *norm-matched* pair: with c = ‖g‖/‖g_s‖,
+            # ‖g − c·g_s‖² = 2‖g‖²(1 − cos). Matching the norms keeps the identity exact when g and
+            # g_s come at different scales (GradScaler), and foreach has norms but no dot. g is
+            # ours (detached in first_step): e = g − c·g_s is formed in its storage, which then
+            # becomes the g_v buffer.
+            scale = g_norm / gs_norm
+            for _, g, gs in pairs:
+                torch._foreach_add_(g, gs, alpha=-scale)
+            e_sq = squared_norm([e for _, e, _ in pairs])
+            cos = 1.0 - e_sq / (2.0 * g_sq)
+            beta = cos * gs_norm / g_norm  # ⟨g, g_s⟩ / ‖g‖²
+        # g_v = g_s − β·g with g = e + c·g_s  ⇒  g_v = (1 − cos)·g_s − β·e   (β·c = cos)
+        for _, e, gs in pairs:
+            if scale == 0.0:
+                torch._foreach_copy_(e, gs)
+            else:
+                torch._foreach_mul_(e, -beta)
+                torch._foreach_add_(e, gs, alpha=1.0 - cos)
+        gv_norm = global_norm([gv for _, gv, _ in pairs])
         if not math.isfinite(gv_norm):
-            return  # g or g_s overflowed (fp16): keep the previous g_v; GradScaler skips the step
+            return
+        eps = max(torch.finfo(gs[0].dtype).eps for _, _, gs in pairs if gs)
+        if gv_norm <= _NOISE_FLOOR * eps * gs_norm:
+            gv_norm = 0.0  # g_s ∥ g: what is left is rounding error, not a direction to reuse
         for params, gv, _ in pairs:
             for p, buffer in zip(params, gv, strict=True):
                 self.state[p]["g_v"] = buffer

@@ -1,0 +1,195 @@
+"""Mixed precision on CPU: bf16 autocast, and the README's GradScaler recipe.
+
+The scaler applies the final update through the base optimizer::
+
+    scaler.scale(loss).backward()
+    if opt.is_look_step:
+        scaler.unscale_(opt); opt.first_step(); scaler.scale(loss2).backward()
+    opt.second_step(lambda: scaler.step(opt.base)); scaler.update()
+
+It must match unscaled ``step(closure)`` training and, on overflow in either pass, leave the
+weights exactly as they were (never at w + ε, never NaN) while the scale backs off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.testing import assert_close
+
+from looksam import SAM, LookSAM
+
+F32 = torch.float32
+F32_CLOSE = {"rtol": 1e-5, "atol": 1e-6}
+SCALE = 2.0**16  # GradScaler's default init_scale
+
+
+def _readme_recipe_step(
+    model: nn.Module,
+    opt: Any,
+    scaler: torch.amp.GradScaler,
+    x: Tensor,
+    y: Tensor,
+    second_loss_factor: float = 1.0,
+) -> None:
+    opt.zero_grad()
+    scaler.scale(nn.functional.mse_loss(model(x), y)).backward()
+    if opt.is_look_step:
+        scaler.unscale_(opt)
+        opt.first_step()
+        loss2 = second_loss_factor * nn.functional.mse_loss(model(x), y)
+        scaler.scale(loss2).backward()
+    opt.second_step(lambda: scaler.step(opt.base))
+    scaler.update()
+
+
+RECIPES = {"readme": _readme_recipe_step}
+WRAPPERS: dict[str, Callable[[torch.optim.Optimizer], Any]] = {
+    "looksam": lambda b: LookSAM(b, rho=0.05, k=3, alpha=0.7),
+    "sam": lambda b: SAM(b, rho=0.05),
+}
+
+
+def test_bf16_autocast_looksam_steps_are_finite(
+    make_mlp: Callable[..., Any], make_batch: Callable[..., Any]
+) -> None:
+    """Under CPU bf16 autocast (fp32 master weights) look and reuse steps run, the weights stay
+    fp32, finite and move, and ‖g_v‖ is finite and positive."""
+    model = make_mlp(dtype=F32)
+    x, y = make_batch(dtype=F32)
+    opt = LookSAM(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), rho=0.05, k=2)
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+            assert out.dtype == torch.bfloat16
+            loss = nn.functional.mse_loss(out.float(), y)
+        loss.backward()
+        return loss
+
+    for _ in range(4):
+        loss = opt.step(closure)
+        assert torch.isfinite(loss)
+    assert opt.steps_done == 4
+    assert 0.0 < opt.gv_norm < float("inf")
+    for p, w in zip(model.parameters(), before, strict=True):
+        assert p.dtype == F32
+        assert torch.isfinite(p).all()
+        assert not torch.equal(p, w)
+
+
+@pytest.mark.parametrize("wrapper", WRAPPERS)
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_grad_scaler_recipe_matches_unscaled_steps(
+    recipe: str,
+    wrapper: str,
+    make_mlp: Callable[..., Any],
+    make_batch: Callable[..., Any],
+    make_closure: Callable[..., Any],
+) -> None:
+    """Six steps of the recipe (scale 2¹⁶; look and reuse steps for LookSAM k=3) == six unscaled
+    ``step(closure)`` steps."""
+    x, y = make_batch(dtype=F32)
+    scaled_model, plain_model = make_mlp(dtype=F32), make_mlp(dtype=F32)
+    scaled = WRAPPERS[wrapper](torch.optim.SGD(scaled_model.parameters(), lr=0.05, momentum=0.9))
+    plain = WRAPPERS[wrapper](torch.optim.SGD(plain_model.parameters(), lr=0.05, momentum=0.9))
+    scaler = torch.amp.GradScaler("cpu", init_scale=SCALE)
+
+    for _ in range(6):
+        RECIPES[recipe](scaled_model, scaled, scaler, x, y)
+        plain.step(make_closure(plain_model, plain, x, y))
+    assert scaler.get_scale() == SCALE
+    assert scaled.steps_done == plain.steps_done == 6
+    assert not scaled.in_second_pass
+    assert_close(list(scaled_model.parameters()), list(plain_model.parameters()), **F32_CLOSE)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_grad_scaler_overflow_in_g_skips_the_step(
+    recipe: str, make_mlp: Callable[..., Any], make_batch: Callable[..., Any]
+) -> None:
+    """init_scale 3e38 overflows the first backward of a look step: the update is skipped, the
+    weights are bit-identical (not left at w + ε), the base has no state, the scale backs off."""
+    model = make_mlp(dtype=F32)
+    x, y = make_batch(dtype=F32)
+    opt = LookSAM(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), rho=0.05, k=3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=3e38)
+    before = [p.detach().clone() for p in model.parameters()]
+
+    RECIPES[recipe](model, opt, scaler, 1e3 * x, y)
+
+    for p, w in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p, w)
+    assert len(opt.base.state) == 0
+    assert scaler.get_scale() < 3e38
+
+
+@pytest.mark.parametrize("wrapper", WRAPPERS)
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_grad_scaler_overflow_in_gs_only_restores_and_skips(
+    recipe: str,
+    wrapper: str,
+    make_mlp: Callable[..., Any],
+    make_batch: Callable[..., Any],
+) -> None:
+    """g finite but g_s overflows (second loss × 1e37) on the look step at t = 3: w is restored
+    bit-for-bit and not updated, the base's momentum is untouched, LookSAM keeps the g_v of t = 0,
+    update() lowers the scale, and the next step trains normally."""
+    model = make_mlp(dtype=F32)
+    x, y = make_batch(dtype=F32)
+    opt = WRAPPERS[wrapper](torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    while opt.steps_done < 3:
+        RECIPES[recipe](model, opt, scaler, x, y)
+    assert opt.is_look_step
+    before = [p.detach().clone() for p in model.parameters()]
+    momentum = [opt.base.state[p]["momentum_buffer"].clone() for p in model.parameters()]
+    gv = [opt.state[p]["g_v"].clone() for p in model.parameters()] if wrapper == "looksam" else []
+
+    RECIPES[recipe](model, opt, scaler, x, y, second_loss_factor=1e37)
+
+    for p, w in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p, w)
+    for p, m in zip(model.parameters(), momentum, strict=True):
+        assert torch.equal(opt.base.state[p]["momentum_buffer"], m)
+    if wrapper == "looksam":
+        for p, v in zip(model.parameters(), gv, strict=True):
+            assert torch.equal(opt.state[p]["g_v"], v)
+    assert not opt.in_second_pass
+    assert scaler.get_scale() == 2.0**7
+
+    RECIPES[recipe](model, opt, scaler, x, y)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not all(torch.equal(p, w) for p, w in zip(model.parameters(), before, strict=True))
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_grad_scaler_recipe_keeps_gv_direction(
+    recipe: str,
+    make_mlp: Callable[..., Any],
+    make_batch: Callable[..., Any],
+    make_closure: Callable[..., Any],
+) -> None:
+    """The g_v LookSAM stores on a look step under the recipe (scale 2¹⁶) points the same way as
+    the g_v of an unscaled step: only its direction is used later, so a scale may change its
+    length but must not rotate it (cosine ≥ 1 − 1e-6)."""
+    x, y = make_batch(dtype=F32)
+    scaled_model, plain_model = make_mlp(dtype=F32), make_mlp(dtype=F32)
+    scaled = LookSAM(torch.optim.SGD(scaled_model.parameters(), lr=0.05), rho=0.05, k=3)
+    plain = LookSAM(torch.optim.SGD(plain_model.parameters(), lr=0.05), rho=0.05, k=3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=SCALE)
+    RECIPES[recipe](scaled_model, scaled, scaler, x, y)
+    plain.step(make_closure(plain_model, plain, x, y))
+
+    def stored_gv(opt: LookSAM, model: nn.Module) -> Tensor:
+        return torch.cat([opt.state[p]["g_v"].reshape(-1) for p in model.parameters()]).double()
+
+    a, b = stored_gv(scaled, scaled_model), stored_gv(plain, plain_model)
+    cosine = (torch.dot(a, b) / (a.norm() * b.norm())).item()
+    assert cosine >= 1 - 1e-6
