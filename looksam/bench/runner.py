@@ -244,6 +244,7 @@ class TrainingSession:
         self.epochs = config.epochs or info.default_epochs
         seed_everything(config.seed)
         self.workload.prepare(self.device)
+        self.workload.check_batch_size(self.batch_size)
         model = self.workload.build_model().to(self.device)
         if config.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -353,7 +354,12 @@ class TrainingSession:
     def batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         """Training batches, epoch after epoch; the caller decides when to stop."""
         while True:
-            yield from self.workload.train_batches(self.batch_size, self.generator)
+            empty = True
+            for batch in self.workload.train_batches(self.batch_size, self.generator):
+                empty = False
+                yield batch
+            if empty:  # a workload that cannot fill one batch would otherwise spin forever
+                raise RuntimeError(f"{self.workload.name} produced an epoch without a batch")
 
 
 def _warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:

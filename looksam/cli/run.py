@@ -139,7 +139,7 @@ def run(
 
         try:
             result = run_training(config, progress=report)
-        except WorkloadDataError as error:
+        except (ValueError, WorkloadDataError) as error:  # found only once data is loaded
             fail(str(error))
     console.print(build_result_table(result))
     if json_path is not None:

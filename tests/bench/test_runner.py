@@ -211,3 +211,8 @@ def test_fp16_gradscaler_recipe_runs_on_cpu() -> None:
     result = run_training(digits("looksam", max_steps=6, amp="fp16", hyperparameters={"k": 3}))
     assert result.status == "ok"
     assert result.forward_backward_passes == 8
+
+
+def test_batch_larger_than_the_data_is_refused() -> None:
+    with pytest.raises(ValueError, match="exceeds the 1257 training examples"):
+        run_training(digits("sgd", batch_size=5000))

@@ -87,3 +87,9 @@ def test_json_into_missing_directory_fails_before_training(tmp_path: Path) -> No
     )
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+def test_batch_larger_than_the_data_exits_2() -> None:
+    result = runner.invoke(app, ["run", "-o", "sgd", "--batch-size", "100000"], env=WIDE)
+    assert result.exit_code == 2
+    assert "exceeds" in result.output

@@ -91,6 +91,14 @@ class Workload(abc.ABC):
         """Mean cross-entropy; override for other objectives."""
         return nn.functional.cross_entropy(logits, targets)
 
+    def check_batch_size(self, batch_size: int) -> None:
+        """Refuse a batch that one epoch cannot fill (it would yield no step at all)."""
+        if batch_size > self.num_train_examples:
+            raise ValueError(
+                f"batch size {batch_size} exceeds the {self.num_train_examples} training "
+                f"examples of {self.name}"
+            )
+
     def steps_per_epoch(self, batch_size: int) -> int:
         """Optimizer steps in one epoch (the last, partial batch is dropped)."""
         return max(1, self.num_train_examples // batch_size)
