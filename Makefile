@@ -26,9 +26,10 @@ format: install
 	$(BIN)/ruff format looksam tests
 	$(BIN)/ruff check --fix looksam tests
 
-# Benchmark, not a test: optimizer step cost relative to its base, on CPU.
+# Benchmarks, not tests: step cost of each optimizer relative to its base, on the CPU models.
 bench-optim: install
-	$(BIN)/looksam-bench bench-optim
+	$(BIN)/looksam-bench bench -w synthetic-mlp --device cpu --rounds 30
+	$(BIN)/looksam-bench bench -w synthetic-convnet --device cpu --rounds 30
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

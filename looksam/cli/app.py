@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from looksam.cli import bench, bench_optim, optimizers, run
+from looksam.cli import bench, optimizers, run
 
 app = typer.Typer(
     name="looksam-bench",
@@ -23,7 +23,6 @@ app.command("workloads")(run.workloads)
 app.command("optimizers")(optimizers.optimizers)
 app.command("bench")(bench.bench)
 app.command("check")(bench.check)
-app.command("bench-optim")(bench_optim.bench_optim)
 
 
 def _print_version(value: bool) -> None:

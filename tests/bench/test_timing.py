@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from looksam.bench.optim_overhead import measure_overhead
 from looksam.bench.timing import time_relative
 
 
@@ -47,17 +46,3 @@ def test_unknown_reference_is_rejected() -> None:
             rounds=1,
             warmup_steps=0,
         )
-
-
-def test_overhead_rows_carry_floors_from_the_registry() -> None:
-    rows = measure_overhead(
-        ("mlp",), ("sam", "looksam"), k=4, rounds=1, steps_per_round=4, warmup_steps=1
-    )
-    floors = {r.optimizer: r.floor for r in rows}
-    assert floors == {"sgd": 1.0, "sam": 2.0, "looksam": pytest.approx(1.25)}
-    assert all(r.params > 100_000 for r in rows)
-
-
-def test_overhead_rejects_unknown_model() -> None:
-    with pytest.raises(ValueError, match="unknown model"):
-        measure_overhead(("vgg",), ("sam",), rounds=1)

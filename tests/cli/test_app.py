@@ -21,7 +21,8 @@ def test_help_lists_commands() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     assert "optimizers" in result.output
-    assert "bench-optim" in result.output
+    assert "bench" in result.output
+    assert "check" in result.output
 
 
 def test_no_arguments_shows_help() -> None:
@@ -58,10 +59,13 @@ def test_optimizers_cost_follows_k() -> None:
     "args",
     [
         ["optimizers", "--k", "0"],
-        ["bench-optim", "--model", "resnet9000"],
-        ["bench-optim", "--optimizer", "adagrad"],
-        ["bench-optim", "--k", "0"],
-        ["bench-optim", "--rounds", "0"],
+        ["bench", "--workload", "resnet9000"],
+        ["bench", "--optimizer", "adagrad"],
+        ["bench", "--k", "0"],
+        ["bench", "--rounds", "0"],
+        ["bench", "--batch-size", "0"],
+        ["bench", "--amp", "fp8"],
+        ["check", "--baseline", "does/not/exist.json"],
     ],
 )
 def test_user_errors_exit_2_with_one_line(args: list[str]) -> None:
@@ -71,24 +75,39 @@ def test_user_errors_exit_2_with_one_line(args: list[str]) -> None:
     assert "error:" in result.output
 
 
-def test_bench_optim_unknown_optimizer_lists_valid_names() -> None:
-    result = runner.invoke(app, ["bench-optim", "--optimizer", "adagrad"])
+def test_bench_unknown_optimizer_lists_valid_names() -> None:
+    result = runner.invoke(app, ["bench", "--optimizer", "adagrad"])
     assert "looksam" in result.output
 
 
-def test_bench_optim_writes_json(tmp_path: Path) -> None:
-    out = tmp_path / "overhead.json"
+def test_bench_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
     result = runner.invoke(
         app,
-        ["bench-optim", "-m", "mlp", "-o", "looksam", "--rounds", "2", "--json", str(out)],
+        [
+            "bench",
+            "-w",
+            "synthetic-mlp",
+            "-o",
+            "looksam",
+            "--rounds",
+            "2",
+            "--device",
+            "cpu",
+            "--json",
+            str(out),
+        ],
         env={"COLUMNS": "200"},
     )
     assert result.exit_code == 0, result.output
-    rows = json.loads(out.read_text())
+    assert "Step cost on synthetic-mlp" in result.output
+    data = json.loads(out.read_text())
+    rows = data["costs"]
     assert [r["optimizer"] for r in rows] == ["sgd", "looksam"]
-    assert rows[0]["timing"]["ratio"] == 1.0
+    assert rows[0]["ratio"] == 1.0
     assert rows[1]["floor"] == pytest.approx(1.2)
-    assert rows[1]["overhead"] == pytest.approx(rows[1]["timing"]["ratio"] - 1.2)
+    assert rows[1]["overhead"] == pytest.approx(rows[1]["ratio"] - 1.2)
+    assert data["environment"]["torch_version"]
 
 
 def test_installed_entry_point_runs() -> None:
