@@ -124,17 +124,25 @@ class TensorWorkload(Workload):
 
     def __init__(self, data_dir: Path | None = None) -> None:
         super().__init__(data_dir)
+        self._host: tuple[Batch, Batch] | None = None
         self._train: Batch | None = None
         self._test: Batch | None = None
 
     @abc.abstractmethod
     def load_tensors(self) -> tuple[Batch, Batch]:
-        """(x_train, y_train), (x_test, y_test) on the CPU."""
+        """(x_train, y_train), (x_test, y_test) on the CPU; called at most once per instance."""
+
+    def host_tensors(self) -> tuple[Batch, Batch]:
+        """The CPU tensors, loaded once and kept until ``prepare`` moves them to the device."""
+        if self._host is None:
+            self._host = self.load_tensors()
+        return self._host
 
     def prepare(self, device: torch.device) -> None:
-        (x_tr, y_tr), (x_te, y_te) = self.load_tensors()
+        (x_tr, y_tr), (x_te, y_te) = self.host_tensors()
         self._train = (x_tr.to(device), y_tr.to(device))
         self._test = (x_te.to(device), y_te.to(device))
+        self._host = None  # the device copy is the one used from now on
 
     def _require(self, split: Batch | None) -> Batch:
         if split is None:
@@ -144,7 +152,7 @@ class TensorWorkload(Workload):
     @property
     def num_train_examples(self) -> int:
         if self._train is None:
-            (x_tr, _), _ = self.load_tensors()
+            (x_tr, _), _ = self.host_tensors()
             return len(x_tr)
         return len(self._train[0])
 

@@ -158,7 +158,6 @@ class Cifar10Workload(TensorWorkload):
 
     def __init__(self, data_dir: Path | None = None) -> None:
         super().__init__(data_dir)
-        self._cpu: tuple[Batch, Batch] | None = None
         self._mean: Tensor | None = None
         self._std: Tensor | None = None
 
@@ -169,14 +168,11 @@ class Cifar10Workload(TensorWorkload):
         )
 
     def load_tensors(self) -> tuple[Batch, Batch]:
-        if self._cpu is None:
-            assert self.data_dir is not None  # __init__ refuses None (needs_data_dir)
-            self._cpu = load_cifar10(self.data_dir, self.name)
-        return self._cpu
+        assert self.data_dir is not None  # __init__ refuses None (needs_data_dir)
+        return load_cifar10(self.data_dir, self.name)
 
     def prepare(self, device: torch.device) -> None:
         super().prepare(device)
-        self._cpu = None  # the device copy is the one that is used; free the host one
         self._mean = torch.tensor(CIFAR_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(CIFAR_STD, device=device).view(1, 3, 1, 1)
 

@@ -7,7 +7,6 @@ clean test accuracy in the prototype), which makes it the CPU default for every 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -54,14 +53,8 @@ class DigitsNoisy(TensorWorkload):
     default_lr = 0.05
     label_noise: ClassVar[float] = 0.3
 
-    def __init__(self, data_dir: Path | None = None) -> None:
-        super().__init__(data_dir)
-        self._cached: tuple[Batch, Batch] | None = None
-
     def load_tensors(self) -> tuple[Batch, Batch]:
-        if self._cached is None:
-            self._cached = noisy_digits(self.label_noise)
-        return self._cached
+        return noisy_digits(self.label_noise)
 
     def build_model(self) -> nn.Module:
         return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))

