@@ -11,7 +11,7 @@ install: $(STAMP)
 # Re-installs only when the project's requirements or pins change.
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,mnist]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,mnist,postgres]'
 	@touch $(STAMP)
 
 test: install

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from looksam.cli import bench, optimizers, run
+from looksam.cli import bench, optimizers, run, sweep, ui
 
 app = typer.Typer(
     name="looksam-bench",
@@ -18,11 +18,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+app.command("sweep")(sweep.sweep)
 app.command("run")(run.run)
 app.command("workloads")(run.workloads)
 app.command("optimizers")(optimizers.optimizers)
 app.command("bench")(bench.bench)
 app.command("check")(bench.check)
+app.command("ui")(ui.ui)
 
 
 def _print_version(value: bool) -> None:

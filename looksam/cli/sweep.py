@@ -1,0 +1,250 @@
+"""`looksam-bench sweep`: Optuna studies per optimizer, tracked in MLflow, shown live."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from looksam.bench.workloads import WorkloadDataError, get_workload_info
+from looksam.cli import _options as opt
+from looksam.cli._console import console, fail
+from looksam.optim import get_optimizer_info
+from looksam.sweeps.redact import redact_url
+from looksam.sweeps.spec import SpecError, SweepSpec, load_spec, parse_spec
+from looksam.sweeps.study import (
+    StudySummary,
+    TrialOutcome,
+    load_summaries,
+    run_sweep,
+    validate_for_workload,
+)
+from looksam.sweeps.tracking import MlflowTracker, NullTracker, Tracker
+
+DEFAULT_SPEC = Path("sweeps/quick.toml")
+#: Exit status after Ctrl-C, as shells report SIGINT.
+INTERRUPTED = 130
+
+
+def _fmt_params(params: dict[str, Any]) -> str:
+    return " ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items())
+    )
+
+
+def build_leaderboard(summaries: tuple[StudySummary, ...], objective: str) -> Table:
+    """One row per optimizer: trial counts and its best trial (most accurate on the front)."""
+    table = Table(title=f"Leaderboard ({objective})", title_justify="left")
+    for column in ("optimizer", "trials c/p/f", "best acc", "train s", "trial", "best params"):
+        table.add_column(column, justify="right" if column in ("best acc", "train s") else "left")
+    for s in summaries:
+        scored = [b for b in s.best if b.mean_accuracy is not None]
+        best: TrialOutcome | None = max(scored, key=lambda b: b.mean_accuracy or 0.0, default=None)
+        table.add_row(
+            s.optimizer,
+            f"{s.complete}/{s.pruned}/{s.failed}",
+            "-"
+            if best is None or best.mean_accuracy is None
+            else f"{100 * best.mean_accuracy:.2f} %",
+            "-" if best is None or best.mean_seconds is None else f"{best.mean_seconds:.2f}",
+            "-" if best is None else f"#{best.number}",
+            "-" if best is None else _fmt_params(best.params),
+        )
+    return table
+
+
+def plan_table(spec: SweepSpec) -> Table:
+    """--dry-run: the studies, their spaces and the estimated cost in forward-backward passes."""
+    wl = get_workload_info(spec.workload.name)
+    epochs = spec.workload.epochs or wl.default_epochs
+    batch = spec.workload.batch_size or wl.default_batch_size
+    table = Table(title=f"Sweep plan: {spec.name} on {spec.workload.name}", title_justify="left")
+    for column in ("study", "trials × seeds", "search space", "est. fwd-bwd passes"):
+        table.add_column(column)
+    for optimizer in spec.optimizers:
+        space = spec.space_for(optimizer)
+        k = next((int((d.low or 5) + (d.high or 5)) // 2 for d in space if d.name == "k"), 5)
+        info = get_optimizer_info(optimizer)
+        steps = epochs * max(1, _train_examples(spec) // batch)
+        passes = spec.n_trials * len(spec.seeds) * steps * info.passes_per_step(k)
+        table.add_row(
+            spec.study_name(optimizer),
+            f"{spec.n_trials} × {len(spec.seeds)}",
+            ", ".join(d.describe() for d in space) or "(fixed)",
+            f"{passes:,.0f}",
+        )
+    return table
+
+
+def _train_examples(spec: SweepSpec) -> int:
+    from looksam.bench.workloads import create_workload
+
+    data_dir = Path(spec.workload.data_dir) if spec.workload.data_dir else None
+    return create_workload(spec.workload.name, data_dir=data_dir).num_train_examples
+
+
+class LiveDisplay:
+    """Per-optimizer trial bars, the running trial's progress and a best-so-far table."""
+
+    def __init__(self, spec: SweepSpec) -> None:
+        self.spec = spec
+        self.studies = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("trials"),
+            TimeRemainingColumn(),
+        )
+        self.current = Progress(
+            TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn()
+        )
+        self._tasks = {
+            o: self.studies.add_task(o, total=spec.n_trials, start=False) for o in spec.optimizers
+        }
+        self._trial_task = self.current.add_task("waiting", total=None)
+        self._best: dict[str, TrialOutcome] = {}
+        # Transient: the leaderboard printed at the end replaces the live view.
+        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=True)
+
+    def _render(self) -> Group:
+        table = Table(title="best so far", title_justify="left", show_edge=False)
+        for column in ("optimizer", "acc", "train s", "trial", "params"):
+            table.add_column(column)
+        for name, b in self._best.items():
+            acc = "-" if b.mean_accuracy is None else f"{100 * b.mean_accuracy:.2f} %"
+            secs = "-" if b.mean_seconds is None else f"{b.mean_seconds:.1f}"
+            table.add_row(name, acc, secs, f"#{b.number}", _fmt_params(b.params))
+        return Group(self.studies, self.current, table)
+
+    def study_started(self, optimizer: str, counted: int, budget: int) -> None:
+        self.studies.start_task(self._tasks[optimizer])
+        self.studies.update(self._tasks[optimizer], completed=min(counted, budget))
+
+    def trial_started(self, optimizer: str, number: int, params: dict[str, Any]) -> None:
+        self.current.update(
+            self._trial_task, description=f"{optimizer} #{number} {_fmt_params(params)}",
+            completed=0, total=None,
+        )  # fmt: skip
+
+    def epoch(self, optimizer: str, seed: int, step: int, total: int) -> None:
+        self.current.update(self._trial_task, completed=step, total=total)
+
+    def trial_finished(self, outcome: TrialOutcome, counted: int, budget: int) -> None:
+        self.studies.update(self._tasks[outcome.optimizer], completed=min(counted, budget))
+        best = self._best.get(outcome.optimizer)
+        if (
+            outcome.mean_accuracy is not None
+            and outcome.state == "COMPLETE"
+            and (best is None or outcome.mean_accuracy > (best.mean_accuracy or 0.0))
+        ):
+            self._best[outcome.optimizer] = outcome
+        self.live.update(self._render())
+
+
+def _tracker(spec: SweepSpec) -> Tracker:
+    if spec.tracking_uri is None:
+        return NullTracker()
+    return MlflowTracker(spec.tracking_uri, experiment=spec.name)
+
+
+def sweep(
+    spec_path: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[SPEC]", help="Sweep spec (TOML) [default: sweeps/quick.toml if present]."
+        ),
+    ] = None,
+    n_trials: Annotated[int | None, typer.Option(help="Trials per optimizer.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per optimizer study.")] = None,
+    seeds: Annotated[
+        int | None, typer.Option(help="Seeds per trial (mean is the objective).")
+    ] = None,
+    workload: Annotated[str | None, typer.Option("--workload", "-w", help="Workload.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per run.")] = None,
+    batch_size: opt.BatchSize = None,
+    optimizer: Annotated[
+        list[str] | None, typer.Option("--optimizer", "-o", help="Optimizers to compare.")
+    ] = None,
+    base: opt.Base = None,
+    objective: Annotated[
+        str | None, typer.Option(help="pareto (default), accuracy or time-to-target.")
+    ] = None,
+    sampler: Annotated[str | None, typer.Option(help="tpe, random, nsga2 or gp.")] = None,
+    pruner: Annotated[str | None, typer.Option(help="none, median or hyperband.")] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna storage: sqlite:///…, postgresql://…, or journal:PATH."),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (sqlite:///… or http://…).")
+    ] = None,
+    no_mlflow: Annotated[
+        bool, typer.Option("--no-mlflow", help="Do not track in MLflow.")
+    ] = False,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    data_dir: opt.DataDir = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and print the plan; train nothing.")
+    ] = False,
+) -> None:
+    """Tune every optimizer with the same budget and compare accuracy against wall-clock.
+
+    One Optuna study per optimizer (resumable: re-running continues it; several processes or
+    machines on one storage share the budget), every trial logged to MLflow. Flags override the
+    spec's keys. Examples:
+
+      looksam-bench sweep                               # sweeps/quick.toml
+      looksam-bench sweep sweeps/quick.toml --n-trials 20 --storage journal:runs/journal.log
+    """
+    overrides = {
+        "n_trials": n_trials, "timeout": timeout, "seeds": seeds, "workload": workload,
+        "epochs": epochs, "batch_size": batch_size, "optimizers": optimizer, "base": base,
+        "objective": objective, "sampler": sampler, "pruner": pruner, "storage": storage,
+        "tracking_uri": tracking_uri, "no_mlflow": no_mlflow, "device": device,
+        "data_dir": str(data_dir) if data_dir else None,
+    }  # fmt: skip
+    try:
+        if spec_path is None and not DEFAULT_SPEC.exists():
+            spec = parse_spec({"sweep": {"name": "quick"}}, "built-in defaults", overrides)
+        else:
+            spec = load_spec(spec_path or DEFAULT_SPEC, overrides)
+        validate_for_workload(spec)
+        if dry_run:
+            console.print(plan_table(spec))
+            console.print(f"storage: {redact_url(spec.storage)}")
+            console.print(
+                f"tracking: {redact_url(spec.tracking_uri) if spec.tracking_uri else 'off'}"
+            )
+            return
+        tracker = _tracker(spec)
+    except (SpecError, ValueError, WorkloadDataError) as error:
+        fail(str(error))
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its table-creation chatter
+    display = LiveDisplay(spec)
+    interrupted = False
+    try:
+        with display.live:
+            result = run_sweep(spec, observer=display, tracker=tracker)
+        summaries = result.studies
+        console.print(f"sweep finished in {result.wall_seconds:.1f} s")
+    except KeyboardInterrupt:
+        interrupted = True
+        summaries = load_summaries(spec)
+        console.print("[yellow]interrupted[/]: the running trial is marked failed and re-queued")
+    except (SpecError, ValueError, WorkloadDataError) as error:
+        fail(str(error))
+    console.print(build_leaderboard(summaries, spec.objective))
+    console.print(f"Optuna storage: {redact_url(spec.storage)}")
+    if spec.tracking_uri is not None:
+        console.print(
+            f"MLflow: {redact_url(spec.tracking_uri)}; open it with "
+            f"`looksam-bench ui --tracking-uri {redact_url(spec.tracking_uri)}`"
+        )
+    if interrupted:
+        raise typer.Exit(INTERRUPTED)

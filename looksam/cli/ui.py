@@ -1,0 +1,146 @@
+"""`looksam-bench ui`: open the MLflow UI on the sweeps' tracking store, locally."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from looksam.cli._console import console, fail
+from looksam.sweeps.redact import redact_url
+from looksam.sweeps.tracking import DEFAULT_TRACKING_URI, sqlite_db_path
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: Seconds MLflow gets to shut down after Ctrl-C before it is killed.
+_STOP_TIMEOUT = 10.0
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
+    """The MLflow UI server command line (``mlflow ui`` serves the UI and REST API offline)."""
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        tracking_uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",  # one local reader; MLflow's default of 4 processes only costs memory here
+    ]
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """A terminal closing or a plain ``kill`` stops MLflow as Ctrl-C does, leaving no orphan."""
+    raise KeyboardInterrupt
+
+
+def _stop(process: subprocess.Popen[bytes], own_group: bool) -> None:
+    """SIGTERM MLflow and its uvicorn child; SIGKILL if they are still up after a while."""
+    if own_group:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    else:
+        process.terminate()
+    try:
+        process.wait(timeout=_STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        if own_group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+        process.wait()
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def ui(
+    tracking_uri: Annotated[
+        str,
+        typer.Option(
+            "--tracking-uri", help="The sweeps' MLflow store (sqlite:///…, postgresql://…)."
+        ),
+    ] = DEFAULT_TRACKING_URI,
+    port: Annotated[int, typer.Option(help="Port to serve the UI on.")] = 5000,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; keep 127.0.0.1 (the UI has no login).")
+    ] = "127.0.0.1",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the command instead of running it.")
+    ] = False,
+) -> None:
+    """Browse sweep results in the MLflow UI (Ctrl-C stops it).
+
+    Each sweep is an experiment, each optimizer's study a parent run, each trial a child run.
+    """
+    shown_uri = redact_url(tracking_uri)
+    if tracking_uri.startswith(("http://", "https://")):
+        fail(f"{shown_uri} is already an MLflow server with its own UI: open it in a browser")
+    db = sqlite_db_path(tracking_uri)
+    if db is not None and not db.is_file():
+        fail(f"no MLflow database at {db}: run a sweep first, or pass --tracking-uri")
+    if not 1 <= port <= 65535:
+        fail(f"--port must be in 1..65535, got {port}")
+    command = ui_command(tracking_uri, host, port)
+    if dry_run:
+        shown = [redact_url(part) for part in command]
+        console.print(shlex.join(shown), highlight=False, soft_wrap=True)
+        return
+    if not _port_free(host, port):
+        fail(f"port {port} on {host} is in use: pass --port")
+    url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    console.print(
+        f"MLflow UI for [bold]{shown_uri}[/] at [link]http://{url_host}:{port}[/] "
+        "(ready in a few seconds; Ctrl-C stops it)"
+    )
+    if host not in _LOOPBACK:
+        console.print(f"[yellow]warning:[/] bound to {host}: anyone who can reach it can read it")
+    console.print(
+        "To compare trials: open the sweep's experiment, expand an optimizer's study run, tick "
+        "its child runs and press [bold]Compare[/]; charts plot test_accuracy and train_loss per "
+        "epoch (x-axis 'Relative time' = training seconds)."
+    )
+    env = dict(os.environ)
+    # MLflow's background job runner (GenAI evaluation jobs) is not needed to browse runs; without
+    # it the UI starts twice as fast and runs 2 processes instead of 9.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    # MLflow runs in its own process group, so Ctrl-C reaches only us and we stop it with
+    # SIGTERM: uvicorn then shuts down quietly instead of printing a KeyboardInterrupt traceback.
+    posix = os.name == "posix"
+    process = subprocess.Popen(command, env=env, start_new_session=posix)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in _STOP_SIGNALS}
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        _stop(process, posix)
+        console.print("MLflow UI stopped")
+        return
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code != 0:
+        console.print(f"[red]mlflow ui exited with status {code}[/]")
+        raise typer.Exit(1)

@@ -1,0 +1,471 @@
+"""Sweep specs: a TOML file describing a fair comparison, parsed into frozen dataclasses.
+
+Search spaces are data (``{low, high, log}`` or ``{choices}``) and become ``trial.suggest_*``
+calls in exactly one place, :func:`suggest`. Every optimizer gets the same budget (AlgoPerf's
+rule), and every value that shapes the result — seeds, sampler seed, spec — is recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from looksam.bench.workloads import get_workload_info
+from looksam.optim import BASE_OPTIMIZERS, get_optimizer_info, list_optimizers
+
+OBJECTIVES = ("pareto", "accuracy", "time-to-target")
+SAMPLERS = ("tpe", "random", "nsga2", "gp")
+PRUNERS = ("none", "median", "hyperband")
+LR_SCALING = ("none", "linear", "sqrt")
+#: The paper's operating point: the first trial of every study, where the dimension exists.
+REFERENCE_POINT = {"k": 5, "alpha": 0.7, "rho": 0.05}
+#: Dimensions that are not optimizer hyperparameters.
+RUN_DIMENSIONS = ("batch_size",)
+DEFAULT_STORAGE = "sqlite:///runs/optuna.db"
+DEFAULT_TRACKING_URI = "sqlite:///runs/mlflow.db"
+
+
+class SpecError(ValueError):
+    """A spec the user must fix; the message names the file, key and allowed values."""
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched hyperparameter: a numeric range or a list of choices."""
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    def describe(self) -> str:
+        """'rho ∈ [0.01, 1] log' or 'batch_size ∈ {32, 64}'."""
+        if self.choices is not None:
+            return f"{self.name} ∈ {{{', '.join(str(c) for c in self.choices)}}}"
+        scale = " log" if self.log else ""
+        return f"{self.name} ∈ [{self.low:g}, {self.high:g}]{scale}"
+
+
+@dataclass(frozen=True)
+class WorkloadSettings:
+    """The problem every trial trains on."""
+
+    name: str = "digits-noisy"
+    epochs: int | None = None
+    batch_size: int | None = None
+    device: str = "auto"
+    amp: str = "off"
+    data_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A whole sweep: problem, contenders, search spaces, objective, budget, stores."""
+
+    name: str
+    workload: WorkloadSettings = field(default_factory=WorkloadSettings)
+    optimizers: tuple[str, ...] = ("sgd", "sam", "samk", "looksam")
+    base: str = "sgd"
+    spaces: Mapping[str, tuple[Dimension, ...]] = field(default_factory=dict)
+    fixed: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    objective: str = "pareto"
+    n_trials: int = 8
+    timeout: float | None = None  # seconds per optimizer study, on top of n_trials
+    seeds: tuple[int, ...] = (0,)
+    sampler: str = "tpe"
+    sampler_seed: int = 0
+    pruner: str = "none"
+    lr_scaling: str = "none"
+    reference_batch_size: int | None = None
+    storage: str = DEFAULT_STORAGE
+    tracking_uri: str | None = DEFAULT_TRACKING_URI  # None: no MLflow
+    source: str | None = None  # the file it came from
+
+    def study_name(self, optimizer: str) -> str:
+        """One Optuna study per optimizer, named from sweep, workload and optimizer."""
+        return f"{self.name}/{self.workload.name}/{optimizer}"
+
+    def space_for(self, optimizer: str) -> tuple[Dimension, ...]:
+        """The dimensions searched for ``optimizer`` (common ones plus its own)."""
+        return self.spaces.get(optimizer, ())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description (for MLflow and reports)."""
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------- parsing
+
+_TOP_KEYS = {
+    "sweep", "workload", "optimizers", "space", "fixed", "objective", "budget", "seeds",
+    "sampler", "pruner", "lr_scaling", "storage", "tracking",
+}  # fmt: skip
+
+
+def _fail(where: str, message: str) -> SpecError:
+    return SpecError(f"{where}: {message}")
+
+
+def _check_keys(where: str, table: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise _fail(
+            where, f"unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}"
+        )
+
+
+def _table(where: str, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise _fail(where, f"[{key}] must be a table")
+    return value
+
+
+def _number(where: str, value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _fail(where, f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def parse_dimension(where: str, name: str, raw: Any) -> Dimension:
+    """One ``name = {low, high, log}`` / ``{choices}`` entry, validated against the registry."""
+    if not isinstance(raw, Mapping):
+        raise _fail(
+            where, f"{name} must be a table like {{low = 0.01, high = 1.0}} or {{choices = [...]}}"
+        )
+    _check_keys(f"{where}.{name}", raw, {"low", "high", "log", "choices"})
+    integer = name in ("k", "batch_size")
+    if "choices" in raw:
+        if set(raw) - {"choices"}:
+            raise _fail(f"{where}.{name}", "give either choices or low/high, not both")
+        choices = raw["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise _fail(f"{where}.{name}", "choices must be a non-empty list")
+        for choice in choices:
+            _check_value(f"{where}.{name}", name, choice)
+        return Dimension(name, choices=tuple(choices), integer=integer)
+    if "low" not in raw or "high" not in raw:
+        raise _fail(f"{where}.{name}", "needs both low and high (or choices)")
+    low = _number(f"{where}.{name}", raw["low"], "low")
+    high = _number(f"{where}.{name}", raw["high"], "high")
+    log = raw.get("log", False)
+    if not isinstance(log, bool):
+        raise _fail(f"{where}.{name}", f"log must be true or false, got {log!r}")
+    if low > high:
+        raise _fail(f"{where}.{name}", f"low ({low:g}) is greater than high ({high:g})")
+    if log and low <= 0:
+        raise _fail(f"{where}.{name}", f"a log-scaled range needs low > 0, got {low:g}")
+    if integer and not (low.is_integer() and high.is_integer()):
+        raise _fail(f"{where}.{name}", f"{name} is an integer: low and high must be integers")
+    _check_value(f"{where}.{name}", name, int(low) if integer else low)
+    _check_value(f"{where}.{name}", name, int(high) if integer else high)
+    return Dimension(name, low, high, log, integer)
+
+
+def _check_value(where: str, name: str, value: Any) -> None:
+    if name == "batch_size":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _fail(where, f"batch_size values must be integers >= 1, got {value!r}")
+        return
+    hp = _ALL_HYPERPARAMETERS.get(name)
+    if hp is None:
+        raise _fail(
+            where,
+            f"cannot search {name!r}; searchable: {', '.join(sorted(_ALL_HYPERPARAMETERS))}, "
+            "batch_size",
+        )
+    try:
+        hp.validate(value)
+    except ValueError as error:
+        raise _fail(where, str(error)) from None
+
+
+def _all_hyperparameters() -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for info in list_optimizers():
+        for base in BASE_OPTIMIZERS if info.wraps_base else (None,):
+            for hp in info.all_hyperparameters(base):
+                found.setdefault(hp.name, hp)
+    return found
+
+
+_ALL_HYPERPARAMETERS = _all_hyperparameters()
+
+
+def load_spec(path: Path, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
+    """Read and validate a sweep spec; ``overrides`` (CLI flags) replace spec keys.
+
+    Raises:
+        SpecError: unreadable or malformed TOML (with the line), unknown keys (with the valid
+            ones), bad ranges, unknown names, or pruning asked for with the pareto objective.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such sweep spec") from None
+    except OSError as error:
+        raise SpecError(f"{path}: cannot read it ({error.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(f"{path}: invalid TOML: {error}") from None
+    return parse_spec(data, str(path), overrides)
+
+
+def parse_spec(
+    data: Mapping[str, Any], source: str = "<spec>", overrides: Mapping[str, Any] | None = None
+) -> SweepSpec:
+    """Validate parsed TOML (see :func:`load_spec`)."""
+    where = source
+    _check_keys(where, data, _TOP_KEYS)
+    sweep = _table(where, data, "sweep")
+    _check_keys(f"{where} [sweep]", sweep, {"name"})
+    name = sweep.get("name", Path(source).stem if source != "<spec>" else "sweep")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise _fail(
+            f"{where} [sweep]", f"name must be a non-empty string without '/', got {name!r}"
+        )
+
+    raw_workload = dict(_table(where, data, "workload"))
+    _check_keys(
+        f"{where} [workload]", raw_workload,
+        {"name", "epochs", "batch_size", "device", "amp", "data_dir"},
+    )  # fmt: skip
+    overrides = dict(overrides or {})
+    for key in ("epochs", "batch_size", "device", "amp", "data_dir"):
+        if overrides.get(key) is not None:
+            raw_workload[key] = overrides.pop(key)
+    if overrides.get("workload") is not None:
+        raw_workload["name"] = overrides.pop("workload")
+    workload = WorkloadSettings(**raw_workload)
+    try:
+        get_workload_info(workload.name)
+    except ValueError as error:
+        raise _fail(f"{where} [workload]", str(error)) from None
+    for key in ("epochs", "batch_size"):
+        value = getattr(workload, key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise _fail(f"{where} [workload]", f"{key} must be an integer >= 1, got {value!r}")
+
+    raw_opt = _table(where, data, "optimizers")
+    _check_keys(f"{where} [optimizers]", raw_opt, {"names", "base"})
+    names = overrides.pop("optimizers", None) or raw_opt.get(
+        "names", ["sgd", "sam", "samk", "looksam"]
+    )
+    if not isinstance(names, list | tuple) or not names:
+        raise _fail(f"{where} [optimizers]", "names must be a non-empty list")
+    for opt_name in names:
+        try:
+            get_optimizer_info(opt_name)
+        except ValueError as error:
+            raise _fail(f"{where} [optimizers]", str(error)) from None
+    base = overrides.pop("base", None) or raw_opt.get("base", "sgd")
+    if base not in BASE_OPTIMIZERS:
+        raise _fail(
+            f"{where} [optimizers]",
+            f"unknown base {base!r}; choose one of: {', '.join(BASE_OPTIMIZERS)}",
+        )
+
+    raw_space = _table(where, data, "space")
+    # Spaces of optimizers left out (e.g. by --optimizer) are allowed and ignored.
+    registered = {info.name for info in list_optimizers()}
+    _check_keys(f"{where} [space]", raw_space, {"common", *registered})
+    common = [
+        parse_dimension(f"{where} [space.common]", k, v)
+        for k, v in _table(where, raw_space, "common").items()
+    ]
+    spaces: dict[str, tuple[Dimension, ...]] = {}
+    for opt_name in names:
+        own = [
+            parse_dimension(f"{where} [space.{opt_name}]", k, v)
+            for k, v in _table(where, raw_space, opt_name).items()
+        ]
+        merged = {d.name: d for d in (*common, *own)}
+        accepted = _accepted_names(opt_name, base)
+        for dim in merged.values():
+            if dim.name not in accepted and dim.name in {d.name for d in own}:
+                raise _fail(
+                    f"{where} [space.{opt_name}]",
+                    f"{opt_name} takes no {dim.name!r}; it takes: {', '.join(sorted(accepted))}",
+                )
+        # common dimensions apply where the optimizer takes them (rho is meaningless for sgd)
+        spaces[opt_name] = tuple(d for d in merged.values() if d.name in accepted)
+
+    raw_fixed = _table(where, data, "fixed")
+    fixed: dict[str, dict[str, Any]] = {}
+    for opt_name, values in raw_fixed.items():
+        if opt_name not in registered and opt_name != "common":
+            raise _fail(
+                f"{where} [fixed]", f"{opt_name!r} is not among the optimizers {list(names)}"
+            )
+        if not isinstance(values, Mapping):
+            raise _fail(f"{where} [fixed.{opt_name}]", "must be a table of values")
+        for key, value in values.items():
+            _check_value(f"{where} [fixed.{opt_name}]", key, value)
+        fixed[opt_name] = dict(values)
+
+    objective = overrides.pop("objective", None) or data.get("objective", "pareto")
+    if objective not in OBJECTIVES:
+        raise _fail(
+            where, f"unknown objective {objective!r}; choose one of: {', '.join(OBJECTIVES)}"
+        )
+
+    budget = dict(_table(where, data, "budget"))
+    _check_keys(f"{where} [budget]", budget, {"n_trials", "timeout", "seeds"})
+    for key in ("n_trials", "timeout"):
+        if overrides.get(key) is not None:
+            budget[key] = overrides.pop(key)
+    n_trials = budget.get("n_trials", 8)
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise _fail(f"{where} [budget]", f"n_trials must be an integer >= 1, got {n_trials!r}")
+    timeout = budget.get("timeout")
+    if timeout is not None and _number(f"{where} [budget]", timeout, "timeout") <= 0:
+        raise _fail(f"{where} [budget]", f"timeout must be > 0 seconds, got {timeout!r}")
+    seeds_raw = overrides.pop("seeds", None) or budget.get("seeds", 1)
+    if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool) and seeds_raw >= 1:
+        seeds = tuple(range(seeds_raw))
+    elif (
+        isinstance(seeds_raw, list)
+        and seeds_raw
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds_raw)
+    ):
+        seeds = tuple(seeds_raw)
+    else:
+        raise _fail(
+            f"{where} [budget]", f"seeds must be a count >= 1 or a list of ints, got {seeds_raw!r}"
+        )
+
+    raw_sampler = _table(where, data, "sampler")
+    _check_keys(f"{where} [sampler]", raw_sampler, {"name", "seed"})
+    sampler = overrides.pop("sampler", None) or raw_sampler.get("name", "tpe")
+    if sampler not in SAMPLERS:
+        raise _fail(where, f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+    sampler_seed = raw_sampler.get("seed", 0)
+    pruner = overrides.pop("pruner", None) or data.get("pruner", "none")
+    if pruner not in PRUNERS:
+        raise _fail(where, f"unknown pruner {pruner!r}; choose one of: {', '.join(PRUNERS)}")
+    if pruner != "none" and objective == "pareto":
+        raise _fail(
+            where,
+            f"pruner {pruner!r} cannot be used with the pareto objective: Optuna cannot prune "
+            'multi-objective studies; use pruner = "none" or objective = "accuracy"',
+        )
+
+    raw_scaling = _table(where, data, "lr_scaling")
+    _check_keys(f"{where} [lr_scaling]", raw_scaling, {"rule", "reference_batch_size"})
+    rule = raw_scaling.get("rule", "none")
+    if rule not in LR_SCALING:
+        raise _fail(
+            f"{where} [lr_scaling]",
+            f"unknown rule {rule!r}; choose one of: {', '.join(LR_SCALING)}",
+        )
+    ref_bs = raw_scaling.get("reference_batch_size")
+    if ref_bs is not None and (
+        isinstance(ref_bs, bool) or not isinstance(ref_bs, int) or ref_bs < 1
+    ):
+        raise _fail(
+            f"{where} [lr_scaling]",
+            f"reference_batch_size must be an integer >= 1, got {ref_bs!r}",
+        )
+
+    storage = overrides.pop("storage", None) or data.get("storage", DEFAULT_STORAGE)
+    raw_tracking = _table(where, data, "tracking")
+    _check_keys(f"{where} [tracking]", raw_tracking, {"uri", "enabled"})
+    tracking_uri: str | None = overrides.pop("tracking_uri", None) or raw_tracking.get(
+        "uri", DEFAULT_TRACKING_URI
+    )
+    if overrides.pop("no_mlflow", False) or raw_tracking.get("enabled", True) is False:
+        tracking_uri = None
+    leftover = {k: v for k, v in overrides.items() if v is not None}
+    if leftover:
+        raise SpecError(f"unknown override(s): {', '.join(sorted(leftover))}")
+    return SweepSpec(
+        name=name,
+        workload=workload,
+        optimizers=tuple(names),
+        base=base,
+        spaces=spaces,
+        fixed=fixed,
+        objective=objective,
+        n_trials=n_trials,
+        timeout=float(timeout) if timeout is not None else None,
+        seeds=seeds,
+        sampler=sampler,
+        sampler_seed=int(sampler_seed),
+        pruner=pruner,
+        lr_scaling=rule,
+        reference_batch_size=ref_bs,
+        storage=str(storage),
+        tracking_uri=tracking_uri,
+        source=source,
+    )
+
+
+def _accepted_names(optimizer: str, base: str) -> set[str]:
+    info = get_optimizer_info(optimizer)
+    return {hp.name for hp in info.all_hyperparameters(base if info.wraps_base else None)} | set(
+        RUN_DIMENSIONS
+    )
+
+
+# ---------------------------------------------------------------------- trials
+
+
+def suggest(trial: Any, space: tuple[Dimension, ...]) -> dict[str, Any]:
+    """The one place a search space becomes ``trial.suggest_*`` calls."""
+    params: dict[str, Any] = {}
+    for dim in space:
+        if dim.choices is not None:
+            params[dim.name] = trial.suggest_categorical(dim.name, list(dim.choices))
+        elif dim.integer:
+            assert dim.low is not None
+            assert dim.high is not None
+            params[dim.name] = trial.suggest_int(
+                dim.name, int(dim.low), int(dim.high), log=dim.log
+            )
+        else:
+            assert dim.low is not None
+            assert dim.high is not None
+            params[dim.name] = trial.suggest_float(dim.name, dim.low, dim.high, log=dim.log)
+    return params
+
+
+def reference_params(space: tuple[Dimension, ...], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The paper's point (k=5, α=0.7, ρ=0.05) and the workload's defaults, clipped into the space.
+
+    Dimensions without a reference value take the default where it lies in range, else the
+    (geometric, for log ranges) middle of the range or the first choice.
+    """
+    point: dict[str, Any] = {}
+    for dim in space:
+        wanted = REFERENCE_POINT.get(dim.name, defaults.get(dim.name))
+        if dim.choices is not None:
+            point[dim.name] = wanted if wanted in dim.choices else dim.choices[0]
+            continue
+        assert dim.low is not None
+        assert dim.high is not None
+        if wanted is None:
+            wanted = math.sqrt(dim.low * dim.high) if dim.log else (dim.low + dim.high) / 2
+        value = min(max(float(wanted), dim.low), dim.high)
+        point[dim.name] = round(value) if dim.integer else value
+    return point
+
+
+def scaled_lr(lr: float, batch_size: int, rule: str, reference_batch_size: int) -> float:
+    """Learning rate for ``batch_size`` under the scaling rule, relative to the reference size."""
+    ratio = batch_size / reference_batch_size
+    if rule == "linear":
+        return lr * ratio
+    if rule == "sqrt":
+        return lr * math.sqrt(ratio)
+    return lr

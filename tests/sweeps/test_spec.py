@@ -1,0 +1,147 @@
+"""Sweep specs: the shipped ones parse; every malformed spec is a one-line SpecError."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+
+from looksam.sweeps.spec import (
+    Dimension,
+    SpecError,
+    load_spec,
+    parse_spec,
+    reference_params,
+    scaled_lr,
+    suggest,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_specs_parse(path: Path) -> None:
+    spec = load_spec(path)
+    assert spec.optimizers
+    for optimizer in spec.optimizers:
+        assert spec.study_name(optimizer) == f"{spec.name}/{spec.workload.name}/{optimizer}"
+
+
+def test_quick_spec_is_the_documented_default() -> None:
+    spec = load_spec(REPO / "sweeps" / "quick.toml")
+    assert spec.workload.name == "digits-noisy"
+    assert spec.optimizers == ("sgd", "sam", "samk", "looksam")
+    assert spec.objective == "pareto"
+    assert spec.pruner == "none"
+    assert {d.name for d in spec.space_for("looksam")} == {"lr", "rho", "k", "alpha"}
+    assert {d.name for d in spec.space_for("sgd")} == {"lr"}  # common dims only where accepted
+
+
+def test_overrides_replace_spec_keys() -> None:
+    spec = load_spec(
+        REPO / "sweeps" / "quick.toml",
+        {"n_trials": 3, "seeds": 2, "epochs": 5, "optimizers": ["sgd", "looksam"],
+         "storage": "journal:x.log", "no_mlflow": True},
+    )  # fmt: skip
+    assert spec.n_trials == 3
+    assert spec.seeds == (0, 1)
+    assert spec.workload.epochs == 5
+    assert spec.optimizers == ("sgd", "looksam")
+    assert spec.storage == "journal:x.log"
+    assert spec.tracking_uri is None
+
+
+def _spec(text: str, tmp_path: Path) -> Path:
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("objective = \n", "line 1"),
+        ("[sweep]\nname = 'x'\ncolour = 'red'\n", "unknown key(s) colour; valid: name"),
+        ("flavour = 1\n", "unknown key(s) flavour"),
+        ("[space.looksam]\nrho = {low = 1.0, high = 0.1}\n", "low (1) is greater than high (0.1)"),
+        ("[space.looksam]\nk = {low = 0, high = 3}\n", "k must be"),
+        (
+            "[space.looksam]\nrho = {low = 0, high = 1, log = true}\n",
+            "log-scaled range needs low > 0",
+        ),
+        ("[space.looksam]\nrho = {low = 0.1}\n", "needs both low and high"),
+        ("[space.looksam]\ngamma = {low = 0.1, high = 1}\n", "cannot search 'gamma'"),
+        ("[space.sgd]\nrho = {low = 0.1, high = 1}\n", "sgd takes no 'rho'"),
+        ("objective = 'speed'\n", "unknown objective 'speed'"),
+        ("[sampler]\nname = 'cma'\n", "unknown sampler 'cma'"),
+        ("pruner = 'patient'\n", "unknown pruner 'patient'"),
+        ("pruner = 'median'\n", "cannot be used with the pareto objective"),
+        ("[optimizers]\nnames = ['adagrad']\n", "unknown optimizer 'adagrad'"),
+        ("[optimizers]\nbase = 'rmsprop'\n", "unknown base 'rmsprop'"),
+        ("[workload]\nname = 'imagenet-9000'\n", "unknown workload"),
+        ("[workload]\nepochs = 0\n", "epochs must be an integer >= 1"),
+        ("[budget]\nn_trials = 0\n", "n_trials must be an integer >= 1"),
+        ("[budget]\nseeds = 'many'\n", "seeds must be"),
+        ("[space.common]\nbatch_size = {choices = [0, 64]}\n", "batch_size values"),
+        ("[lr_scaling]\nrule = 'cubic'\n", "unknown rule"),
+    ],
+)
+def test_bad_specs_raise_one_clear_error(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec(_spec(text, tmp_path))
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_spec_file(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="no such sweep spec"):
+        load_spec(tmp_path / "nope.toml")
+
+
+def test_suggest_turns_the_space_into_optuna_calls() -> None:
+    space = (
+        Dimension("lr", 0.01, 0.2, log=True),
+        Dimension("k", 2, 10, integer=True),
+        Dimension("batch_size", choices=(32, 64), integer=True),
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    params = suggest(trial, space)
+    assert 0.01 <= params["lr"] <= 0.2
+    assert isinstance(params["k"], int)
+    assert 2 <= params["k"] <= 10
+    assert params["batch_size"] in (32, 64)
+    dists = trial.distributions
+    assert dists["lr"].log is True
+    assert isinstance(dists["k"], optuna.distributions.IntDistribution)
+    assert isinstance(dists["batch_size"], optuna.distributions.CategoricalDistribution)
+
+
+def test_reference_point_is_the_papers_clipped_into_the_space() -> None:
+    space = (
+        Dimension("rho", 0.1, 1.0, log=True),  # 0.05 lies below: clipped to 0.1
+        Dimension("k", 2, 10, integer=True),
+        Dimension("alpha", 0.1, 1.0),
+        Dimension("lr", 0.01, 0.2, log=True),
+        Dimension("batch_size", choices=(32, 64), integer=True),
+    )
+    point = reference_params(space, {"lr": 0.05, "batch_size": 64})
+    assert point == {"rho": 0.1, "k": 5, "alpha": 0.7, "lr": 0.05, "batch_size": 64}
+    no_default = reference_params((Dimension("lr", 0.01, 1.0, log=True),), {})
+    assert no_default["lr"] == pytest.approx(0.1)  # geometric middle of a log range
+
+
+def test_lr_scaling_rules() -> None:
+    assert scaled_lr(0.1, 256, "none", 128) == 0.1
+    assert scaled_lr(0.1, 256, "linear", 128) == pytest.approx(0.2)
+    assert scaled_lr(0.1, 512, "sqrt", 128) == pytest.approx(0.2)
+    assert math.isclose(scaled_lr(0.1, 64, "sqrt", 128), 0.1 / math.sqrt(2))
+
+
+def test_spec_without_tables_gets_defaults() -> None:
+    spec = parse_spec({})
+    assert spec.storage.startswith("sqlite:///")
+    assert spec.tracking_uri is not None
+    assert spec.tracking_uri.startswith("sqlite:///")
