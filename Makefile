@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format bench-optim clean
+.PHONY: install sweep test lint format bench-optim clean
 
 install: $(STAMP)
 
@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,mnist,postgres]'
 	@touch $(STAMP)
+
+# The README's first command: set up, then the default sweep (sweeps/quick.toml, CPU if no GPU).
+sweep: install
+	$(BIN)/looksam-bench sweep sweeps/quick.toml
 
 test: install
 	$(BIN)/python -m pytest -q

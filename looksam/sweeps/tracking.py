@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
+import logging
 import math
 import os
 import re
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from looksam.bench.runner import RunResult
+from looksam.bench.runner import EpochRecord, RunResult
 from looksam.sweeps.redact import MASK, redact_text, redact_url
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ _MAX_PARAMS_OR_TAGS = 100
 _MAX_PARAM_VALUE = 6000
 _MAX_TAG_VALUE = 8000
 _MAX_KEY = 250
+# database servers MLflow can track into (each driver takes a connect_timeout)
+_SERVER_DATABASES = ("postgresql", "mysql")
 _SECRET_KEY = re.compile(r"(password|passwd|pwd|secret|token|api_?key)$", re.IGNORECASE)
 
 
@@ -135,13 +138,19 @@ class MlflowTracker:
     def __init__(self, tracking_uri: str, experiment: str) -> None:
         from mlflow import MlflowClient
 
-        self.tracking_uri = tracking_uri
         self._shown_uri = redact_url(tracking_uri)
+        # MLflow announces "Creating initial MLflow database tables..." at INFO on every new
+        # database; the sweep prints its own progress (a level set by the user is kept).
+        schema_log = logging.getLogger("mlflow.store.db.utils")
+        if schema_log.level == logging.NOTSET:
+            schema_log.setLevel(logging.WARNING)
         db = sqlite_db_path(tracking_uri)
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
-        if tracking_uri.startswith(("http://", "https://")):
+        elif tracking_uri.startswith(("http://", "https://")):
             _probe_http(tracking_uri)
+        elif tracking_uri.startswith(_SERVER_DATABASES):
+            _probe_database(tracking_uri)
         self._client: MlflowClient = MlflowClient(tracking_uri=tracking_uri)
         self._parents: dict[str, str] = {}  # study name -> open parent run id
         with self._store_errors():
@@ -166,13 +175,10 @@ class MlflowTracker:
     @contextlib.contextmanager
     def _store_errors(self) -> Iterator[None]:
         """Turn store and network errors into one redacted line (the URL may hold a password)."""
-        from mlflow.exceptions import MlflowException
-
         try:
             yield
-        except (MlflowException, OSError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            message = f"MLflow tracking at {self._shown_uri} failed: {redact_text(first)}"
+        except _store_error_types() as error:
+            message = f"MLflow tracking at {self._shown_uri} failed: {_one_line(error)}"
             raise TrackingUnavailable(message) from None
 
     def start_study(
@@ -311,9 +317,22 @@ class MlflowTracker:
             self._client.log_batch(run_id, tags=tag_list)
 
 
+def _store_error_types() -> tuple[type[BaseException], ...]:
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError  # MLflow's database stores
+
+    return (MlflowException, SQLAlchemyError, OSError)
+
+
+def _one_line(error: BaseException) -> str:
+    """The first line of an error message, passwords masked."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    return redact_text(first)
+
+
 def _probe_http(uri: str) -> None:
     """One cheap request with a short timeout and no retries, so a wrong URL fails in seconds."""
-    from mlflow.exceptions import MlflowException
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request_safe
 
@@ -326,10 +345,28 @@ def _probe_http(uri: str) -> None:
             timeout=PROBE_TIMEOUT_SECONDS,
             json={"max_results": 1},
         )
-    except (MlflowException, OSError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+    except _store_error_types() as error:
         raise TrackingUnavailable(
-            f"MLflow tracking server {redact_url(uri)} is not reachable: {redact_text(first)}"
+            f"MLflow tracking server {redact_url(uri)} is not reachable: {_one_line(error)}"
+        ) from None
+
+
+def _probe_database(uri: str) -> None:
+    """Connect once with a short timeout: MLflow itself retries a dead database for ~100 s."""
+    import sqlalchemy
+
+    timeout = {"connect_timeout": PROBE_TIMEOUT_SECONDS}
+    failures: tuple[type[BaseException], ...] = (*_store_error_types(), ImportError)
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=timeout)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except failures as error:  # ImportError: the database driver is not installed
+        raise TrackingUnavailable(
+            f"MLflow tracking database {redact_url(uri)} is not reachable: {_one_line(error)}"
         ) from None
 
 
@@ -464,10 +501,12 @@ def _trial_metrics(record: TrialRecord) -> list[tuple[str, float, int, int]]:
     """
     rows: list[tuple[str, float, int, int]] = []
     results = record.results
-    epochs = sorted({h.epoch for r in results for h in r.history})
+    by_epoch: dict[int, list[EpochRecord]] = {}
+    for result in results:
+        for h in result.history:
+            by_epoch.setdefault(h.epoch, []).append(h)
     best: float | None = None
-    for epoch in epochs:
-        at = [h for r in results for h in r.history if h.epoch == epoch]
+    for epoch, at in sorted(by_epoch.items()):
         stamp = round(1000 * (_mean([h.train_seconds for h in at]) or 0.0))
         for key, value in (
             ("test_accuracy", _mean([h.test_accuracy for h in at])),
@@ -478,7 +517,7 @@ def _trial_metrics(record: TrialRecord) -> list[tuple[str, float, int, int]]:
         accuracy = _mean([h.test_accuracy for h in at])
         if accuracy is not None and (best is None or accuracy > best):
             best = accuracy
-    for result in results:
+    for result in results if len(results) > 1 else ():  # one seed: its curve is the mean
         for h in result.history:
             if h.test_accuracy is not None:
                 stamp = round(1000 * h.train_seconds)

@@ -71,10 +71,9 @@ def test_user_errors_exit_2_with_one_line(
 @pytest.mark.slow
 def test_serves_the_ui_until_ctrl_c_then_exits_0(tmp_path: Path) -> None:
     """One real process: the UI answers on 127.0.0.1, and SIGINT stops it and its server."""
-    from looksam.sweeps.tracking import MlflowTracker
-
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    MlflowTracker(uri, "sweep")  # creates the database the UI reads
+    db = tmp_path / "mlflow.db"
+    db.touch()  # an empty sqlite file: MLflow creates its tables on start
+    uri = f"sqlite:///{db}"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])

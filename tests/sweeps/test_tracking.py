@@ -412,18 +412,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_unreachable_server_fails_fast_without_the_password() -> None:
+@pytest.mark.parametrize("scheme", ["http", "postgresql"])
+def test_unreachable_store_fails_fast_without_the_password(scheme: str) -> None:
     port = free_port()  # nothing listens there
     start = time.monotonic()
     with pytest.raises(TrackingUnavailable) as caught:
-        MlflowTracker(f"http://alice:{SECRET}@127.0.0.1:{port}", "sweep")
+        MlflowTracker(f"{scheme}://alice:{SECRET}@127.0.0.1:{port}/db", "sweep")
     elapsed = time.monotonic() - start
     message = str(caught.value)
     assert "not reachable" in message
-    assert f"http://alice:***@127.0.0.1:{port}" in message
+    assert f"{scheme}://alice:***@127.0.0.1:{port}/db" in message
     assert SECRET not in message
     assert "\n" not in message
-    # MLflow's default policy (7 retries, exponential back-off) would take minutes
+    # MLflow's own retry policies (HTTP: 7 retries with back-off; databases: ~100 s) take minutes
     assert elapsed < 30
 
 
