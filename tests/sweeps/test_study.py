@@ -271,3 +271,26 @@ def test_dry_run_prints_the_plan_and_trains_nothing(
     assert "plan/digits-noisy/looksam" in result.output
     assert "7 × 1" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_diverging_trials_fail_with_their_reason_and_use_budget(tmp_path: Path) -> None:
+    data = {
+        **TINY,
+        "sweep": {"name": "diverge"},
+        "storage": f"sqlite:///{tmp_path}/optuna.db",
+        "optimizers": {"names": ["sgd"]},
+        "space": {"common": {"lr": {"low": 1e5, "high": 1e6, "log": True}}},
+        "budget": {"n_trials": 2},
+        "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"},
+    }
+    spec = parse_spec(data, "diverge")
+    assert spec.tracking_uri is not None
+    result = run_sweep(spec, tracker=MlflowTracker(spec.tracking_uri, experiment="diverge"))
+    assert result.studies[0].failed == 2
+    trials = optuna.load_study(study_name=spec.study_name("sgd"), storage=spec.storage).trials
+    assert [t.user_attrs["failure_reason"] for t in trials] == ["diverged", "diverged"]
+    mlflow.set_tracking_uri(spec.tracking_uri)
+    runs = mlflow.search_runs(experiment_names=["diverge"], output_format="list")
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.data.tags["looksam.failure_reason"] for r in children) == ["diverged"] * 2
+    assert {r.info.status for r in children} == {"FAILED"}
