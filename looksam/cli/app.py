@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from looksam.cli import bench, optimizers, run, sweep, ui
+from looksam.cli import bench, optimizers, report, run, sweep, ui
 
 app = typer.Typer(
     name="looksam-bench",
@@ -19,6 +19,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.command("sweep")(sweep.sweep)
+app.command("report")(report.report)
 app.command("run")(run.run)
 app.command("workloads")(run.workloads)
 app.command("optimizers")(optimizers.optimizers)

@@ -15,16 +15,12 @@ from rich.table import Table
 from looksam.bench.workloads import WorkloadDataError, get_workload_info
 from looksam.cli import _options as opt
 from looksam.cli._console import console, fail
+from looksam.cli.report import REPORTS_DIR, print_and_save
 from looksam.optim import get_optimizer_info
 from looksam.sweeps.redact import redact_url
+from looksam.sweeps.results import load_sweep_data
 from looksam.sweeps.spec import SpecError, SweepSpec, load_spec, parse_spec
-from looksam.sweeps.study import (
-    StudySummary,
-    TrialOutcome,
-    load_summaries,
-    run_sweep,
-    validate_for_workload,
-)
+from looksam.sweeps.study import TrialOutcome, run_sweep, validate_for_workload
 from looksam.sweeps.tracking import MlflowTracker, NullTracker, Tracker
 
 DEFAULT_SPEC = Path("sweeps/quick.toml")
@@ -36,27 +32,6 @@ def _fmt_params(params: dict[str, Any]) -> str:
     return " ".join(
         f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items())
     )
-
-
-def build_leaderboard(summaries: tuple[StudySummary, ...], objective: str) -> Table:
-    """One row per optimizer: trial counts and its best trial (most accurate on the front)."""
-    table = Table(title=f"Leaderboard ({objective})", title_justify="left")
-    for column in ("optimizer", "trials c/p/f", "best acc", "train s", "trial", "best params"):
-        table.add_column(column, justify="right" if column in ("best acc", "train s") else "left")
-    for s in summaries:
-        scored = [b for b in s.best if b.mean_accuracy is not None]
-        best: TrialOutcome | None = max(scored, key=lambda b: b.mean_accuracy or 0.0, default=None)
-        table.add_row(
-            s.optimizer,
-            f"{s.complete}/{s.pruned}/{s.failed}",
-            "-"
-            if best is None or best.mean_accuracy is None
-            else f"{100 * best.mean_accuracy:.2f} %",
-            "-" if best is None or best.mean_seconds is None else f"{best.mean_seconds:.2f}",
-            "-" if best is None else f"#{best.number}",
-            "-" if best is None else _fmt_params(best.params),
-        )
-    return table
 
 
 def plan_table(spec: SweepSpec) -> Table:
@@ -231,15 +206,17 @@ def sweep(
     try:
         with display.live:
             result = run_sweep(spec, observer=display, tracker=tracker)
-        summaries = result.studies
         console.print(f"sweep finished in {result.wall_seconds:.1f} s")
     except KeyboardInterrupt:
         interrupted = True
-        summaries = load_summaries(spec)
         console.print("[yellow]interrupted[/]: the running trial is marked failed and re-queued")
     except (SpecError, ValueError, WorkloadDataError) as error:
         fail(str(error))
-    console.print(build_leaderboard(summaries, spec.objective))
+    data = load_sweep_data(spec)
+    if any(study.complete for study in data.studies):
+        print_and_save(data, html=REPORTS_DIR / f"{spec.name}.html")
+    else:
+        console.print("no trial has finished yet: no report")
     console.print(f"Optuna storage: {redact_url(spec.storage)}")
     if spec.tracking_uri is not None:
         console.print(

@@ -299,6 +299,16 @@ def trial_configs(spec: SweepSpec, optimizer: str, params: dict[str, Any]) -> li
     ]
 
 
+def _mean_curve(results: Sequence[RunResult]) -> list[float]:
+    """Test accuracy per epoch, averaged over the seeds that reached that epoch."""
+    by_epoch: dict[int, list[float]] = {}
+    for result in results:
+        for record in result.history:
+            if record.test_accuracy is not None:
+                by_epoch.setdefault(record.epoch, []).append(record.test_accuracy)
+    return [round(statistics.fmean(v), 5) for _, v in sorted(by_epoch.items())]
+
+
 def _objective_values(spec: SweepSpec, results: Sequence[RunResult]) -> tuple[float, ...]:
     accuracy = statistics.fmean(r.final_accuracy or 0.0 for r in results)
     seconds = statistics.fmean(r.train_seconds for r in results)
@@ -376,7 +386,9 @@ class _TrialRun:
             "seed_accuracies": accuracies,
             "seed_train_seconds": seconds,
             "seed_samples_per_second": [r.samples_per_second for r in self.results],
+            "seed_time_to_target": [r.time_to_target_seconds for r in self.results],
             "seeds": list(self.spec.seeds[: len(self.results)]),
+            "curve_accuracy": _mean_curve(self.results),  # reports draw learning curves from it
         }
         if reason is not None:
             attrs["failure_reason"] = reason
@@ -486,19 +498,6 @@ def run_sweep(
     finally:
         tracker.close()
     return SweepResult(spec, tuple(summaries), time.perf_counter() - start)
-
-
-def load_summaries(spec: SweepSpec) -> tuple[StudySummary, ...]:
-    """Summaries of the sweep's studies as stored now (after an interrupt, or for reports)."""
-    storage = open_storage(spec.storage)
-    known = {s.study_name for s in optuna.get_all_study_summaries(storage)}
-    summaries = []
-    for optimizer in spec.optimizers:
-        name = spec.study_name(optimizer)
-        if name in known:
-            study = optuna.load_study(study_name=name, storage=storage)
-            summaries.append(summarize(spec, optimizer, study))
-    return tuple(summaries)
 
 
 def _summary_metrics(summary: StudySummary) -> dict[str, float]:

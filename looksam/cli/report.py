@@ -1,0 +1,91 @@
+"""`looksam-bench report`: a sweep's leaderboard, fronts and findings; HTML, Markdown, JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from looksam.cli._console import console, fail
+from looksam.reports.findings import findings
+from looksam.reports.model import SweepData
+from looksam.reports.terminal import terminal_report
+from looksam.sweeps.results import discover_spec, load_sweep_data, save_report
+from looksam.sweeps.spec import DEFAULT_STORAGE, SpecError, SweepSpec, load_spec
+
+DEFAULT_SPEC = Path("sweeps/quick.toml")
+REPORTS_DIR = Path("reports")
+
+
+def check_writable(path: Path | None, option: str) -> None:
+    """Fail (exit 2) before any work if ``path`` cannot be written."""
+    if path is None:
+        return
+    if path.is_dir():
+        fail(f"{option} {path} is a directory; give a file path")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not _writable(parent):
+        fail(f"{option} {path}: cannot write under {parent}")
+
+
+def _writable(folder: Path) -> bool:
+    import os
+
+    return os.access(folder, os.W_OK)
+
+
+def print_and_save(
+    data: SweepData,
+    *,
+    html: Path | None,
+    markdown: Path | None = None,
+    json_path: Path | None = None,
+) -> None:
+    """Terminal report, then the files; shared by `report` and the end of `sweep`."""
+    console.print(terminal_report(data, findings(data)))
+    for path in save_report(data, html=html, markdown=markdown, json_path=json_path):
+        console.print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+
+
+def report(
+    spec_path: Annotated[
+        Path | None,
+        typer.Argument(metavar="[SPEC]", help="The sweep's spec [default: sweeps/quick.toml]."),
+    ] = None,
+    sweep_name: Annotated[
+        str | None, typer.Option("--sweep", help="Report a stored sweep by name instead.")
+    ] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage of the sweep.")] = None,
+    html: Annotated[
+        Path | None, typer.Option(help="HTML file [default: reports/SWEEP.html].")
+    ] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Also write a Markdown summary.")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the data behind the report.")
+    ] = None,
+) -> None:
+    """Report a finished (or running) sweep from its stores; never re-trains anything.
+
+    Prints the leaderboard (best accuracy with a 95 % CI over seeds, time, throughput, speed
+    against the base optimizer), each optimizer's Pareto front and plain-language findings, and
+    writes one self-contained HTML file that opens offline.
+    """
+    for path, option in ((html, "--html"), (markdown, "--markdown"), (json_path, "--json")):
+        check_writable(path, option)
+    try:
+        spec: SweepSpec
+        if sweep_name is not None:
+            spec = discover_spec(sweep_name, storage or DEFAULT_STORAGE)
+        else:
+            spec = load_spec(spec_path or DEFAULT_SPEC, {"storage": storage, "no_mlflow": True})
+        data = load_sweep_data(spec)
+    except (SpecError, ValueError) as error:
+        fail(str(error))
+    if not any(s.complete for s in data.studies):
+        fail(f"sweep {spec.name!r} has no finished trial yet: nothing to report")
+    target = html or REPORTS_DIR / f"{spec.name}.html"
+    check_writable(target, "--html")
+    print_and_save(data, html=target, markdown=markdown, json_path=json_path)

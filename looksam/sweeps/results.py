@@ -1,0 +1,180 @@
+"""Read a sweep back from its Optuna storage into the reports' plain data model."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import platform
+import statistics
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from looksam.bench.runner import _git_commit
+from looksam.bench.workloads import get_workload_info
+from looksam.optim import get_optimizer_info
+from looksam.reports.model import StudyData, SweepData, TrialPoint
+from looksam.sweeps.redact import redact_url
+from looksam.sweeps.spec import SpecError, SweepSpec
+from looksam.sweeps.study import open_storage
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def trial_point(optimizer: str, trial: FrozenTrial) -> TrialPoint:
+    """A stored trial as a report point."""
+    attrs = trial.user_attrs
+    accuracies = [float(a) for a in attrs.get("seed_accuracies") or []]
+    seconds = [float(s) for s in attrs.get("seed_train_seconds") or []]
+    speeds = [float(s) for s in attrs.get("seed_samples_per_second") or []]
+    reached = attrs.get("seed_time_to_target") or []
+    # Time-to-target only when every seed reached the target (AlgoPerf: else it failed it).
+    ttt = _mean([float(t) for t in reached]) if reached and None not in reached else None
+    return TrialPoint(
+        optimizer=optimizer,
+        number=trial.number,
+        state=trial.state.name,
+        params=dict(trial.params),
+        accuracy=_mean(accuracies),
+        seed_accuracies=tuple(accuracies),
+        train_seconds=_mean(seconds),
+        samples_per_second=_mean(speeds),
+        time_to_target_seconds=ttt,
+        curve=tuple(float(a) for a in attrs.get("curve_accuracy") or []),
+        mlflow_run_id=attrs.get("mlflow_run_id"),
+        failure_reason=attrs.get("failure_reason"),
+    )
+
+
+def _importances(study: optuna.Study, multi: bool) -> dict[str, float]:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    varied = {
+        k for t in complete for k in t.params if len({u.params.get(k) for u in complete}) > 1
+    }
+    if len(complete) < 3 or not varied:
+        return {}
+    target = (lambda t: t.values[0]) if multi else None  # accuracy, for pareto studies
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental-feature warnings
+        try:
+            found = optuna.importance.get_param_importances(study, target=target)
+        except (ValueError, RuntimeError):
+            return {}
+    return {k: float(v) for k, v in found.items()}
+
+
+def load_sweep_data(spec: SweepSpec) -> SweepData:
+    """Every study of the sweep, as stored now; SpecError if the sweep has no study at all."""
+    storage = open_storage(spec.storage)
+    known = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    studies = []
+    for optimizer in spec.optimizers:
+        name = spec.study_name(optimizer)
+        if name not in known:
+            continue
+        study = optuna.load_study(study_name=name, storage=storage)
+        space = {d.name: d for d in spec.space_for(optimizer)}
+        k_dim = space.get("k")
+        k = (
+            5
+            if k_dim is None or k_dim.low is None
+            else int(min(max(5, k_dim.low), k_dim.high or 5))
+        )
+        studies.append(
+            StudyData(
+                optimizer=optimizer,
+                study_name=name,
+                passes_per_step=get_optimizer_info(optimizer).passes_per_step(k),
+                trials=tuple(trial_point(optimizer, t) for t in study.get_trials(deepcopy=False)),
+                importances=_importances(study, multi=spec.objective == "pareto"),
+            )
+        )
+    if not studies:
+        raise SpecError(
+            f"no study of sweep {spec.name!r} in {redact_url(spec.storage)}: run it first"
+        )
+    info = get_workload_info(spec.workload.name)
+    spec_dict: dict[str, Any] = spec.to_dict()
+    spec_dict["storage"] = redact_url(spec.storage)
+    spec_dict["tracking_uri"] = redact_url(spec.tracking_uri) if spec.tracking_uri else None
+    return SweepData(
+        name=spec.name,
+        workload=spec.workload.name,
+        objective=spec.objective,
+        base=spec.base,
+        target_accuracy=info.target_accuracy,
+        studies=tuple(studies),
+        spec=spec_dict,
+        environment={
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "optuna": optuna.__version__,
+            "platform": platform.platform(),
+            "git_commit": _git_commit(),
+            "device": spec.workload.device,
+        },
+        generated_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        reference=spec.optimizers[0] if "sgd" not in spec.optimizers else "sgd",
+    )
+
+
+def discover_spec(sweep: str, storage: str) -> SweepSpec:
+    """A minimal spec for a stored sweep found by name (``report --sweep NAME``)."""
+    from looksam.sweeps.spec import parse_spec
+
+    summaries = optuna.get_all_study_summaries(open_storage(storage))
+    mine = [s for s in summaries if s.study_name.startswith(f"{sweep}/")]
+    if not mine:
+        names = sorted({s.study_name.split("/")[0] for s in summaries})
+        known = f"; sweeps there: {', '.join(names)}" if names else ""
+        raise SpecError(f"no sweep named {sweep!r} in {redact_url(storage)}{known}")
+    workload = mine[0].study_name.split("/")[1]
+    optimizers = [s.study_name.split("/")[-1] for s in mine]
+    objective = "pareto" if len(mine[0].directions) == 2 else "accuracy"
+    return parse_spec(
+        {
+            "sweep": {"name": sweep},
+            "workload": {"name": workload},
+            "optimizers": {"names": optimizers},
+            "objective": objective,
+            "storage": storage,
+        },
+        f"stored sweep {sweep}",
+        {"no_mlflow": True},
+    )
+
+
+def save_report(
+    data: SweepData,
+    *,
+    html: Path | None = None,
+    markdown: Path | None = None,
+    json_path: Path | None = None,
+) -> list[Path]:
+    """Render and write the requested report files; returns the paths written."""
+    from looksam.reports.findings import findings
+    from looksam.reports.html import render_html
+    from looksam.reports.leaderboard import leaderboard_rows
+    from looksam.reports.markdown import render_markdown
+
+    sentences = findings(data)
+    written = []
+    if html is not None:
+        html.parent.mkdir(parents=True, exist_ok=True)
+        page = render_html(data, leaderboard_rows=leaderboard_rows(data), findings=sentences)
+        html.write_text(page)
+        written.append(html)
+    if markdown is not None:
+        markdown.write_text(render_markdown(data, sentences))
+        written.append(markdown)
+    if json_path is not None:
+        json_path.write_text(json.dumps(dataclasses.asdict(data), indent=2, default=str) + "\n")
+        written.append(json_path)
+    return written

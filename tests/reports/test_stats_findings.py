@@ -1,0 +1,129 @@
+"""Statistics checked by hand, and findings said only when the data carry them."""
+
+from __future__ import annotations
+
+import pytest
+
+from looksam.reports.findings import compare_sentence, difference_sentence, findings
+from looksam.reports.leaderboard import leaderboard, leaderboard_rows, trial_front
+from looksam.reports.markdown import render_markdown
+from looksam.reports.model import StudyData, SweepData, TrialPoint
+from looksam.reports.stats import mean_ci, welch
+
+
+def test_t_interval_by_hand() -> None:
+    # mean 0.92, sd 0.02, sem 0.02/√3 = 0.011547, t(0.975, 2) = 4.302653 → ±0.049683
+    ci = mean_ci([0.90, 0.92, 0.94])
+    assert ci.mean == pytest.approx(0.92)
+    assert ci.half_width == pytest.approx(0.049683, abs=1e-6)
+    assert ci.format() == "92.00 ± 4.97 %"
+
+
+def test_one_seed_has_no_interval() -> None:
+    ci = mean_ci([0.9])
+    assert ci.half_width is None
+    assert ci.format() == "90.00 % (1 seed: no CI)"
+    with pytest.raises(ValueError, match="at least one"):
+        mean_ci([])
+
+
+def test_welch_by_hand() -> None:
+    # a − b = −3, both variances 1 → t = −3/√(2/3) = −3.674, df = 4 → p = 0.02131
+    test = welch([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    assert test.difference == pytest.approx(-3.0)
+    assert test.p_value == pytest.approx(0.021312, abs=1e-5)
+    assert test.significant()
+
+
+def test_welch_no_difference_and_untestable_samples() -> None:
+    same = welch([0.90, 0.95, 0.85], [0.91, 0.86, 0.93])
+    assert same.p_value == pytest.approx(1.0)
+    assert not same.significant()
+    assert welch([0.9], [0.8, 0.85]).p_value is None
+    assert not welch([0.9], [0.8, 0.85]).significant()
+
+
+def _point(
+    opt: str, n: int, seeds: tuple[float, ...], seconds: float, **params: object
+) -> TrialPoint:
+    return TrialPoint(
+        optimizer=opt,
+        number=n,
+        state="COMPLETE",
+        params=dict(params),
+        accuracy=sum(seeds) / len(seeds),
+        seed_accuracies=seeds,
+        train_seconds=seconds,
+        samples_per_second=1000.0 / seconds,
+        time_to_target_seconds=None,
+        curve=(0.5, 0.8),
+    )
+
+
+def _data(*studies: StudyData) -> SweepData:
+    return SweepData(
+        name="hand", workload="digits-noisy", objective="pareto", base="sgd",
+        target_accuracy=0.9, studies=studies, spec={}, environment={}, generated_at="now",
+    )  # fmt: skip
+
+
+def _study(opt: str, *trials: TrialPoint) -> StudyData:
+    return StudyData(optimizer=opt, study_name=f"hand/digits-noisy/{opt}", passes_per_step=1.2,
+                     trials=trials)  # fmt: skip
+
+
+SGD = _study("sgd", _point("sgd", 0, (0.79, 0.80, 0.81), 3.0, lr=0.05))
+SAM = _study("sam", _point("sam", 0, (0.95, 0.96, 0.97), 10.0, rho=0.5))
+LOOKSAM = _study(
+    "looksam",
+    _point("looksam", 0, (0.94, 0.95, 0.96), 6.0, k=5, alpha=0.7),
+    _point("looksam", 1, (0.90, 0.90, 0.90), 4.0, k=10, alpha=0.3),
+    _point("looksam", 2, (0.85, 0.86, 0.87), 7.0, k=2, alpha=0.1),  # dominated
+)
+
+
+def test_pareto_front_keeps_only_undominated_trials() -> None:
+    front = trial_front(LOOKSAM.trials)
+    assert [t.number for t in front] == [1, 0]  # fastest first; #2 is slower and less accurate
+
+
+def test_findings_say_what_the_numbers_support() -> None:
+    sentences = findings(_data(SGD, SAM, LOOKSAM))
+    assert "LookSAM (k=5) reaches 99 % of SAM's best accuracy in 0.60× its training time." in (
+        sentences
+    )
+    # 1 point apart over 3 seeds each, p = 0.29: no claim that SAM is better than LookSAM
+    assert any("LookSAM and SAM are not significantly different" in s for s in sentences)
+    assert not any("SAM is more accurate than LookSAM" in s for s in sentences)
+    # 16 points apart, p = 4e-5: that one is said
+    assert any(s.startswith("SAM is more accurate than SGD by 16.00 points") for s in sentences)
+
+
+def test_no_difference_claims_from_single_seeds() -> None:
+    one_seed_sam = _study("sam", _point("sam", 0, (0.99,), 10.0, rho=0.5))
+    one_seed_sgd = _study("sgd", _point("sgd", 0, (0.50,), 3.0, lr=0.05))
+    entries = {e.optimizer: e for e in leaderboard(_data(one_seed_sgd, one_seed_sam))}
+    sentence = difference_sentence(entries["sam"], entries["sgd"])
+    assert sentence is not None
+    assert "too few seeds" in sentence
+    assert "more accurate" not in sentence
+
+
+def test_no_comparison_without_a_finished_trial() -> None:
+    empty = _study("looksam")
+    entries = {e.optimizer: e for e in leaderboard(_data(SAM, empty))}
+    assert compare_sentence(entries["looksam"], entries["sam"]) is None
+    assert findings(_data(empty)) == []
+
+
+def test_leaderboard_rows_and_markdown() -> None:
+    data = _data(SGD, SAM, LOOKSAM)
+    rows = {r["optimizer"]: r for r in leaderboard_rows(data)}
+    assert rows["sam"]["best accuracy (95% CI)"] == "96.00 ± 2.48 %"
+    assert rows["sgd"]["speed vs base"] == "1.00×"
+    assert rows["sam"]["speed vs base"] == "0.30×"
+    assert rows["looksam"]["best hyperparameters"] == "alpha=0.7 k=5"
+    assert rows["looksam"]["time to target"] == "not reached"
+    md = render_markdown(data, findings(data))
+    assert md.count("\n| ") == 4  # header + 3 optimizers
+    assert "- LookSAM (k=5) reaches 99 %" in md
