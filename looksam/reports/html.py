@@ -335,7 +335,7 @@ def _scatter_section(data: SweepData, colours: Mapping[str, str]) -> str:
         show_target = target is not None and min(ys) - 0.1 <= target <= max(ys) + 0.1
         if show_target and target is not None:
             ys.append(target)
-        y = frame.y_scale(ys)
+        y = frame.y_scale(ys, log=False)  # accuracy reads linearly
         body = [axes(frame, x, y, "train seconds (mean over seeds)", "test accuracy (mean)")]
         if show_target and target is not None:
             body.append(hline(frame, y(target), f"target {fmt(target)}"))
@@ -391,7 +391,8 @@ def _small_scatter(
     frame = Frame(width=320, height=230, left=56, bottom=42)
     integer = all(float(p[0]).is_integer() for p in pts) and param in INTEGER_PARAMS
     x = frame.x_scale([p[0] for p in pts], log=log_x, integer=integer)
-    y = frame.y_scale([p[1] for p in pts])
+    # Throughput may span decades (log if so); accuracy always reads linearly.
+    y = frame.y_scale([p[1] for p in pts], log=None if param == "batch_size" else False)
     body = [axes(frame, x, y, x_label, y_label)]
     for optimizer in dict.fromkeys(t.optimizer for _, _, t in pts):
         marks = "".join(
@@ -536,7 +537,7 @@ def _curves_section(data: SweepData, colours: Mapping[str, str]) -> str:
     if show_target and target is not None:
         ys.append(target)
     x = frame.x_scale([float(e) for e in epochs], log=False, integer=True)
-    y = frame.y_scale(ys)
+    y = frame.y_scale(ys, log=False)
     body = [axes(frame, x, y, "epoch", "test accuracy (mean over seeds)")]
     if show_target and target is not None:
         body.append(hline(frame, y(target), f"target {fmt(target)}"))

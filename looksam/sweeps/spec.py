@@ -129,6 +129,11 @@ def _table(where: str, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
+def _is_count(value: Any) -> bool:
+    """An integer >= 1 (TOML booleans are not integers here)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def _number(where: str, value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise _fail(where, f"{name} must be a finite number, got {value!r}")
@@ -172,7 +177,7 @@ def parse_dimension(where: str, name: str, raw: Any) -> Dimension:
 
 def _check_value(where: str, name: str, value: Any) -> None:
     if name == "batch_size":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not _is_count(value):
             raise _fail(where, f"batch_size values must be integers >= 1, got {value!r}")
         return
     hp = _ALL_HYPERPARAMETERS.get(name)
@@ -252,9 +257,7 @@ def parse_spec(
         raise _fail(f"{where} [workload]", str(error)) from None
     for key in ("epochs", "batch_size"):
         value = getattr(workload, key)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
+        if value is not None and (not _is_count(value)):
             raise _fail(f"{where} [workload]", f"{key} must be an integer >= 1, got {value!r}")
 
     raw_opt = _table(where, data, "optimizers")
@@ -326,7 +329,7 @@ def parse_spec(
         if overrides.get(key) is not None:
             budget[key] = overrides.pop(key)
     n_trials = budget.get("n_trials", 8)
-    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+    if not _is_count(n_trials):
         raise _fail(f"{where} [budget]", f"n_trials must be an integer >= 1, got {n_trials!r}")
     timeout = budget.get("timeout")
     if timeout is not None and _number(f"{where} [budget]", timeout, "timeout") <= 0:
@@ -370,9 +373,7 @@ def parse_spec(
             f"unknown rule {rule!r}; choose one of: {', '.join(LR_SCALING)}",
         )
     ref_bs = raw_scaling.get("reference_batch_size")
-    if ref_bs is not None and (
-        isinstance(ref_bs, bool) or not isinstance(ref_bs, int) or ref_bs < 1
-    ):
+    if ref_bs is not None and (not _is_count(ref_bs)):
         raise _fail(
             f"{where} [lr_scaling]",
             f"reference_batch_size must be an integer >= 1, got {ref_bs!r}",
