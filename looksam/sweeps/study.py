@@ -117,12 +117,26 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             return optuna.storages.JournalStorage(backend)
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {}
-        )
+        return _rdb_storage(url)
     except Exception as error:  # SQLAlchemy raises many kinds; all mean "cannot use it"
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise SpecError(f"cannot open storage {redact_url(url)}: {redact_url(first)}") from None
+
+
+#: Workers starting together on a fresh database race to create Optuna's tables; the loser
+#: sees a duplicate-object error once the winner has committed, and simply tries again.
+_SCHEMA_RACE = ("already exists", "duplicate key", "UniqueViolation")
+
+
+def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    engine_kwargs = {"pool_pre_ping": True} if not url.startswith("sqlite") else {}
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except Exception as error:
+            if attempt == attempts - 1 or not any(m in str(error) for m in _SCHEMA_RACE):
+                raise
+    raise AssertionError("unreachable")
 
 
 def _sampler(spec: SweepSpec, optimizer: str) -> optuna.samplers.BaseSampler:
