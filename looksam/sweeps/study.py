@@ -222,8 +222,9 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
     )
 
 
-def _worker_alive(worker: str, heartbeat: float | None) -> bool:
-    host, _, pid = worker.rpartition(":")
+def _worker_alive(worker: str | None, last_seen: float) -> bool:
+    """A worker on this host is alive iff its process is; elsewhere, iff it beat recently."""
+    host, _, pid = (worker or "").rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
         try:
             os.kill(int(pid), 0)  # signal 0: existence check only
@@ -232,22 +233,30 @@ def _worker_alive(worker: str, heartbeat: float | None) -> bool:
         except PermissionError:
             return True
         return True
-    return heartbeat is not None and time.time() - heartbeat < STALE_AFTER_SECONDS
+    return time.time() - last_seen < STALE_AFTER_SECONDS
 
 
 def reap_stale_trials(study: optuna.Study) -> list[int]:
-    """Fail trials left RUNNING by dead workers ("interrupted") and enqueue their parameters."""
+    """Fail trials left RUNNING by dead workers ("interrupted") and enqueue their parameters.
+
+    A trial's last sign of life is its heartbeat, or its start while it has none yet: a trial
+    another worker has just asked for is not stale merely because it has not written one.
+    """
     reaped = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker")
         if worker == WORKER_ID:
             continue
-        heartbeat = trial.user_attrs.get("heartbeat")
-        if worker is not None and _worker_alive(str(worker), heartbeat):
+        started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+        last_seen = float(trial.user_attrs.get("heartbeat", started))
+        if _worker_alive(worker, last_seen):
             continue
-        # The trial is not ours, so the public Trial API cannot write to it: use the storage.
-        study._storage.set_trial_user_attr(trial._trial_id, "failure_reason", "interrupted")
-        study.tell(trial.number, state=TrialState.FAIL)
+        try:
+            # Not our trial, so the public Trial API cannot write to it: use the storage.
+            study._storage.set_trial_user_attr(trial._trial_id, "failure_reason", "interrupted")
+            study.tell(trial.number, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # it finished meanwhile, or another worker reaped it first
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         reaped.append(trial.number)
     return reaped
@@ -346,6 +355,7 @@ class _TrialRun:
     tracker: Tracker
     results: list[RunResult] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    told: bool = False  # the storage has this trial's final state
 
     def _progress(self, seed: int) -> Callable[[int, int, EpochRecord | None], None]:
         def report(step: int, total: int, record: EpochRecord | None) -> None:
@@ -430,6 +440,7 @@ class _TrialRun:
             self.study.tell(self.trial, list(values or ()))
         else:
             self.study.tell(self.trial, state=state)
+        self.told = True
         return TrialOutcome(
             optimizer=self.optimizer,
             number=self.trial.number,
@@ -542,18 +553,30 @@ def _fill_budget(
         running = sum(t.state == TrialState.RUNNING for t in trials)
         if counted + running >= spec.n_trials:
             return
-        trial = study.ask()
-        trial.set_user_attr("worker", WORKER_ID)
-        ahead = [
-            t
-            for t in study.get_trials(deepcopy=False)
-            if t.number < trial.number
-            and (counts_toward_budget(t) or t.state == TrialState.RUNNING)
-        ]
-        if len(ahead) >= spec.n_trials:  # another worker took the last slot first
-            trial.set_user_attr("failure_reason", "surplus")
-            study.tell(trial, state=TrialState.FAIL)
-            return
-        outcome = _TrialRun(spec, optimizer, study, trial, observer, tracker).run()
+        trial: optuna.Trial | None = None
+        run: _TrialRun | None = None
+        try:
+            trial = study.ask()
+            run = _TrialRun(spec, optimizer, study, trial, observer, tracker)
+            trial.set_user_attr("worker", WORKER_ID)
+            ahead = [
+                t
+                for t in study.get_trials(deepcopy=False)
+                if t.number < trial.number
+                and (counts_toward_budget(t) or t.state == TrialState.RUNNING)
+            ]
+            if len(ahead) >= spec.n_trials:  # another worker took the last slot first
+                trial.set_user_attr("failure_reason", "surplus")
+                study.tell(trial, state=TrialState.FAIL)
+                return
+            outcome = run.run()
+        except KeyboardInterrupt:
+            # Ctrl-C outside the training itself (asking, suggesting, telling): the trial must
+            # still end as "interrupted" and come back, never stay RUNNING under a live worker.
+            if trial is not None and (run is None or not run.told):
+                trial.set_user_attr("failure_reason", "interrupted")
+                study.tell(trial, state=TrialState.FAIL)
+                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            raise
         counted = sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
         observer.trial_finished(outcome, counted, spec.n_trials)

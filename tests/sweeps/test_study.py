@@ -294,3 +294,34 @@ def test_diverging_trials_fail_with_their_reason_and_use_budget(tmp_path: Path) 
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert sorted(r.data.tags["looksam.failure_reason"] for r in children) == ["diverged"] * 2
     assert {r.info.status for r in children} == {"FAILED"}
+
+
+def test_only_dead_workers_trials_are_reaped() -> None:
+    """Liveness: a local PID that is gone, or a remote heartbeat older than the grace period."""
+    import socket
+
+    from looksam.sweeps.study import STALE_AFTER_SECONDS, reap_stale_trials
+
+    study = optuna.create_study()
+    just_asked = study.ask()  # no worker attribute yet: another worker just asked for it
+    dead_local = study.ask()
+    dead_proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_proc.wait()
+    dead_local.set_user_attr("worker", f"{socket.gethostname()}:{dead_proc.pid}")
+    live_local = study.ask()
+    live_local.set_user_attr("worker", f"{socket.gethostname()}:{os.getppid()}")
+    silent_remote = study.ask()
+    silent_remote.set_user_attr("worker", "elsewhere:123")
+    silent_remote.set_user_attr("heartbeat", time.time() - 2 * STALE_AFTER_SECONDS)
+    beating_remote = study.ask()
+    beating_remote.set_user_attr("worker", "elsewhere:456")
+    beating_remote.set_user_attr("heartbeat", time.time())
+
+    reaped = reap_stale_trials(study)
+
+    assert sorted(reaped) == [dead_local.number, silent_remote.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[just_asked.number] == TrialState.RUNNING
+    assert states[live_local.number] == TrialState.RUNNING
+    assert states[beating_remote.number] == TrialState.RUNNING
+    assert reap_stale_trials(study) == []  # reaping twice changes nothing
