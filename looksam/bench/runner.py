@@ -164,11 +164,12 @@ def environment(device: torch.device) -> Environment:
         python_version=platform.python_version(),
         cpu_threads=torch.get_num_threads(),
         platform=platform.platform(),
-        git_commit=_git_commit(),
+        git_commit=git_commit_of_project(),
     )
 
 
-def _git_commit() -> str | None:
+def git_commit_of_project() -> str | None:
+    """The project's git commit, if it runs from a checkout (recorded with every result)."""
     repo = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(

@@ -15,7 +15,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from looksam.bench.runner import _git_commit
+from looksam.bench.runner import git_commit_of_project
 from looksam.bench.workloads import get_workload_info
 from looksam.optim import get_optimizer_info
 from looksam.reports.model import StudyData, SweepData, TrialPoint
@@ -117,7 +117,7 @@ def load_sweep_data(spec: SweepSpec) -> SweepData:
             "torch": torch.__version__,
             "optuna": optuna.__version__,
             "platform": platform.platform(),
-            "git_commit": _git_commit(),
+            "git_commit": git_commit_of_project(),
             "device": spec.workload.device,
         },
         generated_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -69,12 +69,11 @@ class StudySummary:
 
 @dataclass(frozen=True)
 class SweepResult:
-    """The whole sweep: its spec, every study's summary, wall-clock, whether it was cut short."""
+    """The whole sweep: its spec, every study's summary and its wall-clock."""
 
     spec: SweepSpec
     studies: tuple[StudySummary, ...]
     wall_seconds: float
-    interrupted: bool = False
 
 
 class SweepObserver(Protocol):
