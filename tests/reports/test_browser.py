@@ -94,8 +94,11 @@ def test_report_renders_offline_in_chromium(
             assert points.count() == len(with_accuracy)
             assert points.first.is_visible()
             assert "trial" in (points.first.locator("title").text_content() or "")
-            points.first.hover()  # the hover style applies: the page reacts like a page
-            assert points.first.evaluate("e => getComputedStyle(e).strokeWidth") == "2.5px"
+            # Hover the point painted last: it is on top whatever the data, so no neighbour
+            # (points may overlap) takes the pointer; the hover style shows the page reacts.
+            topmost = points.last
+            topmost.hover()
+            assert topmost.evaluate("e => getComputedStyle(e).strokeWidth") == "2.5px"
             box = page.locator("#scatter svg").bounding_box()
             assert box is not None
             assert box["width"] > 600
