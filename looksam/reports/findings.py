@@ -59,9 +59,10 @@ def difference_sentence(a: LeaderboardEntry, b: LeaderboardEntry) -> str | None:
             f"({100 * test.difference:+.2f} points, Welch p = {p})."
         )
     better, worse = (name_a, name_b) if test.difference > 0 else (name_b, name_a)
+    p = "p < 0.001" if (test.p_value or 0.0) < 0.001 else f"p = {test.p_value:.3f}"
     return (
         f"{better} is more accurate than {worse} by {100 * abs(test.difference):.2f} points "
-        f"(Welch p = {test.p_value:.3f}, {test.n_a} vs {test.n_b} seeds)."
+        f"(Welch {p}, {test.n_a} vs {test.n_b} seeds)."
     )
 
 

@@ -41,7 +41,7 @@ def trial_point(optimizer: str, trial: FrozenTrial) -> TrialPoint:
         optimizer=optimizer,
         number=trial.number,
         state=trial.state.name,
-        params=dict(trial.params),
+        params={**(attrs.get("hyperparameters") or {}), **trial.params},
         accuracy=_mean(accuracies),
         seed_accuracies=tuple(accuracies),
         train_seconds=_mean(seconds),

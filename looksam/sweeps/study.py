@@ -321,6 +321,20 @@ def trial_configs(spec: SweepSpec, optimizer: str, params: dict[str, Any]) -> li
     ]
 
 
+def _used_hyperparameters(
+    spec: SweepSpec, optimizer: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    """Everything the trial trained with, fixed values included (trial.params holds only the
+    searched ones): reports show this, so a grid of fixed points still names its settings."""
+    config = trial_configs(spec, optimizer, params)[0]
+    used = dict(config.hyperparameters)
+    if config.lr is not None:
+        used["lr"] = config.lr
+    if "batch_size" in params or spec.workload.batch_size is not None:
+        used["batch_size"] = config.batch_size
+    return used
+
+
 def _mean_curve(results: Sequence[RunResult]) -> list[float]:
     """Test accuracy per epoch, averaged over the seeds that reached that epoch."""
     by_epoch: dict[int, list[float]] = {}
@@ -412,6 +426,7 @@ class _TrialRun:
             "seed_time_to_target": [r.time_to_target_seconds for r in self.results],
             "seeds": list(self.spec.seeds[: len(self.results)]),
             "curve_accuracy": _mean_curve(self.results),  # reports draw learning curves from it
+            "hyperparameters": _used_hyperparameters(self.spec, self.optimizer, params),
         }
         if reason is not None:
             attrs["failure_reason"] = reason

@@ -325,3 +325,25 @@ def test_only_dead_workers_trials_are_reaped() -> None:
     assert states[live_local.number] == TrialState.RUNNING
     assert states[beating_remote.number] == TrialState.RUNNING
     assert reap_stale_trials(study) == []  # reaping twice changes nothing
+
+
+def test_fixed_grid_trials_report_the_values_they_trained_with(tmp_path: Path) -> None:
+    from looksam.sweeps.results import load_sweep_data
+
+    spec = parse_spec(
+        {
+            "sweep": {"name": "grid"},
+            "workload": {"name": "digits-noisy", "epochs": 1, "device": "cpu"},
+            "optimizers": {"names": ["looksam"]},
+            "fixed": {"common": {"lr": 0.07}, "looksam": {"rho": 0.3, "k": 4, "alpha": 0.5}},
+            "objective": "accuracy",
+            "budget": {"n_trials": 1, "seeds": 2},
+            "storage": f"sqlite:///{tmp_path}/optuna.db",
+        },
+        "grid",
+        {"no_mlflow": True},
+    )
+    run_sweep(spec)
+    (trial,) = load_sweep_data(spec).studies[0].trials
+    assert trial.params == {"lr": 0.07, "rho": 0.3, "k": 4, "alpha": 0.5}
+    assert len(trial.seed_accuracies) == 2
