@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -18,3 +20,16 @@ def fail(message: str) -> NoReturn:
     """Print one red line on stderr and exit 2: no traceback for mistakes the user can fix."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(USAGE_ERROR)
+
+
+def check_writable(path: Path | None, option: str) -> None:
+    """Fail (exit 2) before any work if ``path`` could not be written once the work is done."""
+    if path is None:
+        return
+    if path.is_dir():
+        fail(f"{option} {path} is a directory; give a file path")
+    parent = path.parent
+    if not parent.exists():
+        fail(f"{option} {path}: directory {parent} does not exist")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        fail(f"{option} {path}: cannot write under {parent}")

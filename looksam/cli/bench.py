@@ -22,8 +22,7 @@ from looksam.bench.suite import (
 )
 from looksam.bench.workloads import WorkloadDataError, get_workload_info
 from looksam.cli import _options as opt
-from looksam.cli._console import console, fail
-from looksam.cli.run import check_output_path
+from looksam.cli._console import check_writable, console, fail
 
 
 def build_bench_table(report: BenchReport) -> Table:
@@ -98,7 +97,7 @@ def bench(
         fail(str(error))
     if spec.amp not in ("off", "bf16", "fp16"):
         fail(f"unknown --amp {amp!r}; choose one of: off, bf16, fp16")
-    check_output_path(json_path)
+    check_writable(json_path, "--json")
     report = _measure(spec)
     console.print(build_bench_table(report))
     if json_path is not None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from looksam.cli._console import console, fail
+from looksam.cli._console import check_writable, console, fail
 from looksam.reports.findings import findings
 from looksam.reports.model import SweepData
 from looksam.reports.terminal import terminal_report
@@ -16,25 +16,6 @@ from looksam.sweeps.spec import DEFAULT_STORAGE, SpecError, SweepSpec, load_spec
 
 DEFAULT_SPEC = Path("sweeps/quick.toml")
 REPORTS_DIR = Path("reports")
-
-
-def check_writable(path: Path | None, option: str) -> None:
-    """Fail (exit 2) before any work if ``path`` cannot be written."""
-    if path is None:
-        return
-    if path.is_dir():
-        fail(f"{option} {path} is a directory; give a file path")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not _writable(parent):
-        fail(f"{option} {path}: cannot write under {parent}")
-
-
-def _writable(folder: Path) -> bool:
-    import os
-
-    return os.access(folder, os.W_OK)
 
 
 def print_and_save(
@@ -86,6 +67,8 @@ def report(
         fail(str(error))
     if not any(s.complete for s in data.studies):
         fail(f"sweep {spec.name!r} has no finished trial yet: nothing to report")
+    if html is None:
+        REPORTS_DIR.mkdir(exist_ok=True)  # the default place; an explicit --html must exist
     target = html or REPORTS_DIR / f"{spec.name}.html"
     check_writable(target, "--html")
     print_and_save(data, html=target, markdown=markdown, json_path=json_path)

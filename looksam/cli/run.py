@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -12,17 +11,7 @@ from rich.table import Table
 from looksam.bench.runner import EpochRecord, RunConfig, RunResult, run_training, validate_config
 from looksam.bench.workloads import WorkloadDataError, list_workloads
 from looksam.cli import _options as opt
-from looksam.cli._console import console, fail
-
-
-def check_output_path(path: Path | None) -> None:
-    """Fail before any work if ``path`` could not be written afterwards."""
-    if path is None:
-        return
-    if path.is_dir():
-        fail(f"--json {path} is a directory; give a file path")
-    if not path.parent.exists():
-        fail(f"--json {path}: directory {path.parent} does not exist")
+from looksam.cli._console import check_writable, console, fail
 
 
 def hyperparameters(**values: Any) -> dict[str, Any]:
@@ -119,7 +108,7 @@ def run(
         validate_config(config)
     except (ValueError, WorkloadDataError) as error:
         fail(str(error))
-    check_output_path(json_path)
+    check_writable(json_path, "--json")
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),

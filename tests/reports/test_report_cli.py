@@ -76,3 +76,16 @@ def test_report_of_a_sweep_without_finished_trials_exits_2(tmp_path: Path) -> No
     result = runner.invoke(app, ["report", "--sweep", "empty", "--storage", storage])
     assert result.exit_code == 2, result.output
     assert "no finished trial" in result.output
+
+
+def test_report_output_into_a_missing_folder_fails_before_rendering(
+    tiny_sweep: tuple[SweepSpec, Path], tmp_path: Path
+) -> None:
+    spec, _ = tiny_sweep
+    missing = tmp_path / "no" / "such" / "r.json"
+    result = runner.invoke(
+        app, ["report", "--sweep", spec.name, "--storage", spec.storage, "--json", str(missing)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "does not exist" in result.output
+    assert "Leaderboard" not in result.output  # refused before any work
