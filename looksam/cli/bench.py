@@ -10,6 +10,7 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
+from looksam.bench.runner import AMP_MODES
 from looksam.bench.suite import (
     DEFAULT_OPTIMIZERS,
     Baseline,
@@ -95,8 +96,8 @@ def bench(
         )
     except ValueError as error:
         fail(str(error))
-    if spec.amp not in ("off", "bf16", "fp16"):
-        fail(f"unknown --amp {amp!r}; choose one of: off, bf16, fp16")
+    if spec.amp not in AMP_MODES:
+        fail(f"unknown --amp {amp!r}; choose one of: {', '.join(AMP_MODES)}")
     check_writable(json_path, "--json")
     report = _measure(spec)
     console.print(build_bench_table(report))
