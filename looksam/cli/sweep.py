@@ -41,20 +41,32 @@ def plan_table(spec: SweepSpec) -> Table:
     batch = spec.workload.batch_size or wl.default_batch_size
     table = Table(title=f"Sweep plan: {spec.name} on {spec.workload.name}", title_justify="left")
     for column in ("study", "trials × seeds", "search space", "est. fwd-bwd passes"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for optimizer in spec.optimizers:
         space = spec.space_for(optimizer)
-        k = next((int((d.low or 5) + (d.high or 5)) // 2 for d in space if d.name == "k"), 5)
-        info = get_optimizer_info(optimizer)
         steps = epochs * max(1, _train_examples(spec) // batch)
-        passes = spec.n_trials * len(spec.seeds) * steps * info.passes_per_step(k)
+        trials = spec.budget_for(optimizer)
+        passes = trials * len(spec.seeds) * steps * _mean_passes_per_step(spec, optimizer)
         table.add_row(
             spec.study_name(optimizer),
-            f"{spec.n_trials} × {len(spec.seeds)}",
+            f"{trials} × {len(spec.seeds)}",
             ", ".join(d.describe() for d in space) or "(fixed)",
             f"{passes:,.0f}",
         )
     return table
+
+
+def _mean_passes_per_step(spec: SweepSpec, optimizer: str) -> float:
+    """Passes per step averaged over the k the study will try (exact for a grid)."""
+    info = get_optimizer_info(optimizer)
+    dim = next((d for d in spec.space_for(optimizer) if d.name == "k"), None)
+    if dim is None:
+        ks = [int(spec.fixed.get(optimizer, {}).get("k", 5))]
+    elif dim.choices is not None:
+        ks = [int(c) for c in dim.choices]
+    else:
+        ks = [int((dim.low or 5) + (dim.high or 5)) // 2]
+    return sum(info.passes_per_step(k) for k in ks) / len(ks)
 
 
 def _train_examples(spec: SweepSpec) -> int:
@@ -80,7 +92,8 @@ class LiveDisplay:
             TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn()
         )
         self._tasks = {
-            o: self.studies.add_task(o, total=spec.n_trials, start=False) for o in spec.optimizers
+            o: self.studies.add_task(o, total=spec.budget_for(o), start=False)
+            for o in spec.optimizers
         }
         self._trial_task = self.current.add_task("waiting", total=None)
         self._best: dict[str, TrialOutcome] = {}
@@ -135,7 +148,9 @@ def sweep(
             metavar="[SPEC]", help="Sweep spec (TOML) [default: sweeps/quick.toml if present]."
         ),
     ] = None,
-    n_trials: Annotated[int | None, typer.Option(help="Trials per optimizer.")] = None,
+    n_trials: Annotated[
+        int | None, typer.Option(help="Trials per optimizer (a grid runs all its points).")
+    ] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds per optimizer study.")] = None,
     seeds: Annotated[
         int | None, typer.Option(help="Seeds per trial (mean is the objective).")
@@ -150,7 +165,10 @@ def sweep(
     objective: Annotated[
         str | None, typer.Option(help="pareto (default), accuracy or time-to-target.")
     ] = None,
-    sampler: Annotated[str | None, typer.Option(help="tpe, random, nsga2 or gp.")] = None,
+    sampler: Annotated[
+        str | None,
+        typer.Option(help="tpe, random, nsga2, gp, or grid (every listed value: choices only)."),
+    ] = None,
     pruner: Annotated[str | None, typer.Option(help="none, median or hyperband.")] = None,
     storage: Annotated[
         str | None,

@@ -20,7 +20,7 @@ from looksam.bench.workloads import get_workload_info
 from looksam.optim import BASE_OPTIMIZERS, get_optimizer_info, list_optimizers
 
 OBJECTIVES = ("pareto", "accuracy", "time-to-target")
-SAMPLERS = ("tpe", "random", "nsga2", "gp")
+SAMPLERS = ("tpe", "random", "nsga2", "gp", "grid")
 PRUNERS = ("none", "median", "hyperband")
 LR_SCALING = ("none", "linear", "sqrt")
 #: The paper's operating point: the first trial of every study, where the dimension exists.
@@ -96,6 +96,21 @@ class SweepSpec:
     def space_for(self, optimizer: str) -> tuple[Dimension, ...]:
         """The dimensions searched for ``optimizer`` (common ones plus its own)."""
         return self.spaces.get(optimizer, ())
+
+    def budget_for(self, optimizer: str) -> int:
+        """Trials ``optimizer``'s study runs: ``n_trials``, or every point of a grid.
+
+        A grid sweep is an exhaustive design, not a search: each study runs its own grid once
+        (a study with nothing to vary runs one trial), so budgets differ between optimizers
+        by design and the spec says so by naming the grid sampler.
+        """
+        if self.sampler != "grid":
+            return self.n_trials
+        return math.prod(len(d.choices or ()) for d in self.space_for(optimizer))
+
+    def grid_for(self, optimizer: str) -> dict[str, list[Any]]:
+        """The grid sampler's search space for ``optimizer`` (empty: one fixed point)."""
+        return {d.name: list(d.choices or ()) for d in self.space_for(optimizer)}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description (for MLflow and reports)."""
@@ -354,6 +369,8 @@ def parse_spec(
     if sampler not in SAMPLERS:
         raise _fail(where, f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
     sampler_seed = raw_sampler.get("seed", 0)
+    if sampler == "grid":
+        _check_grid(where, spaces, budget)
     pruner = overrides.pop("pruner", None) or data.get("pruner", "none")
     if pruner not in PRUNERS:
         raise _fail(where, f"unknown pruner {pruner!r}; choose one of: {', '.join(PRUNERS)}")
@@ -410,6 +427,27 @@ def parse_spec(
         tracking_uri=tracking_uri,
         source=source,
     )
+
+
+def _check_grid(
+    where: str,
+    spaces: Mapping[str, tuple[Dimension, ...]],
+    budget: Mapping[str, Any],
+) -> None:
+    """A grid runs every combination of listed values: ranges and trial counts make no sense."""
+    for opt_name, space in spaces.items():
+        for dim in space:
+            if dim.choices is None:
+                raise _fail(
+                    f"{where} [space.{opt_name}]",
+                    f"the grid sampler needs a list of values for {dim.name}, "
+                    f"e.g. {dim.name} = {{choices = [...]}}, not a range",
+                )
+    if "n_trials" in budget:
+        raise _fail(
+            f"{where} [budget]",
+            "n_trials cannot be set with the grid sampler: each study runs every grid point once",
+        )
 
 
 def _accepted_names(optimizer: str, base: str) -> set[str]:

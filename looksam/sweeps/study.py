@@ -1,11 +1,12 @@
 """Optuna studies for a sweep: one per optimizer, equal budgets, resumable, shareable by workers.
 
-Budget rule: a trial counts toward ``n_trials`` when it COMPLETEs, is PRUNED, or FAILs for a reason
-its hyperparameters caused (diverged, out of memory). Infrastructure failures — a worker killed or
-interrupted — do not count; their parameters are enqueued again, so a re-run completes the budget.
-Workers sharing a storage stop asking for trials once finished plus running trials fill the
-budget, and a trial that loses the race for the last slot is failed as ``surplus`` before it
-trains, so together they complete exactly ``n_trials`` with distinct trial numbers.
+Budget rule (``n_trials``, or the grid's size with the grid sampler): a trial counts when it
+COMPLETEs, is PRUNED, or FAILs for a reason its hyperparameters caused (diverged, out of memory).
+Infrastructure failures — a worker killed or interrupted — do not count; their parameters are
+enqueued again, so a re-run completes the budget. Workers sharing a storage stop asking for
+trials once finished plus running trials fill the budget, and a trial that loses the race for the
+last slot is failed as ``surplus`` before it trains, so together they complete exactly the budget
+with distinct trial numbers.
 """
 
 from __future__ import annotations
@@ -138,6 +139,23 @@ def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     raise AssertionError("unreachable")
 
 
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its ``study.stop()`` once the grid is used up.
+
+    That call only works inside ``study.optimize``; this module drives studies with ask/tell and
+    stops at the budget (the grid's size) itself.
+    """
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        return None
+
+
 def _sampler(spec: SweepSpec, optimizer: str) -> optuna.samplers.BaseSampler:
     # Each study gets its own, deterministic seed derived from the sweep's.
     seed = spec.sampler_seed + spec.optimizers.index(optimizer)
@@ -147,6 +165,8 @@ def _sampler(spec: SweepSpec, optimizer: str) -> optuna.samplers.BaseSampler:
         return optuna.samplers.NSGAIISampler(seed=seed)
     if spec.sampler == "gp":
         return optuna.samplers.GPSampler(seed=seed)
+    if spec.sampler == "grid":
+        return _GridSampler(spec.grid_for(optimizer), seed=seed)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True)
 
 
@@ -191,7 +211,8 @@ def open_study(spec: SweepSpec, optimizer: str, storage: Any) -> optuna.Study:
         load_if_exists=True,
     )
     space = spec.space_for(optimizer)
-    if space and not study.get_trials(deepcopy=False):
+    # A grid already contains every point worth running; a reference trial would run one twice.
+    if space and spec.sampler != "grid" and not study.get_trials(deepcopy=False):
         defaults = _defaults(spec, optimizer)
         study.enqueue_trial(reference_params(space, defaults), user_attrs={"reference": True})
     study.set_user_attr("sweep", spec.name)
@@ -559,13 +580,14 @@ def _fill_budget(
     tracker: Tracker,
 ) -> None:
     deadline = time.monotonic() + spec.timeout if spec.timeout else math.inf
+    budget = spec.budget_for(optimizer)
     counted = sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
-    observer.study_started(optimizer, counted, spec.n_trials)
+    observer.study_started(optimizer, counted, budget)
     while time.monotonic() < deadline:
         trials = study.get_trials(deepcopy=False)
         counted = sum(counts_toward_budget(t) for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
-        if counted + running >= spec.n_trials:
+        if counted + running >= budget:
             return
         trial: optuna.Trial | None = None
         run: _TrialRun | None = None
@@ -579,7 +601,7 @@ def _fill_budget(
                 if t.number < trial.number
                 and (counts_toward_budget(t) or t.state == TrialState.RUNNING)
             ]
-            if len(ahead) >= spec.n_trials:  # another worker took the last slot first
+            if len(ahead) >= budget:  # another worker took the last slot first
                 trial.set_user_attr("failure_reason", "surplus")
                 study.tell(trial, state=TrialState.FAIL)
                 return
@@ -593,4 +615,4 @@ def _fill_budget(
                 study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             raise
         counted = sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
-        observer.trial_finished(outcome, counted, spec.n_trials)
+        observer.trial_finished(outcome, counted, budget)

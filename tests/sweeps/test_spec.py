@@ -86,6 +86,11 @@ def _spec(text: str, tmp_path: Path) -> Path:
         ("[budget]\nseeds = 'many'\n", "seeds must be"),
         ("[space.common]\nbatch_size = {choices = [0, 64]}\n", "batch_size values"),
         ("[lr_scaling]\nrule = 'cubic'\n", "unknown rule"),
+        (
+            "[sampler]\nname = 'grid'\n[space.looksam]\nrho = {low = 0.1, high = 1}\n",
+            "grid sampler needs a list of values for rho",
+        ),
+        ("[sampler]\nname = 'grid'\n[budget]\nn_trials = 4\n", "n_trials cannot be set"),
     ],
 )
 def test_bad_specs_raise_one_clear_error(tmp_path: Path, text: str, needle: str) -> None:
@@ -145,3 +150,15 @@ def test_spec_without_tables_gets_defaults() -> None:
     assert spec.storage.startswith("sqlite:///")
     assert spec.tracking_uri is not None
     assert spec.tracking_uri.startswith("sqlite:///")
+
+
+def test_a_grid_budget_is_the_size_of_each_studys_grid(tmp_path: Path) -> None:
+    text = (
+        "[optimizers]\nnames = ['sgd', 'samk', 'looksam']\n[sampler]\nname = 'grid'\n"
+        "[space.common]\nk = {choices = [1, 5, 10]}\n"
+        "[space.looksam]\nalpha = {choices = [0.0, 0.7]}\n"
+    )
+    spec = load_spec(_spec(text, tmp_path))
+    assert [spec.budget_for(o) for o in spec.optimizers] == [1, 3, 6]  # sgd takes no k
+    assert spec.grid_for("looksam") == {"k": [1, 5, 10], "alpha": [0.0, 0.7]}
+    assert spec.grid_for("sgd") == {}

@@ -70,6 +70,27 @@ def test_tiny_sweep_reads_back_from_optuna_and_mlflow(tmp_path: Path) -> None:
     assert [m.step for m in history] == [1, 2]
 
 
+def test_a_grid_sweep_runs_every_point_once_and_a_rerun_adds_none(tmp_path: Path) -> None:
+    data = {
+        **TINY,
+        "sweep": {"name": f"g{uuid.uuid4().hex[:8]}"},
+        "workload": {"name": "digits-noisy", "epochs": 1, "device": "cpu"},
+        "space": {"looksam": {"k": {"choices": [1, 3]}, "alpha": {"choices": [0.0, 0.5, 1.0]}}},
+        "budget": {},
+        "sampler": {"name": "grid"},
+        "storage": f"sqlite:///{tmp_path}/optuna.db",
+    }
+    spec = parse_spec(data, "grid", {"no_mlflow": True})
+    run_sweep(spec)
+    run_sweep(spec)  # the grid is done: nothing more runs
+    looksam = optuna.load_study(study_name=spec.study_name("looksam"), storage=spec.storage)
+    points = sorted((t.params["k"], t.params["alpha"]) for t in looksam.trials)
+    assert points == [(k, a) for k in (1, 3) for a in (0.0, 0.5, 1.0)]
+    assert all(t.state == TrialState.COMPLETE for t in looksam.trials)
+    sgd = optuna.load_study(study_name=spec.study_name("sgd"), storage=spec.storage)
+    assert len(sgd.trials) == 1  # nothing to vary: one fixed point
+
+
 def test_rerun_resumes_without_duplicates_and_extends_the_budget(tmp_path: Path) -> None:
     spec = tiny_spec(tmp_path, no_mlflow=True, optimizers=["sgd"])
     run_sweep(spec)
