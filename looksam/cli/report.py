@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from looksam.cli._console import check_writable, console, fail
-from looksam.reports.findings import findings
+from looksam.reports.findings import EQUIVALENCE_MARGIN, findings
 from looksam.reports.model import SweepData
 from looksam.reports.terminal import terminal_report
 from looksam.sweeps.results import discover_spec, load_sweep_data, save_report
@@ -24,10 +24,12 @@ def print_and_save(
     html: Path | None,
     markdown: Path | None = None,
     json_path: Path | None = None,
+    margin: float = EQUIVALENCE_MARGIN,
 ) -> None:
     """Terminal report, then the files; shared by `report` and the end of `sweep`."""
-    console.print(terminal_report(data, findings(data)))
-    for path in save_report(data, html=html, markdown=markdown, json_path=json_path):
+    console.print(terminal_report(data, findings(data, margin)))
+    written = save_report(data, html=html, markdown=markdown, json_path=json_path, margin=margin)
+    for path in written:
         console.print(f"wrote {path} ({path.stat().st_size:,} bytes)")
 
 
@@ -47,6 +49,13 @@ def report(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the data behind the report.")
     ] = None,
+    margin: Annotated[
+        float,
+        typer.Option(
+            help="Accuracy points within which a cheap variant 'matches' SAM: the findings say "
+            "so only when an equivalence test (TOST, 5 %) shows the gap is smaller.",
+        ),
+    ] = 100 * EQUIVALENCE_MARGIN,
 ) -> None:
     """Report a finished (or running) sweep from its stores; never re-trains anything.
 
@@ -54,6 +63,8 @@ def report(
     against the base optimizer), each optimizer's Pareto front and plain-language findings, and
     writes one self-contained HTML file that opens offline.
     """
+    if not 0 < margin < 100:
+        fail(f"--margin is in accuracy points and must be between 0 and 100, got {margin:g}")
     for path, option in ((html, "--html"), (markdown, "--markdown"), (json_path, "--json")):
         check_writable(path, option)
     try:
@@ -71,4 +82,4 @@ def report(
         REPORTS_DIR.mkdir(exist_ok=True)  # the default place; an explicit --html must exist
     target = html or REPORTS_DIR / f"{spec.name}.html"
     check_writable(target, "--html")
-    print_and_save(data, html=target, markdown=markdown, json_path=json_path)
+    print_and_save(data, html=target, markdown=markdown, json_path=json_path, margin=margin / 100)

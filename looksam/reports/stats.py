@@ -1,7 +1,10 @@
-"""The statistics every report sentence leans on: means, confidence intervals, Welch's test.
+"""The statistics every report sentence leans on: means, confidence intervals, two tests.
 
 Intervals are Student-t intervals over seeds (seeds are few, so the t, not the normal, quantile);
 with fewer than two seeds there is no interval and the reports say so rather than invent one.
+"A beats B" is Welch's unequal-variance t-test; "A matches B within δ" is its equivalence
+counterpart, two one-sided Welch tests (TOST): failing to find a difference is not evidence of
+sameness, so a match is claimed only when both one-sided tests reject a gap of δ or more.
 """
 
 from __future__ import annotations
@@ -66,11 +69,55 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Comparison:
     diff = statistics.fmean(a) - statistics.fmean(b) if a and b else math.nan
     if len(a) < 2 or len(b) < 2:
         return Comparison(diff, None, len(a), len(b))
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    if va + vb == 0.0:
+    diff, se, df = _welch_parts(a, b)
+    if se == 0.0:
         return Comparison(diff, None if diff == 0.0 else 0.0, len(a), len(b))
-    t = diff / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     from scipy.stats import t as student_t
 
-    return Comparison(diff, float(2 * student_t.sf(abs(t), df)), len(a), len(b))
+    return Comparison(diff, float(2 * student_t.sf(abs(diff / se), df)), len(a), len(b))
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    """Two one-sided Welch tests (TOST) of |mean(a) − mean(b)| < δ."""
+
+    difference: float
+    margin: float
+    p_value: float | None  # the larger one-sided p; None: not testable
+    n_a: int
+    n_b: int
+
+    def equivalent(self, alpha: float = 0.05) -> bool:
+        """True only when both one-sided tests reject a difference of at least the margin."""
+        return self.p_value is not None and self.p_value < alpha
+
+
+def _welch_parts(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
+    """(mean(a) − mean(b), its standard error, Welch–Satterthwaite degrees of freedom)."""
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    if va + vb == 0.0:
+        return diff, 0.0, math.inf
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return diff, math.sqrt(va + vb), df
+
+
+def tost(a: Sequence[float], b: Sequence[float], margin: float) -> Equivalence:
+    """Whether a and b have means within ``margin`` of each other (α = 0.05 by default).
+
+    The p-value is max(P(T ≥ (d + δ)/se), P(T ≤ (d − δ)/se)) with T Student-t on Welch's degrees
+    of freedom: the same as asking whether the 90 % interval of the difference lies in (−δ, δ).
+    """
+    if margin <= 0 or not math.isfinite(margin):
+        raise ValueError(f"the equivalence margin must be a finite number > 0, got {margin!r}")
+    diff = statistics.fmean(a) - statistics.fmean(b) if a and b else math.nan
+    if len(a) < 2 or len(b) < 2:
+        return Equivalence(diff, margin, None, len(a), len(b))
+    diff, se, df = _welch_parts(a, b)
+    if se == 0.0:  # no spread: the difference is known exactly
+        return Equivalence(diff, margin, 0.0 if abs(diff) < margin else 1.0, len(a), len(b))
+    from scipy.stats import t as student_t
+
+    p_lower = float(student_t.sf((diff + margin) / se, df))  # H0: difference <= -margin
+    p_upper = float(student_t.cdf((diff - margin) / se, df))  # H0: difference >= +margin
+    return Equivalence(diff, margin, max(p_lower, p_upper), len(a), len(b))

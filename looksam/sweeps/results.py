@@ -157,14 +157,18 @@ def save_report(
     html: Path | None = None,
     markdown: Path | None = None,
     json_path: Path | None = None,
+    margin: float | None = None,
 ) -> list[Path]:
-    """Render and write the requested report files; returns the paths written."""
-    from looksam.reports.findings import findings
+    """Render and write the requested report files; returns the paths written.
+
+    ``margin`` is δ of the "matches within δ" findings (None: the findings module's default).
+    """
+    from looksam.reports.findings import EQUIVALENCE_MARGIN, findings
     from looksam.reports.html import render_html
     from looksam.reports.leaderboard import leaderboard_rows
     from looksam.reports.markdown import render_markdown
 
-    sentences = findings(data)
+    sentences = findings(data, EQUIVALENCE_MARGIN if margin is None else margin)
     written = []
     if html is not None:
         html.parent.mkdir(parents=True, exist_ok=True)

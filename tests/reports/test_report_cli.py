@@ -51,6 +51,8 @@ def test_report_never_shows_a_password() -> None:
     [
         (["--sweep", "no-such-sweep"], "no sweep named 'no-such-sweep'"),
         (["--html", "{file}/r.html"], "cannot write"),
+        (["--margin", "0"], "--margin is in accuracy points"),
+        (["--margin", "150"], "between 0 and 100"),
     ],
 )
 def test_report_errors_exit_2(

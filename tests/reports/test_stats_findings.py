@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from looksam.reports.findings import compare_sentence, difference_sentence, findings
+from looksam.reports.findings import (
+    compare_sentence,
+    difference_sentence,
+    equivalence_sentence,
+    findings,
+)
 from looksam.reports.leaderboard import leaderboard, leaderboard_rows, trial_front
 from looksam.reports.markdown import render_markdown
 from looksam.reports.model import StudyData, SweepData, TrialPoint
-from looksam.reports.stats import mean_ci, welch
+from looksam.reports.stats import mean_ci, tost, welch
 
 
 def test_t_interval_by_hand() -> None:
@@ -41,6 +48,45 @@ def test_welch_no_difference_and_untestable_samples() -> None:
     assert not same.significant()
     assert welch([0.9], [0.8, 0.85]).p_value is None
     assert not welch([0.9], [0.8, 0.85]).significant()
+
+
+def _t4_cdf(x: float) -> float:
+    """Student-t CDF for 4 degrees of freedom in closed form (an oracle independent of scipy)."""
+    u = x / math.sqrt(4 + x * x)
+    return 0.5 + 0.75 * u * (1 - u * u / 3)
+
+
+def test_equivalence_by_hand() -> None:
+    # a − b = −0.5, se = √(1/3 + 1/3) = 0.8165, df = 4.
+    a, b = [1.0, 2.0, 3.0], [1.5, 2.5, 3.5]
+    se = math.sqrt(2 / 3)
+    # δ = 2: lower test t = 1.5/se = 1.837 → p = 0.0700; upper t = −2.5/se → p = 0.0188
+    loose = tost(a, b, 2.0)
+    assert loose.difference == pytest.approx(-0.5)
+    assert loose.p_value == pytest.approx(1 - _t4_cdf(1.5 / se), abs=1e-9)
+    assert loose.p_value == pytest.approx(0.0700, abs=1e-4)
+    assert not loose.equivalent()  # a gap of 0.5 ± that much spread is not shown to be < 2
+    # δ = 3: lower t = 2.5/se → p = 0.0188 (the larger one) → equivalent at α = 0.05
+    wide = tost(a, b, 3.0)
+    assert wide.p_value == pytest.approx(1 - _t4_cdf(2.5 / se), abs=1e-9)
+    assert wide.equivalent()
+
+
+def test_no_difference_is_not_a_match() -> None:
+    # Welch finds nothing (p = 0.29), yet the seeds cannot show a gap under 1 point either.
+    sam, looksam = [0.95, 0.96, 0.97], [0.94, 0.95, 0.96]
+    assert not welch(looksam, sam).significant()
+    assert not tost(looksam, sam, 0.01).equivalent()
+    assert tost(looksam, sam, 0.05).equivalent()
+
+
+def test_equivalence_without_spread_or_seeds() -> None:
+    assert tost([0.9, 0.9], [0.9, 0.9], 0.01).p_value == 0.0
+    assert tost([0.9, 0.9], [0.95, 0.95], 0.01).p_value == 1.0
+    assert tost([0.9], [0.9, 0.9], 0.01).p_value is None
+    assert not tost([0.9], [0.9, 0.9], 0.01).equivalent()
+    with pytest.raises(ValueError, match="margin"):
+        tost([0.9, 0.9], [0.9, 0.9], 0.0)
 
 
 def _point(
@@ -97,6 +143,21 @@ def test_findings_say_what_the_numbers_support() -> None:
     assert not any("SAM is more accurate than LookSAM" in s for s in sentences)
     # 16 points apart, p = 4e-5: that one is said
     assert any(s.startswith("SAM is more accurate than SGD by 16.00 points") for s in sentences)
+
+
+def test_a_match_is_claimed_only_when_the_equivalence_test_shows_it() -> None:
+    entries = {e.optimizer: e for e in leaderboard(_data(SGD, SAM, LOOKSAM))}
+    narrow = equivalence_sentence(entries["looksam"], entries["sam"], margin=0.01)
+    assert narrow is not None
+    assert narrow.startswith("These seeds cannot show LookSAM matching SAM within 1 point")
+    wide = equivalence_sentence(entries["looksam"], entries["sam"], margin=0.05)
+    assert wide == (
+        "LookSAM matches SAM within 5 points of accuracy (-1.00 points, equivalence test "
+        "p = 0.004)."
+    )
+    sentences = findings(_data(SGD, SAM, LOOKSAM), margin=0.05)
+    assert wide in sentences
+    assert len(sentences) == len(set(sentences))
 
 
 def test_no_difference_claims_from_single_seeds() -> None:
