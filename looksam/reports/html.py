@@ -16,14 +16,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
+from looksam.reports.grid import GridCell, GridTable, grid_tables
 from looksam.reports.model import StudyData, SweepData, TrialPoint
 from looksam.reports.svg import (
     Frame,
+    HeatCell,
     axes,
     circle,
     colours_for,
     fmt,
     group,
+    heatmap,
     hline,
     pareto_front,
     polyline,
@@ -84,6 +87,8 @@ dt{color:var(--muted)}
 dd{margin:0;overflow-wrap:anywhere}
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace}
 summary{cursor:pointer;margin:.75rem 0 .25rem;font-weight:600}
+.heats{display:flex;flex-wrap:wrap;gap:.5rem 2rem;align-items:flex-start}
+.heat{flex:0 1 auto;min-width:0}
 pre{background:var(--panel);border:1px solid var(--line);padding:.75rem;overflow-x:auto;
 font-size:.8rem}
 """
@@ -107,8 +112,10 @@ def render_html(
         findings: sentences for the findings list; nothing is shown when ``None`` or empty.
     """
     colours = colours_for(s.optimizer for s in data.studies)
+    grids = grid_tables(data)
     sections = [
         _scatter_section(data, colours),
+        _grids_section(grids),
         _sensitivity_section(data, colours),
         _curves_section(data, colours),
         _importances_section(data, colours),
@@ -118,6 +125,7 @@ def render_html(
     ]
     nav = [
         ("scatter", "Speed–accuracy"),
+        *([("grids", "Heat maps")] if grids else []),
         ("sensitivity", "Sensitivity"),
         ("curves", "Learning curves"),
         ("importances", "Importances"),
@@ -429,7 +437,7 @@ def _sensitivity_section(data: SweepData, colours: Mapping[str, str]) -> str:
                 for t in _trials(study)
                 if _has_accuracy(t) and (value := _finite(t.params.get(name))) is not None
             ]
-            if not pts:
+            if len({v for v, _, _ in pts}) < 2:  # a fixed value: nothing to be sensitive to
                 continue
             log = _spec_log(data.spec, study.optimizer, name)
             figures.append(
@@ -458,7 +466,7 @@ def _sensitivity_section(data: SweepData, colours: Mapping[str, str]) -> str:
             f'<div class="grid-charts">{"".join(figures)}</div>'
         )
     else:
-        parts.append('<p class="note">No study searched k, alpha or rho.</p>')
+        parts.append('<p class="note">No study varied k, alpha or rho.</p>')
 
     tp = [
         (bs, speed, t)
@@ -502,6 +510,108 @@ def _sensitivity_section(data: SweepData, colours: Mapping[str, str]) -> str:
             "batch-size plot.</p>"
         )
     parts.append(_json_script("data-sensitivity", {"panels": panels, "throughput": throughput}))
+    parts.append("</section>\n")
+    return "".join(parts)
+
+
+ACCURACY_RAMP = ("#f7fbff", "#08306b")  # light to dark blue: more accurate is darker
+SECONDS_RAMP = ("#fff5eb", "#7f2704")  # light to dark orange: slower is darker
+
+
+def _cell_texts(cell: GridCell | None, what: str) -> tuple[float | None, str, str]:
+    """(colouring value, label, tooltip) of one grid cell for accuracy or seconds."""
+    if cell is None:
+        return None, "—", "not run"
+    trials = "trial " + ", ".join(f"#{n}" for n in cell.trials)
+    if what == "accuracy":
+        if cell.accuracy is None:
+            return None, "—", f"{trials}: no accuracy"
+        return (
+            cell.accuracy.mean,
+            f"{100 * cell.accuracy.mean:.1f}",
+            f"{trials}: accuracy {cell.accuracy.format()} over {cell.accuracy.n} seed(s)",
+        )
+    seconds = _finite(cell.train_seconds)
+    if seconds is None:
+        return None, "—", f"{trials}: no timing"
+    return seconds, fmt(seconds), f"{trials}: {fmt(seconds)} s training (mean over seeds)"
+
+
+def _grid_heatmap(table: GridTable, what: str) -> str:
+    refs = list(table.references)
+    col_labels = [_value(c) if table.col_param else table.optimizer for c in table.cols] + refs
+    rows = []
+    for r in table.rows:
+        row = [
+            HeatCell(*_cell_texts(table.cells.get((r, c if table.col_param else None)), what))
+            for c in table.cols
+        ]
+        row += [HeatCell(*_cell_texts(table.references[name].get(r), what)) for name in refs]
+        rows.append(row)
+    quantity = "accuracy (%)" if what == "accuracy" else "training seconds"
+    chart = heatmap(
+        [_value(r) for r in table.rows],
+        col_labels,
+        rows,
+        row_title=table.row_param,
+        col_title=table.col_param or "",
+        label=f"{table.optimizer} {quantity} over {table.row_param}"
+        + (f" and {table.col_param}" if table.col_param else ""),
+        ramp=ACCURACY_RAMP if what == "accuracy" else SECONDS_RAMP,
+        split_at=len(table.cols) if refs else None,
+    )
+    return f'<div class="heat" data-quantity="{what}"><h3>{quantity}</h3>{chart}</div>'
+
+
+def _grids_section(grids: list[GridTable]) -> str:
+    """Accuracy and training time over each gridded study's values, references alongside."""
+    if not grids:
+        return ""
+    parts = [
+        '<section id="grids"><h2>Heat maps over the grid</h2>',
+        '<p class="note">Mean final accuracy (95 % t-interval in each tooltip) and mean training '
+        "seconds at every grid point; darker is more accurate, or slower. Columns set apart on "
+        "the right are other optimizers at the same row value.</p>",
+    ]
+    payload = []
+    for table in grids:
+        axes_text = table.row_param + (f" × {table.col_param}" if table.col_param else "")
+        constants = "; ".join(
+            f"{name}: {c.accuracy.format() if c.accuracy else '—'}, {_seconds(c.train_seconds)}"
+            for name, c in table.constants.items()
+        )
+        parts.append(
+            f'<figure data-grid="{escape(table.optimizer)}"><figcaption>'
+            f"{escape(table.optimizer)} over {escape(axes_text)}</figcaption>"
+            f'<div class="heats">{_grid_heatmap(table, "accuracy")}'
+            f"{_grid_heatmap(table, 'seconds')}</div>"
+            + (
+                f'<p class="note">Fixed-point references: {escape(constants)}.</p>'
+                if constants
+                else ""
+            )
+            + "</figure>"
+        )
+        payload.append(
+            {
+                "optimizer": table.optimizer,
+                "row_param": table.row_param,
+                "col_param": table.col_param,
+                "cells": [
+                    {
+                        table.row_param: r,
+                        **({table.col_param: c} if table.col_param else {}),
+                        "accuracy": cell.accuracy.mean if cell.accuracy else None,
+                        "accuracy_ci": cell.accuracy.half_width if cell.accuracy else None,
+                        "seeds": cell.accuracy.n if cell.accuracy else 0,
+                        "train_seconds": cell.train_seconds,
+                        "trials": list(cell.trials),
+                    }
+                    for (r, c), cell in table.cells.items()
+                ],
+            }
+        )
+    parts.append(_json_script("data-grids", payload))
     parts.append("</section>\n")
     return "".join(parts)
 

@@ -294,3 +294,87 @@ def hline(frame: Frame, y: float, label: str) -> str:
         f'<text class="ref-label" x="{x1 - 4}" y="{_r(y - 4)}" text-anchor="end">'
         f"{escape(label)}</text>"
     )
+
+
+def _mix(light: str, dark: str, t: float) -> str:
+    """The colour a fraction ``t`` of the way from ``light`` to ``dark`` (both '#rrggbb')."""
+    a = [int(light[i : i + 2], 16) for i in (1, 3, 5)]
+    b = [int(dark[i : i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(x + (y - x) * t):02x}" for x, y in zip(a, b, strict=True))
+
+
+@dataclass(frozen=True)
+class HeatCell:
+    """One cell of a heat map: the value that colours it, its label and its tooltip."""
+
+    value: float | None  # None: no data (drawn hatched grey, labelled "—")
+    text: str
+    title: str
+
+
+def heatmap(
+    rows: Sequence[str],
+    cols: Sequence[str],
+    cells: Sequence[Sequence[HeatCell]],
+    *,
+    row_title: str,
+    col_title: str,
+    label: str,
+    ramp: tuple[str, str],
+    split_at: int | None = None,
+) -> str:
+    """A table of coloured cells (darker = larger value), labels in every cell.
+
+    ``split_at`` leaves a gap before that column: reference columns (another optimizer at the
+    same row value) sit apart from the grid they are compared with.
+    """
+    cell_w, cell_h, gap = 66, 30, 12
+    left, top = 58, 44
+    present = [c.value for row in cells for c in row if c.value is not None]
+    lo, hi = (min(present), max(present)) if present else (0.0, 1.0)
+
+    def x_of(j: int) -> float:
+        return left + j * cell_w + (gap if split_at is not None and j >= split_at else 0)
+
+    width = int(x_of(len(cols)) + 8)
+    height = top + len(rows) * cell_h + 8
+    parts = [
+        f'<text class="axis-title" x="{_r((left + x_of(len(cols))) / 2)}" y="14" '
+        f'text-anchor="middle">{escape(col_title)}</text>',
+        f'<text class="axis-title" transform="translate(14 {_r(top + len(rows) * cell_h / 2)}) '
+        f'rotate(-90)" text-anchor="middle">{escape(row_title)}</text>',
+    ]
+    for j, name in enumerate(cols):
+        parts.append(
+            f'<text class="tick" x="{_r(x_of(j) + cell_w / 2)}" y="{top - 8}" '
+            f'text-anchor="middle">{escape(name)}</text>'
+        )
+    for i, name in enumerate(rows):
+        y = top + i * cell_h
+        parts.append(
+            f'<text class="tick" x="{left - 6}" y="{_r(y + cell_h / 2)}" dy="0.32em" '
+            f'text-anchor="end">{escape(name)}</text>'
+        )
+        for j, cell in enumerate(cells[i]):
+            x = x_of(j)
+            if cell.value is None:
+                fill, ink = "#eceef1", "#5f6368"
+            else:
+                t = 0.5 if hi == lo else (cell.value - lo) / (hi - lo)
+                fill = _mix(ramp[0], ramp[1], 0.08 + 0.92 * t)
+                ink = "#fff" if t > 0.55 else "#1d1d1f"
+            parts.append(
+                f'<g class="cell" data-row="{escape(name)}" data-col="{escape(cols[j])}">'
+                f'<rect x="{_r(x + 1)}" y="{_r(y + 1)}" width="{cell_w - 2}" '
+                f'height="{cell_h - 2}" rx="3" fill="{fill}">'
+                f"<title>{escape(cell.title)}</title></rect>"
+                f'<text x="{_r(x + cell_w / 2)}" y="{_r(y + cell_h / 2)}" dy="0.32em" '
+                f'text-anchor="middle" fill="{ink}" font-size="12" pointer-events="none">'
+                f"{escape(cell.text)}</text></g>"
+            )
+    # Drawn at its natural size (a few columns would be blown up to the page's width otherwise).
+    return (
+        f'<svg class="chart heatmap" viewBox="0 0 {width} {height}" '
+        f'style="width:{width}px;max-width:100%" role="img" aria-label="{escape(label)}">'
+        f"{''.join(parts)}</svg>"
+    )

@@ -6,6 +6,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from looksam.reports.grid import GridCell, GridTable, grid_tables
 from looksam.reports.leaderboard import COLUMNS, front_rows, leaderboard_rows
 from looksam.reports.model import SweepData
 
@@ -28,6 +29,30 @@ def rows_table(title: str, rows: list[dict[str, str]], columns: tuple[str, ...])
     return table
 
 
+def _accuracy_text(cell: GridCell | None) -> str:
+    if cell is None or cell.accuracy is None:
+        return "-"
+    ci = cell.accuracy.half_width
+    return f"{100 * cell.accuracy.mean:.1f}" + ("" if ci is None else f" ±{100 * ci:.1f}")
+
+
+def grid_table(table: GridTable) -> Table:
+    """Mean accuracy (%) at each grid point, reference optimizers in the last columns."""
+    axes = table.row_param + (f" × {table.col_param}" if table.col_param else "")
+    out = Table(title=f"{table.optimizer} accuracy (%) over {axes}", title_justify="left")
+    corner = f"{table.row_param} \\ {table.col_param}" if table.col_param else table.row_param
+    out.add_column(corner, justify="right", style="bold")
+    for c in table.cols:
+        out.add_column(str(c) if table.col_param else table.optimizer, justify="right")
+    for name in table.references:
+        out.add_column(name, justify="right", style="dim")
+    for r in table.rows:
+        cells = [_accuracy_text(table.cells.get((r, c))) for c in table.cols]
+        refs = [_accuracy_text(ref.get(r)) for ref in table.references.values()]
+        out.add_row(str(r), *cells, *refs)
+    return out
+
+
 def terminal_report(data: SweepData, findings: list[str]) -> RenderableType:
     """Leaderboard, each optimizer's Pareto front (accuracy vs seconds) and the findings."""
     parts: list[RenderableType] = [
@@ -37,7 +62,12 @@ def terminal_report(data: SweepData, findings: list[str]) -> RenderableType:
             TERMINAL_COLUMNS,
         )
     ]
+    grids = grid_tables(data)
+    parts.extend(grid_table(g) for g in grids if g.col_param is not None)
+    gridded = {g.optimizer for g in grids}
     for study in data.studies:
+        if study.optimizer in gridded:
+            continue  # its grid says more than a front of a handful of grid points
         rows = front_rows(study)
         if rows:
             parts.append(

@@ -1,0 +1,138 @@
+"""Studies whose trials lie on a small grid (e.g. LookSAM over k × α), as tables for heat maps.
+
+A study qualifies when its finished trials vary one or two hyperparameters over a handful of
+values each — a grid sweep always does, a continuous TPE search never does (every value is new).
+A grid over k also picks up references from the other studies at the same k (SAM-k next to
+LookSAM), and fixed-point studies (SAM) as constants, so a reader compares like with like.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from looksam.reports.model import StudyData, SweepData, TrialPoint
+from looksam.reports.stats import MeanCI, mean_ci
+
+#: More distinct values than this on an axis is a search, not a grid.
+MAX_GRID_VALUES = 12
+#: Preferred row axes, in order: the interval k reads down, everything else across.
+ROW_ORDER = ("k", "batch_size", "rho", "alpha", "lr")
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """One grid point: accuracy over every seed of its trials, mean training seconds."""
+
+    accuracy: MeanCI | None
+    train_seconds: float | None
+    trials: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GridTable:
+    """One study's grid: ``cells[(row_value, col_value)]``; a 1-D grid has ``col_param None``."""
+
+    optimizer: str
+    row_param: str
+    col_param: str | None
+    rows: tuple[Any, ...]
+    cols: tuple[Any, ...]
+    cells: dict[tuple[Any, Any], GridCell]
+    #: other studies gridded over the same row parameter: label → row value → cell
+    references: dict[str, dict[Any, GridCell]] = field(default_factory=dict)
+    #: fixed-point studies (nothing varied): label → cell
+    constants: dict[str, GridCell] = field(default_factory=dict)
+
+
+def _cell(trials: list[TrialPoint]) -> GridCell:
+    seeds = [a for t in trials for a in t.seed_accuracies]
+    seconds = [t.train_seconds for t in trials if t.train_seconds is not None]
+    return GridCell(
+        accuracy=mean_ci(seeds) if seeds else None,
+        train_seconds=statistics.fmean(seconds) if seconds else None,
+        trials=tuple(t.number for t in trials),
+    )
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    return (0, value) if isinstance(value, int | float) else (1, str(value))
+
+
+def _varied(trials: tuple[TrialPoint, ...]) -> dict[str, list[Any]]:
+    """Each hyperparameter that takes more than one value, with its sorted distinct values."""
+    names = dict.fromkeys(name for t in trials for name in t.params)
+    varied: dict[str, list[Any]] = {}
+    for name in names:
+        values = [t.params.get(name) for t in trials]
+        if not all(isinstance(v, Hashable) for v in values):
+            continue
+        distinct = sorted(set(values), key=_sort_key)
+        if len(distinct) > 1:
+            varied[name] = distinct
+    return varied
+
+
+def _axes(study: StudyData) -> tuple[str, str | None, dict[str, list[Any]]] | None:
+    varied = _varied(study.complete)
+    if not 1 <= len(varied) <= 2 or any(len(v) > MAX_GRID_VALUES for v in varied.values()):
+        return None
+    names = sorted(varied, key=lambda n: (ROW_ORDER.index(n) if n in ROW_ORDER else 99, n))
+    return names[0], (names[1] if len(names) > 1 else None), varied
+
+
+def _label(optimizer: str) -> str:
+    from looksam.reports.findings import NAMES
+
+    return NAMES.get(optimizer, optimizer)
+
+
+def grid_tables(data: SweepData) -> list[GridTable]:
+    """A table per gridded study, two-parameter grids first (they are the point of the page)."""
+    axes = {s.optimizer: _axes(s) for s in data.studies}
+    tables: list[GridTable] = []
+    for study in data.studies:
+        found = axes[study.optimizer]
+        if found is None:
+            continue
+        row, col, varied = found
+        groups: dict[tuple[Any, Any], list[TrialPoint]] = {}
+        for t in study.complete:
+            key = (t.params.get(row), t.params.get(col) if col else None)
+            groups.setdefault(key, []).append(t)
+        references = {
+            _label(other.optimizer): _one_d_cells(other, row)
+            for other in data.studies
+            if other is not study
+            and (other_axes := axes[other.optimizer]) is not None
+            and other_axes[0] == row
+            and other_axes[1] is None
+        }
+        constants = {
+            _label(other.optimizer): _cell(list(other.complete))
+            for other in data.studies
+            if other is not study and other.complete and not _varied(other.complete)
+        }
+        tables.append(
+            GridTable(
+                optimizer=study.optimizer,
+                row_param=row,
+                col_param=col,
+                rows=tuple(varied[row]),
+                cols=tuple(varied[col]) if col else (None,),
+                cells={key: _cell(trials) for key, trials in groups.items()},
+                references=references,
+                constants=constants,
+            )
+        )
+    tables.sort(key=lambda t: t.col_param is None)
+    return tables
+
+
+def _one_d_cells(study: StudyData, param: str) -> dict[Any, GridCell]:
+    groups: dict[Any, list[TrialPoint]] = {}
+    for t in study.complete:
+        groups.setdefault(t.params.get(param), []).append(t)
+    return {value: _cell(trials) for value, trials in groups.items()}
