@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from looksam.cli import bench, optimizers, report, run, sweep, ui
+from looksam.cli import bench, diagnose, optimizers, report, run, sweep, ui
 
 app = typer.Typer(
     name="looksam-bench",
@@ -26,6 +26,7 @@ app.command("optimizers")(optimizers.optimizers)
 app.command("bench")(bench.bench)
 app.command("check")(bench.check)
 app.command("ui")(ui.ui)
+app.command("diagnose")(diagnose.diagnose)
 
 
 def _print_version(value: bool) -> None:
