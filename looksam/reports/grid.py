@@ -3,7 +3,8 @@
 A study qualifies when its finished trials vary one or two hyperparameters over a handful of
 values each — a grid sweep always does, a continuous TPE search never does (every value is new).
 A grid over k also picks up references from the other studies at the same k (SAM-k next to
-LookSAM), and fixed-point studies (SAM) as constants, so a reader compares like with like.
+LookSAM), and fixed-point studies (SAM) as constants, so a reader compares like with like;
+studies gridded over one knob (batch size) share one table, an optimizer per column.
 """
 
 from __future__ import annotations
@@ -33,11 +34,15 @@ class GridCell:
 
 @dataclass(frozen=True)
 class GridTable:
-    """One study's grid: ``cells[(row_value, col_value)]``; a 1-D grid has ``col_param None``."""
+    """Cells ``cells[(row_value, col_value)]``: a study's 2-D grid, or 1-D grids by optimizer.
 
-    optimizer: str
+    For the side-by-side table of one-parameter grids ``col_param`` is ``"optimizer"`` and the
+    columns are optimizer names.
+    """
+
+    title: str
     row_param: str
-    col_param: str | None
+    col_param: str
     rows: tuple[Any, ...]
     cols: tuple[Any, ...]
     cells: dict[tuple[Any, Any], GridCell]
@@ -45,6 +50,11 @@ class GridTable:
     references: dict[str, dict[Any, GridCell]] = field(default_factory=dict)
     #: fixed-point studies (nothing varied): label → cell
     constants: dict[str, GridCell] = field(default_factory=dict)
+
+    @property
+    def by_optimizer(self) -> bool:
+        """Whether columns are optimizers (1-D grids side by side) rather than a parameter."""
+        return self.col_param == "optimizer"
 
 
 def _cell(trials: list[TrialPoint]) -> GridCell:
@@ -90,44 +100,65 @@ def _label(optimizer: str) -> str:
 
 
 def grid_tables(data: SweepData) -> list[GridTable]:
-    """A table per gridded study, two-parameter grids first (they are the point of the page)."""
+    """Two-parameter grids one per study; one-parameter grids over the same knob side by side.
+
+    A 2-D grid over k also shows the 1-D grids over k (SAM-k) as reference columns; studies
+    gridded over one parameter (batch size, say) share one table with a column per optimizer.
+    """
     axes = {s.optimizer: _axes(s) for s in data.studies}
+    one_d: dict[str, list[StudyData]] = {}
+    for study in data.studies:
+        found = axes[study.optimizer]
+        if found is not None and found[1] is None:
+            one_d.setdefault(found[0], []).append(study)
+    constants = {
+        _label(s.optimizer): _cell(list(s.complete))
+        for s in data.studies
+        if s.complete and not _varied(s.complete)
+    }
     tables: list[GridTable] = []
     for study in data.studies:
         found = axes[study.optimizer]
-        if found is None:
+        if found is None or found[1] is None:
             continue
         row, col, varied = found
         groups: dict[tuple[Any, Any], list[TrialPoint]] = {}
         for t in study.complete:
-            key = (t.params.get(row), t.params.get(col) if col else None)
-            groups.setdefault(key, []).append(t)
-        references = {
-            _label(other.optimizer): _one_d_cells(other, row)
-            for other in data.studies
-            if other is not study
-            and (other_axes := axes[other.optimizer]) is not None
-            and other_axes[0] == row
-            and other_axes[1] is None
-        }
-        constants = {
-            _label(other.optimizer): _cell(list(other.complete))
-            for other in data.studies
-            if other is not study and other.complete and not _varied(other.complete)
-        }
+            groups.setdefault((t.params.get(row), t.params.get(col)), []).append(t)
         tables.append(
             GridTable(
-                optimizer=study.optimizer,
+                title=f"{study.optimizer} over {row} × {col}",
                 row_param=row,
                 col_param=col,
                 rows=tuple(varied[row]),
-                cols=tuple(varied[col]) if col else (None,),
+                cols=tuple(varied[col]),
                 cells={key: _cell(trials) for key, trials in groups.items()},
-                references=references,
+                references={
+                    _label(other.optimizer): _one_d_cells(other, row)
+                    for other in one_d.get(row, [])
+                },
                 constants=constants,
             )
         )
-    tables.sort(key=lambda t: t.col_param is None)
+    for row, studies in one_d.items():
+        values = sorted({v for s in studies for v in _varied(s.complete)[row]}, key=_sort_key)
+        cells = {
+            (value, study.optimizer): cell
+            for study in studies
+            for value, cell in _one_d_cells(study, row).items()
+        }
+        names = ", ".join(s.optimizer for s in studies)
+        tables.append(
+            GridTable(
+                title=f"{names} over {row}",
+                row_param=row,
+                col_param="optimizer",
+                rows=tuple(values),
+                cols=tuple(s.optimizer for s in studies),
+                cells=cells,
+                constants=constants,
+            )
+        )
     return tables
 
 

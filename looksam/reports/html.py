@@ -539,13 +539,10 @@ def _cell_texts(cell: GridCell | None, what: str) -> tuple[float | None, str, st
 
 def _grid_heatmap(table: GridTable, what: str) -> str:
     refs = list(table.references)
-    col_labels = [_value(c) if table.col_param else table.optimizer for c in table.cols] + refs
+    col_labels = [_value(c) for c in table.cols] + refs
     rows = []
     for r in table.rows:
-        row = [
-            HeatCell(*_cell_texts(table.cells.get((r, c if table.col_param else None)), what))
-            for c in table.cols
-        ]
+        row = [HeatCell(*_cell_texts(table.cells.get((r, c)), what)) for c in table.cols]
         row += [HeatCell(*_cell_texts(table.references[name].get(r), what)) for name in refs]
         rows.append(row)
     quantity = "accuracy (%)" if what == "accuracy" else "training seconds"
@@ -554,9 +551,8 @@ def _grid_heatmap(table: GridTable, what: str) -> str:
         col_labels,
         rows,
         row_title=table.row_param,
-        col_title=table.col_param or "",
-        label=f"{table.optimizer} {quantity} over {table.row_param}"
-        + (f" and {table.col_param}" if table.col_param else ""),
+        col_title="" if table.by_optimizer else table.col_param,
+        label=f"{quantity}: {table.title}",
         ramp=ACCURACY_RAMP if what == "accuracy" else SECONDS_RAMP,
         split_at=len(table.cols) if refs else None,
     )
@@ -575,15 +571,13 @@ def _grids_section(grids: list[GridTable]) -> str:
     ]
     payload = []
     for table in grids:
-        axes_text = table.row_param + (f" × {table.col_param}" if table.col_param else "")
         constants = "; ".join(
             f"{name}: {c.accuracy.format() if c.accuracy else '—'}, {_seconds(c.train_seconds)}"
             for name, c in table.constants.items()
         )
         parts.append(
-            f'<figure data-grid="{escape(table.optimizer)}"><figcaption>'
-            f"{escape(table.optimizer)} over {escape(axes_text)}</figcaption>"
-            f'<div class="heats">{_grid_heatmap(table, "accuracy")}'
+            f'<figure data-grid="{escape(table.title)}"><figcaption>{escape(table.title)}'
+            f'</figcaption><div class="heats">{_grid_heatmap(table, "accuracy")}'
             f"{_grid_heatmap(table, 'seconds')}</div>"
             + (
                 f'<p class="note">Fixed-point references: {escape(constants)}.</p>'
@@ -594,13 +588,13 @@ def _grids_section(grids: list[GridTable]) -> str:
         )
         payload.append(
             {
-                "optimizer": table.optimizer,
+                "title": table.title,
                 "row_param": table.row_param,
                 "col_param": table.col_param,
                 "cells": [
                     {
                         table.row_param: r,
-                        **({table.col_param: c} if table.col_param else {}),
+                        table.col_param: c,
                         "accuracy": cell.accuracy.mean if cell.accuracy else None,
                         "accuracy_ci": cell.accuracy.half_width if cell.accuracy else None,
                         "seeds": cell.accuracy.n if cell.accuracy else 0,

@@ -38,12 +38,11 @@ def _accuracy_text(cell: GridCell | None) -> str:
 
 def grid_table(table: GridTable) -> Table:
     """Mean accuracy (%) at each grid point, reference optimizers in the last columns."""
-    axes = table.row_param + (f" × {table.col_param}" if table.col_param else "")
-    out = Table(title=f"{table.optimizer} accuracy (%) over {axes}", title_justify="left")
-    corner = f"{table.row_param} \\ {table.col_param}" if table.col_param else table.row_param
+    out = Table(title=f"accuracy (%): {table.title}", title_justify="left")
+    corner = table.row_param if table.by_optimizer else f"{table.row_param} \\ {table.col_param}"
     out.add_column(corner, justify="right", style="bold")
     for c in table.cols:
-        out.add_column(str(c) if table.col_param else table.optimizer, justify="right")
+        out.add_column(str(c), justify="right")
     for name in table.references:
         out.add_column(name, justify="right", style="dim")
     for r in table.rows:
@@ -54,7 +53,7 @@ def grid_table(table: GridTable) -> Table:
 
 
 def terminal_report(data: SweepData, findings: list[str]) -> RenderableType:
-    """Leaderboard, each optimizer's Pareto front (accuracy vs seconds) and the findings."""
+    """Leaderboard, grid tables (or, for a search, each Pareto front) and the findings."""
     parts: list[RenderableType] = [
         rows_table(
             f"Leaderboard: {data.name} on {data.workload} ({data.objective})",
@@ -63,11 +62,8 @@ def terminal_report(data: SweepData, findings: list[str]) -> RenderableType:
         )
     ]
     grids = grid_tables(data)
-    parts.extend(grid_table(g) for g in grids if g.col_param is not None)
-    gridded = {g.optimizer for g in grids}
-    for study in data.studies:
-        if study.optimizer in gridded:
-            continue  # its grid says more than a front of a handful of grid points
+    parts.extend(grid_table(g) for g in grids)
+    for study in data.studies if not grids else ():  # a grid's table says more than fronts
         rows = front_rows(study)
         if rows:
             parts.append(

@@ -55,9 +55,9 @@ LOOKSAM = _study(
 
 def test_a_two_parameter_grid_with_pooled_seeds_and_references() -> None:
     tables = grid_tables(_data(SAM, SAMK, LOOKSAM))
-    assert [(t.optimizer, t.row_param, t.col_param) for t in tables] == [
-        ("looksam", "k", "alpha"),  # two-parameter grids first
-        ("samk", "k", None),
+    assert [(t.title, t.row_param, t.col_param) for t in tables] == [
+        ("looksam over k × alpha", "k", "alpha"),  # two-parameter grids first
+        ("samk over k", "k", "optimizer"),
     ]
     grid = tables[0]
     assert grid.rows == (2, 10)
@@ -74,6 +74,23 @@ def test_a_two_parameter_grid_with_pooled_seeds_and_references() -> None:
     assert ref[10].accuracy is not None
     assert ref[10].accuracy.mean == pytest.approx(0.82)
     assert set(grid.constants) == {"SAM"}
+
+
+def test_one_parameter_grids_share_a_table_by_optimizer() -> None:
+    by_batch = [
+        _study(opt, *(_trial(opt, i, (acc - 0.01 * i,), 1.0 + i, batch_size=b)
+                      for i, b in enumerate((256, 1024))))
+        for opt, acc in (("sgd", 0.9), ("looksam", 0.95))
+    ]  # fmt: skip
+    (table,) = grid_tables(_data(*by_batch))
+    assert table.by_optimizer
+    assert table.title == "sgd, looksam over batch_size"
+    assert table.rows == (256, 1024)
+    assert table.cols == ("sgd", "looksam")
+    cell = table.cells[(1024, "looksam")]
+    assert cell.accuracy is not None
+    assert cell.accuracy.mean == pytest.approx(0.94)
+    assert cell.train_seconds == pytest.approx(2.0)
 
 
 def test_a_continuous_search_is_not_a_grid() -> None:
@@ -95,12 +112,12 @@ def test_heat_maps_in_the_html_page_carry_their_numbers() -> None:
     payload = json.loads(
         re.search(r'<script type="application/json" id="data-grids">(.*?)</script>', page).group(1)
     )
-    looksam = next(p for p in payload if p["optimizer"] == "looksam")
+    looksam = next(p for p in payload if p["title"] == "looksam over k × alpha")
     cell = next(c for c in looksam["cells"] if c["k"] == 10 and c["alpha"] == 0.7)
     assert cell["accuracy"] == pytest.approx(0.94)
     assert cell["seeds"] == 3
     # 2 rows × (2 grid columns + the SAM-k reference) cells, twice (accuracy and seconds)
-    grid_figure = page.split('data-grid="looksam"')[1].split("</figure>")[0]
+    grid_figure = page.split('data-grid="looksam over k × alpha"')[1].split("</figure>")[0]
     assert grid_figure.count('<g class="cell"') == 2 * 2 * 3
     assert ">94.0<" in grid_figure
     assert "SAM: 95.00 ± " in grid_figure  # the fixed-point reference, with its interval
