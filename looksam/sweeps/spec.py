@@ -85,6 +85,7 @@ class SweepSpec:
     pruner: str = "none"
     lr_scaling: str = "none"
     reference_batch_size: int | None = None
+    warmup_fraction: float | None = None  # None: the runner's default linear LR warm-up
     storage: str = DEFAULT_STORAGE
     tracking_uri: str | None = DEFAULT_TRACKING_URI  # None: no MLflow
     source: str | None = None  # the file it came from
@@ -382,7 +383,9 @@ def parse_spec(
         )
 
     raw_scaling = _table(where, data, "lr_scaling")
-    _check_keys(f"{where} [lr_scaling]", raw_scaling, {"rule", "reference_batch_size"})
+    _check_keys(
+        f"{where} [lr_scaling]", raw_scaling, {"rule", "reference_batch_size", "warmup_fraction"}
+    )
     rule = raw_scaling.get("rule", "none")
     if rule not in LR_SCALING:
         raise _fail(
@@ -394,6 +397,16 @@ def parse_spec(
         raise _fail(
             f"{where} [lr_scaling]",
             f"reference_batch_size must be an integer >= 1, got {ref_bs!r}",
+        )
+
+    warmup = raw_scaling.get("warmup_fraction")
+    if (
+        warmup is not None
+        and not 0 <= _number(f"{where} [lr_scaling]", warmup, "warmup_fraction") < 1
+    ):
+        raise _fail(
+            f"{where} [lr_scaling]",
+            f"warmup_fraction is the share of steps spent warming up, in [0, 1); got {warmup!r}",
         )
 
     storage = overrides.pop("storage", None) or data.get("storage", DEFAULT_STORAGE)
@@ -423,6 +436,7 @@ def parse_spec(
         pruner=pruner,
         lr_scaling=rule,
         reference_batch_size=ref_bs,
+        warmup_fraction=float(warmup) if warmup is not None else None,
         storage=str(storage),
         tracking_uri=tracking_uri,
         source=source,

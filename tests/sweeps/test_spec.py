@@ -162,3 +162,23 @@ def test_a_grid_budget_is_the_size_of_each_studys_grid(tmp_path: Path) -> None:
     assert [spec.budget_for(o) for o in spec.optimizers] == [1, 3, 6]  # sgd takes no k
     assert spec.grid_for("looksam") == {"k": [1, 5, 10], "alpha": [0.0, 0.7]}
     assert spec.grid_for("sgd") == {}
+
+
+def test_large_batch_recipe_reaches_every_run() -> None:
+    from looksam.sweeps.study import trial_configs
+
+    spec = parse_spec(
+        {
+            "optimizers": {"names": ["lamb", "layerlooksam"], "base": "lamb"},
+            "fixed": {"layerlooksam": {"lr": 0.004}},
+            "lr_scaling": {"rule": "sqrt", "reference_batch_size": 256, "warmup_fraction": 0.1},
+            "budget": {"seeds": 2},
+        }
+    )
+    runs = trial_configs(spec, "layerlooksam", {"batch_size": 4096})
+    assert [r.seed for r in runs] == [0, 1]
+    assert all(r.warmup_fraction == 0.1 for r in runs)
+    assert runs[0].lr == pytest.approx(0.004 * 4)  # √(4096 / 256) = 4
+    assert runs[0].base == "lamb"
+    with pytest.raises(SpecError, match=r"warmup_fraction .* in \[0, 1\)"):
+        parse_spec({"lr_scaling": {"warmup_fraction": 1.0}})

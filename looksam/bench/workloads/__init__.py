@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from looksam.bench.workloads import cifar as _cifar  # noqa: F401  (registers on import)
 from looksam.bench.workloads import digits as _digits  # noqa: F401  (registers on import)
+from looksam.bench.workloads import generated as _generated  # noqa: F401  (registers on import)
 from looksam.bench.workloads import imagenet as _imagenet  # noqa: F401  (registers on import)
 from looksam.bench.workloads import mnist as _mnist  # noqa: F401  (registers on import)
 from looksam.bench.workloads import synthetic as _synthetic  # noqa: F401  (registers on import)
