@@ -119,9 +119,11 @@ def grid_tables(data: SweepData) -> list[GridTable]:
     tables: list[GridTable] = []
     for study in data.studies:
         found = axes[study.optimizer]
-        if found is None or found[1] is None:
+        if found is None:
             continue
         row, col, varied = found
+        if col is None:
+            continue
         groups: dict[tuple[Any, Any], list[TrialPoint]] = {}
         for t in study.complete:
             groups.setdefault((t.params.get(row), t.params.get(col)), []).append(t)

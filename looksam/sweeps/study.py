@@ -324,7 +324,7 @@ def trial_configs(spec: SweepSpec, optimizer: str, params: dict[str, Any]) -> li
         reference = spec.reference_batch_size or wl.default_batch_size
         if base_lr is not None:
             lr = scaled_lr(float(base_lr), batch_size, spec.lr_scaling, reference)
-    schedule = {} if spec.warmup_fraction is None else {"warmup_fraction": spec.warmup_fraction}
+    warmup = RunConfig.warmup_fraction if spec.warmup_fraction is None else spec.warmup_fraction
     return [
         RunConfig(
             workload=spec.workload.name,
@@ -338,7 +338,7 @@ def trial_configs(spec: SweepSpec, optimizer: str, params: dict[str, Any]) -> li
             device=spec.workload.device,
             amp=spec.workload.amp,
             data_dir=spec.workload.data_dir,
-            **schedule,
+            warmup_fraction=warmup,
         )
         for seed in spec.seeds
     ]
