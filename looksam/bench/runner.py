@@ -4,13 +4,20 @@ It drives optimizers only through ``step(closure)`` (fp16 adds the documented Gr
 and the registry, times only training (warm-up excluded, device synchronised before every clock
 read, evaluation outside the clock), and turns every ending — finished, diverged, out of memory —
 into a frozen :class:`RunResult`.
+
+Under torchrun (or inside an existing process group) the same loop trains data-parallel: the
+model is wrapped in ``DistributedDataParallel``, every rank takes its contiguous slice of each
+global batch (see :mod:`looksam.bench.distributed`), evaluation is sharded across the ranks and
+its counts summed, and rank 0's result carries the global throughput and every rank's own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import math
+import os
 import platform
 import random
 import statistics
@@ -24,13 +31,23 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
+from looksam.bench.distributed import (
+    DistContext,
+    check_global_batch,
+    fail_at_step,
+    init_distributed,
+    rank_slice,
+)
 from looksam.bench.timing import synchronize
 from looksam.bench.workloads import Workload, create_workload, get_workload_info
-from looksam.optim import SharpnessAwareOptimizer, create_optimizer, frozen_bn_stats
+from looksam.optim import LookSAM, SharpnessAwareOptimizer, create_optimizer, frozen_bn_stats
 from looksam.optim._registry import get_optimizer_info
 
 AMP_MODES = ("off", "bf16", "fp16")
+#: Whose gradient a data-parallel look step perturbs with: the all-reduced one, or each rank's.
+PERTURBATIONS = ("global", "per-rank")
 
 #: The clock the runner reads; a module attribute so tests can drive it deterministically.
 now: Callable[[], float] = time.perf_counter
@@ -58,6 +75,10 @@ class RunConfig:
     grad_clip: float | None = None
     timing_warmup_steps: int = 5
     data_dir: str | None = None
+    perturbation: str = "global"  # data-parallel look steps: "global" or "per-rank" (m-sharpness)
+    # Data-parallel debugging: all-gather a checksum of the weights every N steps and raise if
+    # the replicas differ (0: never). The check runs inside the timed steps.
+    replica_check_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,7 @@ class Environment:
     cpu_threads: int
     platform: str
     git_commit: str | None
+    backend: str | None = None  # torch.distributed backend of a data-parallel run (gloo, nccl)
 
 
 @dataclass(frozen=True)
@@ -103,14 +125,28 @@ class RunResult:
     time_to_target_seconds: float | None
     history: tuple[EpochRecord, ...]
     environment: Environment
+    # Data-parallel runs (defaults describe one process, so older JSON still reads):
+    world_size: int = 1  # processes the run was split across
+    per_rank_samples_per_second: tuple[float, ...] = ()  # each rank's own slice, by rank
+    rank: int = 0  # which process returned this result; only rank 0's is printed and written
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this is the result to report (rank 0, or the only process)."""
+        return self.rank == 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
         return asdict(self)
 
     def write_json(self, path: Path) -> None:
-        """Write the result as indented JSON."""
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the result as indented JSON, atomically: a reader never sees half a file."""
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            partial.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
@@ -119,6 +155,8 @@ class RunResult:
         fields["config"] = RunConfig(**fields["config"])
         fields["history"] = tuple(EpochRecord(**h) for h in fields["history"])
         fields["environment"] = Environment(**fields["environment"])
+        if "per_rank_samples_per_second" in fields:
+            fields["per_rank_samples_per_second"] = tuple(fields["per_rank_samples_per_second"])
         return cls(**fields)
 
 
@@ -144,13 +182,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def environment(device: torch.device) -> Environment:
+def environment(device: torch.device, backend: str | None = None) -> Environment:
     """Describe the machine and library versions for the result."""
-    try:
-        import timm
-
-        timm_version: str | None = timm.__version__
-    except ImportError:  # pragma: no cover - timm is a dependency
+    try:  # the installed version, without importing timm (most of a second)
+        timm_version: str | None = importlib.metadata.version("timm")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - timm is a dependency
         timm_version = None
     if device.type == "cuda":
         device_name = torch.cuda.get_device_name(device)
@@ -165,6 +201,7 @@ def environment(device: torch.device) -> Environment:
         cpu_threads=torch.get_num_threads(),
         platform=platform.platform(),
         git_commit=git_commit_of_project(),
+        backend=backend,
     )
 
 
@@ -184,12 +221,33 @@ def git_commit_of_project() -> str | None:
     return out.stdout.strip() or None
 
 
-def validate_config(config: RunConfig) -> None:
-    """Raise ValueError for anything a user could have typed wrong, before any work starts."""
+def validate_config(config: RunConfig, world_size: int = 1) -> None:
+    """Raise ValueError for anything a user could have typed wrong, before any work starts.
+
+    Args:
+        config: the run.
+        world_size: processes the run will be split across; the global batch must divide by it.
+    """
     info = get_workload_info(config.workload)
     get_optimizer_info(config.optimizer)
     if config.amp not in AMP_MODES:
         raise ValueError(f"unknown --amp {config.amp!r}; choose one of: {', '.join(AMP_MODES)}")
+    if config.perturbation not in PERTURBATIONS:
+        raise ValueError(
+            f"unknown --perturbation {config.perturbation!r}; choose one of: "
+            f"{', '.join(PERTURBATIONS)}"
+        )
+    if config.perturbation == "per-rank" and config.amp == "fp16":
+        raise ValueError(
+            "--perturbation per-rank cannot be combined with --amp fp16: each rank's GradScaler "
+            "would see its own overflows in the unsynchronised first pass and the loss scales "
+            "would drift apart; use --amp bf16 or --perturbation global"
+        )
+    if isinstance(config.replica_check_every, bool) or config.replica_check_every < 0:
+        raise ValueError(
+            f"replica check interval must be an integer >= 0 (0 never checks), "
+            f"got {config.replica_check_every!r}"
+        )
     for name, value in (
         ("batch size", config.batch_size),
         ("epochs", config.epochs),
@@ -207,7 +265,11 @@ def validate_config(config: RunConfig) -> None:
         raise ValueError(f"timing warm-up steps must be >= 0, got {config.timing_warmup_steps}")
     if info.needs_data_dir and config.data_dir is None:
         create_workload(config.workload)  # raises WorkloadDataError with the data hint
-    resolve_device(config.device)
+    device = resolve_device(config.device)
+    if world_size > 1:
+        if device.type == "mps":
+            raise ValueError("data-parallel runs need --device cpu or cuda (MPS has no backend)")
+        check_global_batch(config.batch_size or info.default_batch_size, world_size)
     # Builds a throwaway optimizer on one tensor: checks names, ranges and the base.
     create_optimizer(
         config.optimizer,
@@ -232,16 +294,31 @@ class TrainingSession:
 
     Shared by :func:`run_training` and the ``bench`` command, so the step that is timed for speed
     is the very step that is trained for accuracy.
+
+    With ``dist`` the session is one rank of a data-parallel run: the model is wrapped in
+    ``DistributedDataParallel`` (buffers broadcast from rank 0 at every forward, no search for
+    unused parameters), ``batch_size`` stays the *global* batch and :meth:`batches` yields this
+    rank's contiguous slice of each. Every rank seeds identically, so all draw the same global
+    batches; the global RNG is then re-seeded per rank so dropout masks differ between slices.
     """
 
-    def __init__(self, config: RunConfig, workload: Workload | None = None) -> None:
-        validate_config(config)
+    def __init__(
+        self,
+        config: RunConfig,
+        workload: Workload | None = None,
+        dist: DistContext | None = None,
+    ) -> None:
+        validate_config(config, 1 if dist is None else dist.world_size)
         self.config = config
-        self.device = resolve_device(config.device)
+        self.dist = dist
+        self.device = resolve_device(config.device) if dist is None else dist.device
         data_dir = Path(config.data_dir) if config.data_dir else None
         self.workload = workload or create_workload(config.workload, data_dir=data_dir)
         info = self.workload.info()
         self.batch_size = config.batch_size or info.default_batch_size
+        self.local_batch_size = check_global_batch(
+            self.batch_size, 1 if dist is None else dist.world_size
+        )
         self.epochs = config.epochs or info.default_epochs
         seed_everything(config.seed)
         self.workload.prepare(self.device)
@@ -250,8 +327,22 @@ class TrainingSession:
         if config.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model: nn.Module = model
+        self.ddp: DistributedDataParallel | None = None
+        trained: nn.Module = model
+        if dist is not None:
+            # DDP broadcasts rank 0's weights here and its buffers before every forward (the
+            # default); the default gradient_as_bucket_view=False gives every p.grad storage of
+            # its own. Every parameter gets a gradient: no search for unused ones.
+            self.ddp = DistributedDataParallel(
+                model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=False,
+            )
+            trained = self.ddp
+            if dist.rank:  # rank 0 carries on with the single-process stream
+                seed_everything(config.seed + _RANK_SEED_STRIDE * dist.rank)
         self.forward: Callable[[Tensor], Tensor] = (
-            torch.compile(model) if config.compile else model  # type: ignore[assignment]
+            torch.compile(trained) if config.compile else trained  # type: ignore[assignment]
         )
         kwargs = _optimizer_kwargs(config, info.default_lr)
         if config.base is not None:
@@ -259,6 +350,13 @@ class TrainingSession:
         self.optimizer = create_optimizer(config.optimizer, model, **kwargs)
         self.sam = self.optimizer if isinstance(self.optimizer, SharpnessAwareOptimizer) else None
         self.base_optimizer = self.sam.base if self.sam is not None else self.optimizer
+        #: Per-rank perturbation: the first pass of a look step skips DDP's all-reduce.
+        self.local_first_pass = (
+            dist is not None and self.sam is not None and config.perturbation == "per-rank"
+        )
+        if self.local_first_pass and isinstance(self.optimizer, LookSAM):
+            assert dist is not None
+            self.optimizer.sync_gv = dist.average_  # g_v from a local g: average it
         self.passes = 0
         self.steps_per_epoch = self.workload.steps_per_epoch(self.batch_size)
         total = self.steps_per_epoch * self.epochs
@@ -298,12 +396,18 @@ class TrainingSession:
         def closure() -> Tensor:
             self.optimizer.zero_grad(set_to_none=True)
             perturbed = sam is not None and sam.in_second_pass
-            with frozen_bn_stats(self.model, enabled=perturbed), self._autocast():
-                loss = self.workload.loss(self.forward(x), y)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-            else:
-                loss.backward()
+            # Per-rank perturbation: the first pass of a look step keeps g local to this rank.
+            local = self.local_first_pass and sam is not None and sam.is_look_step
+            local = local and not perturbed
+            with contextlib.ExitStack() as stack:
+                if local and self.ddp is not None:  # forward *and* backward, or DDP syncs
+                    stack.enter_context(self.ddp.no_sync())
+                with frozen_bn_stats(self.model, enabled=perturbed), self._autocast():
+                    loss = self.workload.loss(self.forward(x), y)
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                else:
+                    loss.backward()
             self.passes += 1
             return loss.detach()
 
@@ -338,29 +442,57 @@ class TrainingSession:
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Test accuracy of the current weights (train mode restored afterwards)."""
+        """Test accuracy of the current weights (train mode restored afterwards).
+
+        Data-parallel: every rank must call it. Each evaluates its contiguous slice of every test
+        batch with rank 0's buffers, through the bare module (no DDP collectives), and the
+        (correct, total) counts are summed, so the accuracy is exact and the same on all ranks.
+        """
+        dist = self.dist
+        forward = self.forward if dist is None else self.model
+        if dist is not None:
+            dist.broadcast_buffers_(self.model)
         self.model.eval()
-        correct = 0
-        total = 0
+        counts = torch.zeros(2, dtype=torch.int64, device=self.device)
         try:
             for x, y in self.workload.eval_batches(max(self.batch_size, 256)):
+                if dist is not None:
+                    part = rank_slice(len(y), dist.rank, dist.world_size)
+                    x, y = x[part], y[part]
+                    if len(y) == 0:
+                        continue
                 with self._autocast():
-                    logits = self.forward(self._prepare_input(x))
-                correct += int((logits.argmax(dim=1) == y).sum().item())
-                total += len(y)
+                    logits = forward(self._prepare_input(x))
+                counts[0] += (logits.argmax(dim=1) == y).sum()
+                counts[1] += len(y)
         finally:
             self.model.train()
+        if dist is not None:
+            dist.sum_(counts)
+        correct, total = counts.tolist()
         return correct / max(total, 1)
 
     def batches(self) -> Iterator[tuple[Tensor, Tensor]]:
-        """Training batches, epoch after epoch; the caller decides when to stop."""
+        """Training batches, epoch after epoch; the caller decides when to stop.
+
+        Data-parallel: this rank's contiguous slice of every global batch, so the ranks' slices
+        together are exactly the batch one process would train on.
+        """
+        part = slice(None)
+        if self.dist is not None:
+            lo = self.dist.rank * self.local_batch_size
+            part = slice(lo, lo + self.local_batch_size)
         while True:
             empty = True
-            for batch in self.workload.train_batches(self.batch_size, self.generator):
+            for x, y in self.workload.train_batches(self.batch_size, self.generator):
                 empty = False
-                yield batch
+                yield x[part], y[part]
             if empty:  # a workload that cannot fill one batch would otherwise spin forever
                 raise RuntimeError(f"{self.workload.name} produced an epoch without a batch")
+
+
+#: Offset between ranks' seeds for randomness inside the forward pass (dropout, drop-path).
+_RANK_SEED_STRIDE = 1_000_003
 
 
 def _warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
@@ -408,6 +540,14 @@ ProgressCallback = Callable[[int, int, EpochRecord | None], None]
 TIMING_CHUNK = 10
 
 
+def _start_together(clock: _Clock, dist: DistContext | None) -> None:
+    """Start the clock; data-parallel ranks first wait for each other outside it, so no rank's
+    time includes another's evaluation or progress printing."""
+    if dist is not None:
+        dist.barrier()
+    clock.start()
+
+
 def _is_oom(error: BaseException) -> bool:
     oom_types = tuple(
         t for t in (getattr(torch, "OutOfMemoryError", None),) if isinstance(t, type)
@@ -423,13 +563,34 @@ def run_training(
 ) -> RunResult:
     """Train one configuration to the end (or until it diverges / runs out of memory).
 
+    Under torchrun, or inside an already initialised process group, this process trains one rank
+    of a data-parallel run (a group it creates is destroyed at the end). Every rank returns a
+    result; only rank 0's (``result.is_main``) is meant to be reported, and only rank 0 calls
+    ``progress``. A rank that runs out of memory raises instead of returning: the other ranks
+    cannot learn of it without the collective they are waiting in, and the launcher ends them.
+
     Args:
         config: the run; validated first (ValueError / WorkloadDataError for bad input).
         progress: called as ``progress(step, total_steps, epoch_record_or_None)``.
         workload: an already-prepared workload to reuse (sweeps); created from the config if None.
     """
-    session = TrainingSession(config, workload)
+    dist = init_distributed(resolve_device(config.device))
+    try:
+        return _train(TrainingSession(config, workload, dist), progress)
+    finally:
+        if dist is not None:
+            dist.teardown()
+
+
+def _train(session: TrainingSession, progress: ProgressCallback | None) -> RunResult:
+    config = session.config
+    dist = session.dist
     device = session.device
+    if dist is not None and not dist.is_main:
+        progress = None
+    fail_step = fail_at_step(dist.rank) if dist is not None else None
+    check_every = config.replica_check_every if dist is not None else 0
+    named_parameters = list(session.model.named_parameters())
     measures = session.workload.measures_accuracy
     target = session.workload.target_accuracy
     warmup_clock = _Clock(device)
@@ -443,27 +604,34 @@ def run_training(
     batches = session.batches()
     warmup_steps = min(config.timing_warmup_steps, session.total_steps)
     active = warmup_clock if warmup_steps > 0 else clock
-    active.start()
+    _start_together(active, dist)
     try:
         while step < session.total_steps:
+            if step == fail_step:
+                os._exit(1)  # the FAIL_AT test hook: die as a crashed rank would
             x, y = next(batches)
             loss_sum += session.train_step(x, y).float()
             loss_count += 1
             step += 1
             active.tick()
+            if check_every and step % check_every == 0:
+                assert dist is not None
+                dist.check_replicas(named_parameters, step)
             warmup_done = active is warmup_clock and step == warmup_steps
             epoch_end = step % session.steps_per_epoch == 0 or step == session.total_steps
             if not (warmup_done or epoch_end or active.pending >= TIMING_CHUNK):
                 continue
             active.stop()
-            if not math.isfinite(float(loss_sum.item())):  # checked per chunk: one sync
+            # Data-parallel: the mean over ranks, so every rank takes the same decision.
+            epoch_loss = float((loss_sum if dist is None else dist.mean(loss_sum)).item())
+            if not math.isfinite(epoch_loss):  # checked per chunk: one sync
                 status, message = "diverged", f"non-finite training loss by step {step}"
                 break
             if epoch_end:
                 record = EpochRecord(
                     epoch=math.ceil(step / session.steps_per_epoch),
                     step=step,
-                    train_loss=float(loss_sum.item()) / max(loss_count, 1),
+                    train_loss=epoch_loss / max(loss_count, 1),
                     test_accuracy=session.evaluate() if measures else None,
                     train_seconds=warmup_clock.total + clock.total,
                 )
@@ -478,9 +646,9 @@ def run_training(
                 progress(step, session.total_steps, history[-1] if epoch_end else None)
             if warmup_done:
                 active = clock
-            active.start()
+            _start_together(active, dist)
     except (RuntimeError, MemoryError) as error:
-        if not _is_oom(error):
+        if dist is not None or not _is_oom(error):
             raise
         status, message = "oom", f"out of memory at step {step + 1}: {str(error).splitlines()[0]}"
         if device.type == "cuda":
@@ -489,6 +657,11 @@ def run_training(
         active.stop()
     timed_steps = sum(n for _, n in clock.chunks)
     accuracies = [h.test_accuracy for h in history if h.test_accuracy is not None]
+    samples_per_second = timed_steps * session.batch_size / clock.total if clock.total else 0.0
+    per_rank: tuple[float, ...] = ()
+    if dist is not None:
+        local = timed_steps * session.local_batch_size / clock.total if clock.total else 0.0
+        per_rank = tuple(row[0] for row in dist.gather_floats([local]))
     return RunResult(
         config=config,
         status=status,
@@ -497,9 +670,7 @@ def run_training(
         forward_backward_passes=session.passes,
         train_seconds=warmup_clock.total + clock.total,
         warmup_seconds=warmup_clock.total,
-        samples_per_second=(timed_steps * session.batch_size / clock.total)
-        if clock.total
-        else 0.0,
+        samples_per_second=samples_per_second,
         median_step_seconds=(
             statistics.median(s / n for s, n in clock.chunks) if clock.chunks else 0.0
         ),
@@ -507,5 +678,8 @@ def run_training(
         best_accuracy=max(accuracies) if accuracies else None,
         time_to_target_seconds=time_to_target,
         history=tuple(history),
-        environment=environment(device),
+        environment=environment(device, None if dist is None else dist.backend),
+        world_size=1 if dist is None else dist.world_size,
+        per_rank_samples_per_second=per_rank,
+        rank=0 if dist is None else dist.rank,
     )

@@ -13,14 +13,14 @@ Workload = Annotated[
 ]
 Base = Annotated[
     str | None,
-    typer.Option(help="Base optimizer of the SAM family: sgd, adamw or lamb [default: sgd]."),
+    typer.Option(help="Base optimizer of the SAM family: sgd, adamw or lamb \\[default: sgd]."),
 ]
 Rho = Annotated[float | None, typer.Option(help="Perturbation radius ρ ≥ 0.")]
 K = Annotated[int | None, typer.Option("--k", "-k", help="Compute g_s every k-th step (k ≥ 1).")]
 Alpha = Annotated[float | None, typer.Option(help="Weight α ≥ 0 of the reused g_v (LookSAM).")]
-Lr = Annotated[float | None, typer.Option(help="Peak learning rate [default: workload's].")]
+Lr = Annotated[float | None, typer.Option(help="Peak learning rate \\[default: workload's].")]
 BatchSize = Annotated[
-    int | None, typer.Option("--batch-size", "-b", help="Batch size [default: workload's].")
+    int | None, typer.Option("--batch-size", "-b", help="Batch size \\[default: workload's].")
 ]
 Seed = Annotated[int, typer.Option(help="Seed for init, data order and augmentation.")]
 Device = Annotated[str, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")]
@@ -30,3 +30,19 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Where CIFAR-10 / ImageFolder data lives (no downloads)."),
 ]
 JsonOut = Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON.")]
+Perturbation = Annotated[
+    str,
+    typer.Option(
+        help="Data-parallel look steps: global (all-reduced g, as one process) or per-rank "
+        "(each rank perturbs with its own g: m-sharpness).",
+    ),
+]
+NProc = Annotated[
+    int,
+    typer.Option(
+        "--nproc",
+        min=1,
+        help="Train data-parallel in N local processes (re-launches itself under torchrun; the "
+        "batch size is the global batch and must divide by N).",
+    ),
+]

@@ -1,17 +1,49 @@
-"""`looksam-bench run` and `looksam-bench workloads`: one measured training run."""
+"""`looksam-bench run` and `looksam-bench workloads`: one measured training run.
+
+``run`` also trains data-parallel: under torchrun every rank runs this command and only rank 0
+prints and writes; ``--nproc N`` starts such a launch on this machine itself and turns a failed
+rank into one line.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from looksam.bench.runner import EpochRecord, RunConfig, RunResult, run_training, validate_config
+from looksam.bench.distributed import (
+    RESULT_FILE_VARIABLE,
+    check_local_devices,
+    launch_from_env,
+    launched_world_size,
+    launcher_failure,
+    local_launch_command,
+    threads_per_rank,
+)
+from looksam.bench.runner import (
+    EpochRecord,
+    RunConfig,
+    RunResult,
+    resolve_device,
+    run_training,
+    validate_config,
+)
 from looksam.bench.workloads import WorkloadDataError, list_workloads
 from looksam.cli import _options as opt
-from looksam.cli._console import check_writable, console, fail
+from looksam.cli._console import USAGE_ERROR, check_writable, console, err_console, fail
+
+#: Options ``--nproc`` does not hand on to the ranks it starts (they get the result path by env).
+_NOT_FORWARDED = frozenset({"nproc", "json_path"})
 
 
 def hyperparameters(**values: Any) -> dict[str, Any]:
@@ -43,6 +75,7 @@ def build_result_table(result: RunResult) -> Table:
         ("throughput", f"{result.samples_per_second:,.0f} samples/s"),
         ("median step", f"{result.median_step_seconds * 1e3:.2f} ms"),
         ("steps / fwd-bwd passes", f"{result.steps} / {result.forward_backward_passes}"),
+        *_parallel_rows(result),
         (
             "time to target",
             "-"
@@ -56,7 +89,22 @@ def build_result_table(result: RunResult) -> Table:
     return table
 
 
+def _parallel_rows(result: RunResult) -> list[tuple[str, str]]:
+    if result.world_size == 1:
+        return []
+    per_rank = ", ".join(f"{rate:,.0f}" for rate in result.per_rank_samples_per_second)
+    return [
+        (
+            "processes",
+            f"{result.world_size} ({result.environment.backend}, "
+            f"{result.config.perturbation} perturbation)",
+        ),
+        ("per-rank throughput", f"{per_rank} samples/s"),
+    ]
+
+
 def run(
+    ctx: typer.Context,
     workload: opt.Workload = "digits-noisy",
     optimizer: Annotated[
         str, typer.Option("--optimizer", "-o", help="Optimizer (see `looksam-bench optimizers`).")
@@ -67,7 +115,7 @@ def run(
     alpha: opt.Alpha = None,
     lr: opt.Lr = None,
     batch_size: opt.BatchSize = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs [default: workload's].")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs \\[default: workload's].")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
     seed: opt.Seed = 0,
     device: opt.Device = "auto",
@@ -79,6 +127,15 @@ def run(
     grad_clip: Annotated[float | None, typer.Option(help="Clip the gradient norm.")] = None,
     data_dir: opt.DataDir = None,
     json_path: opt.JsonOut = None,
+    perturbation: opt.Perturbation = "global",
+    replica_check_every: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Data-parallel debugging: compare the replicas' weights every N steps (0: off).",
+        ),
+    ] = 0,
+    nproc: opt.NProc = 1,
 ) -> None:
     """Train one optimizer on one workload and report accuracy against wall-clock time.
 
@@ -86,7 +143,16 @@ def run(
     the device is synchronised before every clock read. Example:
 
       looksam-bench run -w digits-noisy -o looksam --rho 0.5 --k 5 --alpha 0.7
+
+    Data-parallel: --nproc 2 here, or torchrun --nproc-per-node 2 -m looksam run ...
     """
+    try:
+        launch = launch_from_env()
+    except ValueError as error:
+        fail(str(error))
+    main = launch is None or launch.rank == 0
+    if not main:
+        console.quiet = err_console.quiet = True  # rank 0 speaks for the run
     config = RunConfig(
         workload=workload,
         optimizer=optimizer,
@@ -103,12 +169,22 @@ def run(
         channels_last=channels_last,
         grad_clip=grad_clip,
         data_dir=str(data_dir) if data_dir is not None else None,
+        perturbation=perturbation,
+        replica_check_every=replica_check_every,
     )
+    if nproc > 1 and launch is not None:
+        fail("--nproc starts its own processes: leave it out under torchrun (--nproc-per-node)")
     try:
-        validate_config(config)
+        validate_config(config, nproc if nproc > 1 else launched_world_size())
+        if nproc > 1:
+            check_local_devices(resolve_device(device), nproc)
     except (ValueError, WorkloadDataError) as error:
         fail(str(error))
     check_writable(json_path, "--json")
+    if nproc > 1:
+        _launch_locally(ctx, nproc, json_path)
+        return
+    result_file = os.environ.get(RESULT_FILE_VARIABLE) if launch is not None else None
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -127,14 +203,81 @@ def run(
                 progress.update(task, status=status)
 
         try:
-            result = run_training(config, progress=report)
+            result = run_training(config, progress=report if main else None)
         except (ValueError, WorkloadDataError) as error:  # found only once data is loaded
             fail(str(error))
+    if not result.is_main:
+        return  # the other ranks trained; rank 0 reports and writes
     console.print(build_result_table(result))
+    if result_file is not None:  # started by --nproc: the parent moves it into place
+        result.write_json(Path(result_file))
+        return
     if json_path is not None:
         result.write_json(json_path)
         console.print(f"wrote {json_path}")
     if result.status != "ok":
+        raise typer.Exit(1)
+
+
+def _forwarded_args(ctx: typer.Context) -> list[str]:
+    """This command line, rebuilt from the parsed options (so it works however we were called)."""
+    args = ["run"]
+    for param in ctx.command.params:
+        name = param.name
+        if name is None or name in _NOT_FORWARDED or name not in ctx.params:
+            continue
+        value = ctx.params[name]
+        long = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+        if isinstance(value, bool):
+            secondary = getattr(param, "secondary_opts", [])
+            if value:
+                args.append(long)
+            elif secondary:
+                args.append(secondary[0])
+        elif value is not None:
+            args += [long, str(value)]
+    return args
+
+
+def _launch_locally(ctx: typer.Context, nproc: int, json_path: Path | None) -> None:
+    """Run this command on ``nproc`` local ranks under torchrun; write the JSON only on success.
+
+    Rank 0 prints straight to our stdout. The launcher's stderr is kept: if any rank fails it
+    holds torchrun's traceback, which becomes one line here, and the result file rank 0 may
+    have written is discarded, so a JSON at ``json_path`` always means a run every rank finished.
+    """
+    folder = json_path.parent if json_path is not None else None
+    handle, partial_name = tempfile.mkstemp(prefix=".looksam-run.", suffix=".partial", dir=folder)
+    os.close(handle)
+    partial = Path(partial_name)
+    partial.unlink()  # rank 0 creates it only once training has finished
+    env = dict(os.environ)
+    env[RESULT_FILE_VARIABLE] = str(partial)
+    env.setdefault("OMP_NUM_THREADS", str(threads_per_rank(nproc)))
+    command = local_launch_command(nproc, _forwarded_args(ctx))
+    try:
+        launcher = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            _, stderr = launcher.communicate()
+        except KeyboardInterrupt:  # torchrun stops its ranks on SIGINT too; wait for that
+            launcher.send_signal(signal.SIGINT)
+            launcher.communicate()
+            err_console.print("[bold red]interrupted:[/] no result was written", highlight=False)
+            raise typer.Exit(130) from None
+        if launcher.returncode != 0 or not partial.exists():
+            message, users_fault = launcher_failure(stderr, launcher.returncode)
+            err_console.print(
+                f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(USAGE_ERROR if users_fault else 1)
+        sys.stderr.write(stderr)  # the ranks' warnings, if any: nothing failed
+        status = json.loads(partial.read_text())["status"]
+        if json_path is not None:
+            os.replace(partial, json_path)
+            console.print(f"wrote {json_path}")
+    finally:
+        partial.unlink(missing_ok=True)
+    if status != "ok":
         raise typer.Exit(1)
 
 

@@ -4,6 +4,28 @@ A wrapper owns no parameters of its own: it shares its base optimizer's ``param_
 scheduler attached to the wrapper drives the base) and only decides *which gradient* the base
 optimizer steps with. Everything a resumed run needs (step counter, stored g_v, the base
 optimizer's moments) travels through ``state_dict()``.
+
+Data-parallel training (``DistributedDataParallel``, one replica per rank, each rank on its slice
+of the global batch). Both closure calls must go through the DDP module; the engine itself needs
+nothing else. Two ways to perturb:
+
+* **global** (the default; what one process on the whole batch computes): DDP all-reduces g in
+  the first pass and g_s in the second, so every rank forms the same ε, the same g_v and the same
+  update. Communication is DDP's usual one all-reduce of |θ| numbers per backward pass, so a look
+  step costs two.
+* **per-rank** (the SAM paper's m-sharpness, m = the per-rank batch): the first pass of a look
+  step runs under ``ddp.no_sync()`` around forward *and* backward, so each rank perturbs with its
+  own g; the second pass is synchronised and every rank steps with the averaged g_s. SAM and
+  SAM-k need no extra communication and the first pass saves its all-reduce. LookSAM and
+  Look-LayerSAM store g_v from the *local* g, which differs between ranks: their ``sync_gv`` hook
+  averages it (one all-reduce of |θ| numbers per look step) so the reuse steps stay identical.
+
+A look step re-points ``param.data`` at w + ε and back. DDP's reducer keeps the parameter objects,
+not their storage, so this works with its default ``gradient_as_bucket_view=False``. With
+``gradient_as_bucket_view=True`` the gradients are views of DDP's communication buffer, which the
+second backward overwrites with g_s; the optimizers that keep g across the second pass (LookSAM,
+Look-LayerSAM) detect the views and copy g first (one extra |θ| copy per look step), so both
+settings give the same result.
 """
 
 from __future__ import annotations
@@ -197,6 +219,10 @@ class SharpnessAwareOptimizer(Optimizer):
                 p.grad = None
             if not self.keeps_first_gradient:
                 bucket.grads = []  # SAM and SAM-k are done with g: free it before the 2nd pass
+            elif any(g._is_view() for g in bucket.grads):
+                # DDP(gradient_as_bucket_view=True) hands out views of its communication buffer
+                # and writes g_s into the same memory: keep a private copy of g.
+                bucket.grads = list(torch._foreach_clone(bucket.grads))
         self._in_flight = _LookInFlight(buckets, originals, grad_norm)
 
     @torch.no_grad()

@@ -23,11 +23,16 @@ class LayerLookSAM(LookSAM):
     projection, its reuse on the other steps and all norms there are global, exactly as in
     :class:`LookSAM`.
 
+    Data-parallel training works as for :class:`LookSAM`: nothing extra with the global
+    perturbation; with a per-rank one each rank scales ε_l by its own g_l, and ``sync_gv``
+    averages the stored g_v across ranks (one all-reduce of |θ| numbers per look step).
+
     Args:
         base: the optimizer that applies the update (the paper pairs it with LAMB).
         rho: relative radius ρ ≥ 0.
         k: interval between look steps, an integer ≥ 1.
         alpha: weight α ≥ 0 of the reused g_v.
+        sync_gv: per-rank perturbation only: averages g_v across ranks in place (see LookSAM).
     """
 
     def _perturbed_weights(self, buckets: list[Bucket], grad_norm: float) -> list[list[Tensor]]:

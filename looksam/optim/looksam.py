@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, cast
 
 import torch
@@ -38,19 +39,45 @@ class LookSAM(SharpnessAwareOptimizer):
     error, 16 ulps of ‖g_s‖, as when g_s ∥ g — the reuse term is 0. ``k=1`` is SAM; ``alpha=0`` is
     SAM-k. Cost: 1 + 1/k forward-backward passes per step.
 
+    Data-parallel training (``DistributedDataParallel``; see the module docstring of
+    ``looksam.optim._base``): with the default *global* perturbation both passes are
+    all-reduced, every rank computes the same g, g_s and g_v, and nothing else is needed. With a
+    *per-rank* perturbation (m-sharpness) the first pass of a look step runs under
+    ``no_sync()``, so g — and therefore g_v — is local to each rank while g_s is global. Pass
+    ``sync_gv`` to average g_v across ranks right after it is formed (‖g_v‖ is then recomputed
+    from the average), which keeps the replicas identical on the reuse steps. That costs one
+    all-reduce of |θ| numbers per look step and saves the all-reduce of g the first pass skips.
+
     Args:
         base: the optimizer that applies the update.
         rho: neighbourhood radius ρ ≥ 0.
         k: interval between look steps, an integer ≥ 1.
         alpha: weight α ≥ 0 of the reused g_v (the paper uses 0.7).
+        sync_gv: per-rank perturbation only: called with each (device, dtype) bucket's list of
+            g_v tensors, it must replace them in place by their mean over the ranks (e.g.
+            ``DistContext.average_`` in ``looksam.bench.distributed``). Every rank calls it on
+            every look step, also when its own gradient overflowed, so collectives stay matched.
     """
 
     keeps_first_gradient = True
 
     def __init__(
-        self, base: Optimizer, *, rho: float = 0.05, k: int = 5, alpha: float = 0.7
+        self,
+        base: Optimizer,
+        *,
+        rho: float = 0.05,
+        k: int = 5,
+        alpha: float = 0.7,
+        sync_gv: Callable[[list[Tensor]], None] | None = None,
     ) -> None:
         super().__init__(base, rho=rho, k=k, alpha=check_alpha(alpha))
+        if sync_gv is not None and not callable(sync_gv):
+            raise ValueError(
+                "sync_gv must be None or a callable that averages a list of tensors in place "
+                f"across ranks, got {type(sync_gv).__name__}"
+            )
+        #: Averages a freshly computed g_v across data-parallel ranks (per-rank perturbation).
+        self.sync_gv = sync_gv
         self.gv_norm = 0.0
         self._gv_key: tuple[int, ...] | None = None
         self._gv_lists: list[list[Tensor | None]] = []
@@ -77,29 +104,19 @@ class LookSAM(SharpnessAwareOptimizer):
         if g_sq < 0.0:
             g_sq = squared_norm([g for _, g, _ in pairs])
         g_norm, gs_norm = math.sqrt(g_sq), global_norm([gs for _, _, gs in pairs])
-        if not (math.isfinite(g_norm) and math.isfinite(gs_norm)):
+        if math.isfinite(g_norm) and math.isfinite(gs_norm):
+            self._project_out_(pairs, g_sq, g_norm, gs_norm)
+        elif self.sync_gv is None:
             return  # a pass overflowed (fp16): keep the previous g_v; GradScaler skips the step
-        if g_norm == 0.0 or gs_norm == 0.0:  # β = 0 by convention: g_v = g_s (possibly 0)
-            cos, beta, scale = 0.0, 0.0, 0.0
         else:
-            # ⟨g, g_s⟩ by polarisation of the *norm-matched* pair: with c = ‖g‖/‖g_s‖,
-            # ‖g − c·g_s‖² = 2‖g‖²(1 − cos). Matching the norms keeps the identity exact when g and
-            # g_s come at different scales (GradScaler), and foreach has norms but no dot. g is
-            # ours (detached in first_step): e = g − c·g_s is formed in its storage, which then
-            # becomes the g_v buffer.
-            scale = g_norm / gs_norm
-            for _, g, gs in pairs:
-                torch._foreach_add_(g, gs, alpha=-scale)
-            e_sq = squared_norm([e for _, e, _ in pairs])
-            cos = 1.0 - e_sq / (2.0 * g_sq)
-            beta = cos * gs_norm / g_norm  # ⟨g, g_s⟩ / ‖g‖²
-        # g_v = g_s − β·g with g = e + c·g_s  ⇒  g_v = (1 − cos)·g_s − β·e   (β·c = cos)
-        for _, e, gs in pairs:
-            if scale == 0.0:
-                torch._foreach_copy_(e, gs)
-            else:
-                torch._foreach_mul_(e, -beta)
-                torch._foreach_add_(e, gs, alpha=1.0 - cos)
+            # Per-rank mode, and only this rank's g overflowed: every rank must still join the
+            # all-reduce. NaN makes the average non-finite everywhere, so all ranks keep their
+            # previous g_v together below.
+            for _, e, _ in pairs:
+                torch._foreach_mul_(e, math.nan)
+        if self.sync_gv is not None:
+            for _, gv, _ in pairs:  # one call per (device, dtype) bucket
+                self.sync_gv(gv)
         gv_norm = global_norm([gv for _, gv, _ in pairs])
         if not math.isfinite(gv_norm):
             return
@@ -111,6 +128,34 @@ class LookSAM(SharpnessAwareOptimizer):
                 self.state[p]["g_v"] = buffer
         self.gv_norm = gv_norm
         self._gv_key = None  # re-derive the aligned g_v lists on the next plain step
+
+    @staticmethod
+    def _project_out_(
+        pairs: list[tuple[list[Tensor], list[Tensor], list[Tensor]]],
+        g_sq: float,
+        g_norm: float,
+        gs_norm: float,
+    ) -> None:
+        """Overwrite g (the middle lists) with g_v = g_s − (⟨g, g_s⟩/‖g‖²)·g; norms finite."""
+        if g_norm == 0.0 or gs_norm == 0.0:  # β = 0 by convention: g_v = g_s (possibly 0)
+            for _, e, gs in pairs:
+                torch._foreach_copy_(e, gs)
+            return
+        # ⟨g, g_s⟩ by polarisation of the *norm-matched* pair: with c = ‖g‖/‖g_s‖,
+        # ‖g − c·g_s‖² = 2‖g‖²(1 − cos). Matching the norms keeps the identity exact when g and
+        # g_s come at different scales (GradScaler), and foreach has norms but no dot. g is ours
+        # (detached in first_step): e = g − c·g_s is formed in its storage, which then becomes
+        # the g_v buffer.
+        scale = g_norm / gs_norm
+        for _, g, gs in pairs:
+            torch._foreach_add_(g, gs, alpha=-scale)
+        e_sq = squared_norm([e for _, e, _ in pairs])
+        cos = 1.0 - e_sq / (2.0 * g_sq)
+        beta = cos * gs_norm / g_norm  # ⟨g, g_s⟩ / ‖g‖²
+        # g_v = g_s − β·g with g = e + c·g_s  ⇒  g_v = (1 − cos)·g_s − β·e   (β·c = cos)
+        for _, e, gs in pairs:
+            torch._foreach_mul_(e, -beta)
+            torch._foreach_add_(e, gs, alpha=1.0 - cos)
 
     def _adjust_plain_gradient_(self) -> None:
         if self.alpha == 0.0 or self.gv_norm == 0.0:
