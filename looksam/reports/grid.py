@@ -1,7 +1,8 @@
 """Studies whose trials lie on a small grid (e.g. LookSAM over k × α), as tables for heat maps.
 
-A study qualifies when its finished trials vary one or two hyperparameters over a handful of
-values each — a grid sweep always does, a continuous TPE search never does (every value is new).
+Only grid sweeps (``sampler = "grid"``) qualify: a search's few trials can also vary one or two
+knobs over a handful of values, but the empty cells of such a "grid" would be read as results.
+A study is drawn when its finished trials vary one or two hyperparameters.
 A grid over k also picks up references from the other studies at the same k (SAM-k next to
 LookSAM), and fixed-point studies (SAM) as constants, so a reader compares like with like;
 studies gridded over one knob (batch size) share one table, an optimizer per column.
@@ -105,6 +106,8 @@ def grid_tables(data: SweepData) -> list[GridTable]:
     A 2-D grid over k also shows the 1-D grids over k (SAM-k) as reference columns; studies
     gridded over one parameter (batch size, say) share one table with a column per optimizer.
     """
+    if data.spec.get("sampler") != "grid":
+        return []
     axes = {s.optimizer: _axes(s) for s in data.studies}
     one_d: dict[str, list[StudyData]] = {}
     for study in data.studies:

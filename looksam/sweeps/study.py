@@ -11,13 +11,15 @@ with distinct trial numbers.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 import socket
 import statistics
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +42,34 @@ BUDGET_FAILURES = ("diverged", "oom")
 HEARTBEAT_SECONDS = 10.0
 STALE_AFTER_SECONDS = 60.0
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+#: Set by Ctrl-C; checked at every progress report so an interrupt cannot be lost (see below).
+_INTERRUPTED = threading.Event()
+
+
+@contextlib.contextmanager
+def _interrupts_latched() -> Iterator[None]:
+    """Make Ctrl-C stick: Python raises KeyboardInterrupt wherever the main thread is, and
+    inside a weakref callback or ``__del__`` it is printed and swallowed, so the sweep would
+    train on. The handler also sets a flag that progress reports check, which re-raises it."""
+    _INTERRUPTED.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(signum: int, frame: object) -> None:
+        _INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _raise_if_interrupted() -> None:
+    if _INTERRUPTED.is_set():
+        raise KeyboardInterrupt
 
 
 @dataclass(frozen=True)
@@ -395,6 +425,7 @@ class _TrialRun:
 
     def _progress(self, seed: int) -> Callable[[int, int, EpochRecord | None], None]:
         def report(step: int, total: int, record: EpochRecord | None) -> None:
+            _raise_if_interrupted()
             self.observer.epoch(self.optimizer, seed, step, total)
             if (
                 record is not None
@@ -549,14 +580,15 @@ def run_sweep(
     start = time.perf_counter()
     summaries: list[StudySummary] = []
     try:
-        for optimizer in spec.optimizers:
-            study = open_study(spec, optimizer, storage)
-            tracker.start_study(spec.name, study.study_name, optimizer, spec.to_dict())
-            reap_stale_trials(study)
-            _fill_budget(spec, optimizer, study, observer, tracker)
-            summary = summarize(spec, optimizer, study)
-            summaries.append(summary)
-            tracker.end_study(study.study_name, _summary_metrics(summary))
+        with _interrupts_latched():
+            for optimizer in spec.optimizers:
+                study = open_study(spec, optimizer, storage)
+                tracker.start_study(spec.name, study.study_name, optimizer, spec.to_dict())
+                reap_stale_trials(study)
+                _fill_budget(spec, optimizer, study, observer, tracker)
+                summary = summarize(spec, optimizer, study)
+                summaries.append(summary)
+                tracker.end_study(study.study_name, _summary_metrics(summary))
     finally:
         tracker.close()
     return SweepResult(spec, tuple(summaries), time.perf_counter() - start)
@@ -593,6 +625,7 @@ def _fill_budget(
             return
         trial: optuna.Trial | None = None
         run: _TrialRun | None = None
+        _raise_if_interrupted()
         try:
             trial = study.ask()
             run = _TrialRun(spec, optimizer, study, trial, observer, tracker)

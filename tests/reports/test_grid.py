@@ -29,10 +29,11 @@ def _study(opt: str, *trials: TrialPoint) -> StudyData:
     return StudyData(opt, f"g/digits-noisy/{opt}", 1.2, trials)
 
 
-def _data(*studies: StudyData) -> SweepData:
+def _data(*studies: StudyData, sampler: str = "grid") -> SweepData:
     return SweepData(
         name="g", workload="digits-noisy", objective="accuracy", base="sgd", target_accuracy=None,
-        studies=studies, spec={}, environment={}, generated_at="now", reference="sam",
+        studies=studies, spec={"sampler": sampler}, environment={}, generated_at="now",
+        reference="sam",
     )  # fmt: skip
 
 
@@ -91,6 +92,11 @@ def test_one_parameter_grids_share_a_table_by_optimizer() -> None:
     assert cell.accuracy is not None
     assert cell.accuracy.mean == pytest.approx(0.94)
     assert cell.train_seconds == pytest.approx(2.0)
+
+
+def test_a_search_is_never_drawn_as_a_grid() -> None:
+    # Three TPE trials over two knobs look like a 2 × 2 grid with a hole: not a result to draw.
+    assert grid_tables(_data(SAM, SAMK, LOOKSAM, sampler="tpe")) == []
 
 
 def test_a_continuous_search_is_not_a_grid() -> None:
