@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch import Tensor
 
+from looksam._json import json_safe
 from looksam.bench.runner import (
     Environment,
     RunConfig,
@@ -301,7 +302,7 @@ class DiagnosisResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict: tuples become lists, NaN and ±inf become None."""
-        data = _json_safe(asdict(self))
+        data = json_safe(asdict(self))
         data["verdict"] = self.verdict
         data["clearly_slower"] = self.clearly_slower
         return data  # type: ignore[no-any-return]
@@ -344,16 +345,6 @@ class DiagnosisResult:
         )
         fields["environment"] = Environment(**fields["environment"])
         return cls(**fields)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _nan_if_none(value: float | None) -> float:

@@ -8,6 +8,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 console = Console()
 err_console = Console(stderr=True)
@@ -33,3 +34,16 @@ def check_writable(path: Path | None, option: str) -> None:
         fail(f"{option} {path}: directory {parent} does not exist")
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         fail(f"{option} {path}: cannot write under {parent}")
+
+
+def training_progress() -> Progress:
+    """The bar of one training run: description, steps done, a status field, time left."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )

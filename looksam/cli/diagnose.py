@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from looksam.bench.diagnose import (
@@ -22,7 +21,7 @@ from looksam.bench.diagnose import (
 )
 from looksam.bench.workloads import WorkloadDataError
 from looksam.cli import _options as opt
-from looksam.cli._console import check_writable, console, fail
+from looksam.cli._console import check_writable, console, fail, training_progress
 from looksam.reports.diagnose_html import render_diagnosis_html
 
 #: Where the page goes when --html is not given (git-ignored generated output).
@@ -130,14 +129,7 @@ def diagnose(
     # The default folder is created only after training; until then its parent must be writable.
     check_writable(html_path.parent if make_html_dir else html_path, "--html")
     check_writable(json_path, "--json")
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
+    with training_progress() as progress:
         task = progress.add_task(f"SAM on {workload}", total=config.steps, status="")
 
         def report(step: int, total: int, loss: float) -> None:

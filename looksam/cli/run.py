@@ -18,7 +18,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from looksam.bench.distributed import (
@@ -40,7 +39,14 @@ from looksam.bench.runner import (
 )
 from looksam.bench.workloads import WorkloadDataError, list_workloads
 from looksam.cli import _options as opt
-from looksam.cli._console import USAGE_ERROR, check_writable, console, err_console, fail
+from looksam.cli._console import (
+    USAGE_ERROR,
+    check_writable,
+    console,
+    err_console,
+    fail,
+    training_progress,
+)
 
 #: Options ``--nproc`` does not hand on to the ranks it starts (they get the result path by env).
 _NOT_FORWARDED = frozenset({"nproc", "json_path"})
@@ -185,14 +191,7 @@ def run(
         _launch_locally(ctx, nproc, json_path)
         return
     result_file = os.environ.get(RESULT_FILE_VARIABLE) if launch is not None else None
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
+    with training_progress() as progress:
         task = progress.add_task(f"{optimizer} on {workload}", total=None, status="")
 
         def report(step: int, total: int, record: EpochRecord | None) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
+from looksam._json import json_safe
 from looksam.reports.grid import GridCell, GridTable, grid_tables
 from looksam.reports.model import StudyData, SweepData, TrialPoint
 from looksam.reports.svg import (
@@ -237,22 +238,9 @@ def _trial_title(t: TrialPoint, on_front: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe copy: tuples → lists, NaN/inf → null, unknown objects → their str()."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return str(value)
-
-
 def _json_script(element_id: str, payload: Any) -> str:
     """Embed data as JSON; '<', '>' and '&' are \\u-escaped so '</script>' cannot end it early."""
-    text = json.dumps(_clean(payload), separators=(",", ":"), allow_nan=False)
+    text = json.dumps(json_safe(payload), separators=(",", ":"), allow_nan=False)
     text = text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
     return f'<script type="application/json" id="{element_id}">{text}</script>\n'
 
@@ -775,7 +763,7 @@ def _environment_section(data: SweepData) -> str:
         if runs
         else '<p class="note">No completed trial.</p>'
     )
-    spec = json.dumps(_clean(data.spec), indent=2, ensure_ascii=False)
+    spec = json.dumps(json_safe(data.spec), indent=2, ensure_ascii=False)
     return (
         '<section id="environment"><h2>Environment</h2>'
         f"<dl>{dl}</dl><h3>MLflow runs of the best trials</h3>"
