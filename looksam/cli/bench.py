@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import statistics
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +13,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from looksam.bench.runner import AMP_MODES
+from looksam.bench.scaling import ScalingRow, ScalingSpec, measure_scaling
 from looksam.bench.suite import (
     DEFAULT_OPTIMIZERS,
     Baseline,
@@ -60,6 +63,48 @@ def _measure(spec: SuiteSpec) -> BenchReport:
             fail(str(error))
 
 
+def build_scaling_table(spec: ScalingSpec, rows: list[ScalingRow]) -> Table:
+    """Global samples/s with 1 and N processes, each rank's share, and the efficiency."""
+    table = Table(
+        title=(
+            f"Data-parallel scaling on {spec.workload} (global batch {spec.batch_size}, "
+            f"{spec.nproc} processes vs 1, {spec.device}, median of {spec.repeats} pairs)"
+        ),
+        title_justify="left",
+        caption="efficiency = samples/s with N processes ÷ (N × samples/s with one); 1.00 is "
+        "linear scaling",
+        caption_justify="left",
+    )
+    for column in ("optimizer", "1 process", f"{spec.nproc} processes", "per rank", "efficiency"):
+        table.add_column(column, justify="left" if column == "optimizer" else "right")
+    for row in rows:
+        table.add_row(
+            row.optimizer,
+            f"{statistics.median(row.single):,.0f}",
+            f"{statistics.median(row.parallel):,.0f}",
+            " / ".join(f"{v:,.0f}" for v in row.per_rank),
+            f"{row.efficiency:.2f}",
+        )
+    return table
+
+
+def _scaling(spec: ScalingSpec, json_path: Path | None) -> None:
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"1 vs {spec.nproc} processes", total=None)
+        try:
+            rows = measure_scaling(
+                spec,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        except RuntimeError as error:
+            fail(f"a scaling run failed: {error}")
+    console.print(build_scaling_table(spec, rows))
+    if json_path is not None:
+        payload = {"spec": dataclasses.asdict(spec), "rows": [row.to_dict() for row in rows]}
+        json_path.write_text(json.dumps(payload, indent=2) + "\n")
+        console.print(f"wrote {json_path}")
+
+
 def bench(
     workload: opt.Workload = "synthetic-mlp",
     optimizer: Annotated[
@@ -73,6 +118,19 @@ def bench(
     rounds: Annotated[int, typer.Option(help="Paired rounds; ratios are their median.")] = 20,
     data_dir: opt.DataDir = None,
     json_path: opt.JsonOut = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            help="Measure data-parallel scaling instead: N processes under torchrun against one "
+            "(per-rank samples/s and efficiency).",
+        ),
+    ] = None,
+    steps: Annotated[
+        int, typer.Option(help="With --nproc: training steps per run (warm-up excluded).")
+    ] = 200,
+    repeats: Annotated[
+        int, typer.Option(help="With --nproc: alternating 1-process / N-process pairs.")
+    ] = 3,
 ) -> None:
     """Time a training step of each optimizer against its base on one workload (speed only).
 
@@ -80,7 +138,31 @@ def bench(
     ratios, so drift on a shared machine cancels. [bold]floor[/] is the forward-backward passes
     per step (SAM 2, k-step variants 1 + 1/k); [bold]overhead[/] is what the optimizer's own
     arithmetic costs beyond it, in steps of the base optimizer.
+
+    With [bold]--nproc N[/] it measures data-parallel scaling instead: each optimizer trains
+    --steps steps as one process and as N processes under torchrun (the global batch split N
+    ways), alternately, --repeats times, and reports global and per-rank samples/s and the
+    efficiency, samples/s with N ÷ (N × samples/s with one).
     """
+    if nproc is not None:
+        try:
+            get_workload_info(workload)
+            scaling = ScalingSpec(
+                workload=workload,
+                optimizers=tuple(optimizer or ("sgd", "looksam")),
+                nproc=nproc,
+                batch_size=batch_size or 1024,
+                steps=steps,
+                repeats=repeats,
+                k=k,
+                device=device,
+                data_dir=str(data_dir) if data_dir else None,
+            )
+        except ValueError as error:
+            fail(str(error))
+        check_writable(json_path, "--json")
+        _scaling(scaling, json_path)
+        return
     names = tuple(optimizer or DEFAULT_OPTIMIZERS)
     try:
         get_workload_info(workload)
