@@ -86,12 +86,29 @@ def _varied(trials: tuple[TrialPoint, ...]) -> dict[str, list[Any]]:
     return varied
 
 
-def _axes(study: StudyData) -> tuple[str, str | None, dict[str, list[Any]]] | None:
+def _grid_names(spec: dict[str, Any], optimizer: str) -> set[str] | None:
+    """The dimensions the spec's grid lists for ``optimizer`` (None: the spec does not say).
+
+    Values derived from them — a learning rate scaled with the batch size — vary too, but are
+    not axes of the grid.
+    """
+    spaces = spec.get("spaces")
+    dims = spaces.get(optimizer) if isinstance(spaces, dict) else None
+    if not isinstance(dims, list | tuple):
+        return None
+    return {d["name"] for d in dims if isinstance(d, dict) and "name" in d}
+
+
+def _axes(
+    study: StudyData, names: set[str] | None = None
+) -> tuple[str, str | None, dict[str, list[Any]]] | None:
     varied = _varied(study.complete)
+    if names is not None:
+        varied = {name: values for name, values in varied.items() if name in names}
     if not 1 <= len(varied) <= 2 or any(len(v) > MAX_GRID_VALUES for v in varied.values()):
         return None
-    names = sorted(varied, key=lambda n: (ROW_ORDER.index(n) if n in ROW_ORDER else 99, n))
-    return names[0], (names[1] if len(names) > 1 else None), varied
+    order = sorted(varied, key=lambda n: (ROW_ORDER.index(n) if n in ROW_ORDER else 99, n))
+    return order[0], (order[1] if len(order) > 1 else None), varied
 
 
 def _label(optimizer: str) -> str:
@@ -108,7 +125,7 @@ def grid_tables(data: SweepData) -> list[GridTable]:
     """
     if data.spec.get("sampler") != "grid":
         return []
-    axes = {s.optimizer: _axes(s) for s in data.studies}
+    axes = {s.optimizer: _axes(s, _grid_names(data.spec, s.optimizer)) for s in data.studies}
     one_d: dict[str, list[StudyData]] = {}
     for study in data.studies:
         found = axes[study.optimizer]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -75,6 +76,21 @@ def test_a_two_parameter_grid_with_pooled_seeds_and_references() -> None:
     assert ref[10].accuracy is not None
     assert ref[10].accuracy.mean == pytest.approx(0.82)
     assert set(grid.constants) == {"SAM"}
+
+
+def test_a_value_derived_from_a_grid_axis_is_not_an_axis() -> None:
+    # lr scaled with the batch size varies with it, but only batch_size is on the grid
+    trials = [_trial("sgd", i, (0.9,), 1.0, batch_size=b, lr=0.1 * b / 256)
+              for i, b in enumerate((256, 1024))]  # fmt: skip
+    data = dataclasses.replace(
+        _data(_study("sgd", *trials)),
+        spec={
+            "sampler": "grid",
+            "spaces": {"sgd": [{"name": "batch_size", "choices": [256, 1024]}]},
+        },
+    )
+    (table,) = grid_tables(data)
+    assert (table.row_param, table.col_param) == ("batch_size", "optimizer")
 
 
 def test_one_parameter_grids_share_a_table_by_optimizer() -> None:
