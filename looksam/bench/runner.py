@@ -72,6 +72,7 @@ class RunConfig:
     compile: bool = False
     channels_last: bool = False
     warmup_fraction: float = 0.05  # of all steps, linear LR warm-up before the cosine decay
+    rho_warmup_fraction: float = 0.0  # of all steps, ρ ramped linearly from 0 (large batches)
     grad_clip: float | None = None
     timing_warmup_steps: int = 5
     data_dir: str | None = None
@@ -261,6 +262,10 @@ def validate_config(config: RunConfig, world_size: int = 1) -> None:
         raise ValueError(f"grad clip must be > 0, got {config.grad_clip}")
     if not 0.0 <= config.warmup_fraction < 1.0:
         raise ValueError(f"warmup fraction must be in [0, 1), got {config.warmup_fraction}")
+    if not 0.0 <= config.rho_warmup_fraction < 1.0:
+        raise ValueError(
+            f"rho warm-up fraction must be in [0, 1), got {config.rho_warmup_fraction}"
+        )
     if config.timing_warmup_steps < 0:
         raise ValueError(f"timing warm-up steps must be >= 0, got {config.timing_warmup_steps}")
     if info.needs_data_dir and config.data_dir is None:
@@ -364,6 +369,10 @@ class TrainingSession:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _warmup_cosine(self.total_steps, config.warmup_fraction)
         )
+        # Large-batch recipe: ρ grows linearly from 0 so early, large steps are not perturbed
+        # at full radius; the optimizer reads ``rho`` on every look step.
+        self.rho_target = self.sam.rho if self.sam is not None else 0.0
+        self.rho_warmup_steps = int(self.total_steps * config.rho_warmup_fraction)
         self.scaler = torch.amp.GradScaler(self.device.type) if config.amp == "fp16" else None
         if config.grad_clip is not None:
             clip = config.grad_clip
@@ -392,6 +401,8 @@ class TrainingSession:
         """One optimizer step on one batch; returns the first pass's loss (detached)."""
         x = self._prepare_input(x)
         sam = self.sam
+        if sam is not None and self.rho_warmup_steps:
+            sam.rho = self.rho_target * min(1.0, (sam.steps_done + 1) / self.rho_warmup_steps)
 
         def closure() -> Tensor:
             self.optimizer.zero_grad(set_to_none=True)

@@ -131,6 +131,15 @@ def run(
     ] = False,
     channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = False,
     grad_clip: Annotated[float | None, typer.Option(help="Clip the gradient norm.")] = None,
+    warmup: Annotated[
+        float, typer.Option(help="Share of steps with linear LR warm-up, in [0, 1).")
+    ] = RunConfig.warmup_fraction,
+    rho_warmup: Annotated[
+        float,
+        typer.Option(
+            help="Share of steps over which ρ ramps up from 0, in [0, 1) (large batches)."
+        ),
+    ] = 0.0,
     data_dir: opt.DataDir = None,
     json_path: opt.JsonOut = None,
     perturbation: opt.Perturbation = "global",
@@ -174,6 +183,8 @@ def run(
         compile=compile_model,
         channels_last=channels_last,
         grad_clip=grad_clip,
+        warmup_fraction=warmup,
+        rho_warmup_fraction=rho_warmup,
         data_dir=str(data_dir) if data_dir is not None else None,
         perturbation=perturbation,
         replica_check_every=replica_check_every,

@@ -86,6 +86,7 @@ class SweepSpec:
     lr_scaling: str = "none"
     reference_batch_size: int | None = None
     warmup_fraction: float | None = None  # None: the runner's default linear LR warm-up
+    rho_warmup_fraction: float = 0.0  # share of steps over which ρ ramps up from 0
     storage: str = DEFAULT_STORAGE
     tracking_uri: str | None = DEFAULT_TRACKING_URI  # None: no MLflow
     source: str | None = None  # the file it came from
@@ -384,7 +385,9 @@ def parse_spec(
 
     raw_scaling = _table(where, data, "lr_scaling")
     _check_keys(
-        f"{where} [lr_scaling]", raw_scaling, {"rule", "reference_batch_size", "warmup_fraction"}
+        f"{where} [lr_scaling]",
+        raw_scaling,
+        {"rule", "reference_batch_size", "warmup_fraction", "rho_warmup_fraction"},
     )
     rule = raw_scaling.get("rule", "none")
     if rule not in LR_SCALING:
@@ -399,15 +402,8 @@ def parse_spec(
             f"reference_batch_size must be an integer >= 1, got {ref_bs!r}",
         )
 
-    warmup = raw_scaling.get("warmup_fraction")
-    if (
-        warmup is not None
-        and not 0 <= _number(f"{where} [lr_scaling]", warmup, "warmup_fraction") < 1
-    ):
-        raise _fail(
-            f"{where} [lr_scaling]",
-            f"warmup_fraction is the share of steps spent warming up, in [0, 1); got {warmup!r}",
-        )
+    warmup = _fraction(f"{where} [lr_scaling]", raw_scaling, "warmup_fraction")
+    rho_warmup = _fraction(f"{where} [lr_scaling]", raw_scaling, "rho_warmup_fraction")
 
     storage = overrides.pop("storage", None) or data.get("storage", DEFAULT_STORAGE)
     raw_tracking = _table(where, data, "tracking")
@@ -436,11 +432,22 @@ def parse_spec(
         pruner=pruner,
         lr_scaling=rule,
         reference_batch_size=ref_bs,
-        warmup_fraction=float(warmup) if warmup is not None else None,
+        warmup_fraction=warmup,
+        rho_warmup_fraction=rho_warmup or 0.0,
         storage=str(storage),
         tracking_uri=tracking_uri,
         source=source,
     )
+
+
+def _fraction(where: str, table: Mapping[str, Any], key: str) -> float | None:
+    """An optional share of the training steps, in [0, 1)."""
+    value = table.get(key)
+    if value is None:
+        return None
+    if not 0 <= _number(where, value, key) < 1:
+        raise _fail(where, f"{key} is a share of the training steps, in [0, 1); got {value!r}")
+    return float(value)
 
 
 def _check_grid(

@@ -369,6 +369,7 @@ def trial_configs(spec: SweepSpec, optimizer: str, params: dict[str, Any]) -> li
             amp=spec.workload.amp,
             data_dir=spec.workload.data_dir,
             warmup_fraction=warmup,
+            rho_warmup_fraction=spec.rho_warmup_fraction,
         )
         for seed in spec.seeds
     ]

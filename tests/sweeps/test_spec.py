@@ -171,14 +171,22 @@ def test_large_batch_recipe_reaches_every_run() -> None:
         {
             "optimizers": {"names": ["lamb", "layerlooksam"], "base": "lamb"},
             "fixed": {"layerlooksam": {"lr": 0.004}},
-            "lr_scaling": {"rule": "sqrt", "reference_batch_size": 256, "warmup_fraction": 0.1},
+            "lr_scaling": {
+                "rule": "sqrt",
+                "reference_batch_size": 256,
+                "warmup_fraction": 0.1,
+                "rho_warmup_fraction": 0.2,
+            },
             "budget": {"seeds": 2},
         }
     )
     runs = trial_configs(spec, "layerlooksam", {"batch_size": 4096})
     assert [r.seed for r in runs] == [0, 1]
     assert all(r.warmup_fraction == 0.1 for r in runs)
+    assert all(r.rho_warmup_fraction == 0.2 for r in runs)
     assert runs[0].lr == pytest.approx(0.004 * 4)  # √(4096 / 256) = 4
     assert runs[0].base == "lamb"
-    with pytest.raises(SpecError, match=r"warmup_fraction .* in \[0, 1\)"):
+    with pytest.raises(SpecError, match=r"warmup_fraction is a share .* in \[0, 1\)"):
         parse_spec({"lr_scaling": {"warmup_fraction": 1.0}})
+    with pytest.raises(SpecError, match="rho_warmup_fraction"):
+        parse_spec({"lr_scaling": {"rho_warmup_fraction": -0.1}})
