@@ -1,9 +1,11 @@
 """Data-parallel scaling: samples/s of N processes against N × one process, per optimizer.
 
-Each measurement is a fresh ``looksam-bench run`` (the one training loop, warm-up excluded), the
-N-process one launched under torchrun, so what is timed is exactly what users train with. One
-process and N processes alternate, ``repeats`` times each, and the efficiency is the median of
-the per-pair ratios: drift on a shared machine hits both sides of a pair alike.
+Every measurement is the one training loop (warm-up excluded), so what is timed is what users
+train with. From a single process, both sides are fresh ``looksam-bench run`` processes, the
+N-process one under torchrun; inside a torchrun launch, the launch itself is the N-process side
+and rank 0 starts the one-process runs. One and N processes alternate, ``repeats`` times each,
+and the efficiency is the median of the per-pair ratios: drift on a shared machine hits both
+sides of a pair alike.
 """
 
 from __future__ import annotations
@@ -14,17 +16,23 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from looksam.bench.distributed import check_global_batch, threads_per_rank
-from looksam.bench.runner import RunResult
+from looksam.bench.distributed import (
+    LAUNCH_VARIABLES,
+    check_global_batch,
+    init_distributed,
+    threads_per_rank,
+)
+from looksam.bench.runner import RunConfig, RunResult, resolve_device, run_training
 from looksam.optim import get_optimizer_info
 
 #: Long enough that every workload runs its ``steps`` in one go (max_steps stops it).
 _EPOCHS = 1_000_000
+K_STEP_OPTIMIZERS = ("samk", "looksam", "layerlooksam")
 
 
 @dataclass(frozen=True)
@@ -91,7 +99,7 @@ def run_command(spec: ScalingSpec, optimizer: str, nproc: int, json_path: Path) 
         "-b", str(spec.batch_size), "--epochs", str(_EPOCHS), "--max-steps", str(spec.steps),
         "--device", spec.device, "--json", str(json_path),
     ]  # fmt: skip
-    if optimizer in ("samk", "looksam", "layerlooksam"):
+    if optimizer in K_STEP_OPTIMIZERS:
         command += ["--k", str(spec.k)]
     if spec.data_dir is not None:
         command += ["--data-dir", spec.data_dir]
@@ -100,13 +108,64 @@ def run_command(spec: ScalingSpec, optimizer: str, nproc: int, json_path: Path) 
     return command
 
 
+Measure = Callable[[str], RunResult | None]  # one run of an optimizer (None: not this rank's)
+
+
+def _collect(
+    spec: ScalingSpec,
+    single: Measure,
+    parallel: Measure,
+    progress: Callable[[int, int], None] | None,
+) -> list[ScalingRow]:
+    """Alternate one-process and N-process runs, ``repeats`` pairs per optimizer."""
+    total = len(spec.optimizers) * spec.repeats * 2
+    done = 0
+    rows = []
+    for optimizer in spec.optimizers:
+        pairs: list[tuple[RunResult, RunResult]] = []
+        for _ in range(spec.repeats):
+            one = single(optimizer)
+            many = parallel(optimizer)
+            if one is not None and many is not None:
+                pairs.append((one, many))
+            done += 2
+            if progress is not None:
+                progress(done, total)
+        if not pairs:
+            continue  # a rank other than 0: it took part, rank 0 reports
+        per_rank = tuple(
+            statistics.median(m.per_rank_samples_per_second[i] for _, m in pairs)
+            for i in range(spec.nproc)
+        )
+        rows.append(
+            ScalingRow(
+                optimizer,
+                spec.nproc,
+                tuple(o.samples_per_second for o, _ in pairs),
+                tuple(m.samples_per_second for _, m in pairs),
+                per_rank,
+            )
+        )
+    return rows
+
+
+def _launched_run(spec: ScalingSpec, nproc: int, env: dict[str, str], launch: Launcher) -> Measure:
+    def measure(optimizer: str) -> RunResult:
+        with tempfile.TemporaryDirectory(prefix="looksam-scaling.") as folder:
+            out = Path(folder) / "run.json"
+            launch(run_command(spec, optimizer, nproc, out), env)
+            return RunResult.from_dict(json.loads(out.read_text()))
+
+    return measure
+
+
 def measure_scaling(
     spec: ScalingSpec,
     *,
     progress: Callable[[int, int], None] | None = None,
     launch: Launcher = _run_command,
 ) -> list[ScalingRow]:
-    """Alternate one-process and N-process runs of each optimizer; one row per optimizer.
+    """From one process: alternate fresh one-process and N-process (torchrun) runs per optimizer.
 
     The one-process run keeps every core's threads; the N ranks share them
     (``OMP_NUM_THREADS`` = cores ÷ N unless set), as ``run --nproc`` does.
@@ -114,33 +173,67 @@ def measure_scaling(
     Raises:
         RuntimeError: a run failed (its last output line says why).
     """
-    total = len(spec.optimizers) * spec.repeats * 2
-    done = 0
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="looksam-scaling.") as folder:
-        out = Path(folder) / "run.json"
-        for optimizer in spec.optimizers:
-            single: list[float] = []
-            parallel: list[float] = []
-            ranks: list[Sequence[float]] = []
-            for _ in range(spec.repeats):
-                for nproc in (1, spec.nproc):
-                    env = dict(os.environ)
-                    if nproc > 1:
-                        env.setdefault("OMP_NUM_THREADS", str(threads_per_rank(nproc)))
-                    launch(run_command(spec, optimizer, nproc, out), env)
-                    result = RunResult.from_dict(json.loads(out.read_text()))
-                    out.unlink()
-                    if nproc == 1:
-                        single.append(result.samples_per_second)
-                    else:
-                        parallel.append(result.samples_per_second)
-                        ranks.append(result.per_rank_samples_per_second)
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-            per_rank = tuple(statistics.median(r[i] for r in ranks) for i in range(spec.nproc))
-            rows.append(
-                ScalingRow(optimizer, spec.nproc, tuple(single), tuple(parallel), per_rank)
-            )
-    return rows
+    env = dict(os.environ)
+    parallel_env = {**env, "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS") or str(
+        threads_per_rank(spec.nproc)
+    )}  # fmt: skip
+    return _collect(
+        spec,
+        _launched_run(spec, 1, env, launch),
+        _launched_run(spec, spec.nproc, parallel_env, launch),
+        progress,
+    )
+
+
+def _standalone_env() -> dict[str, str]:
+    """This environment without torchrun's variables (and its one-thread default)."""
+    prefixes = ("MASTER_", "TORCHELASTIC_", "GROUP_", "ROLE_")
+    dropped = {*LAUNCH_VARIABLES, "LOCAL_WORLD_SIZE", "OMP_NUM_THREADS"}
+    return {k: v for k, v in os.environ.items() if k not in dropped and not k.startswith(prefixes)}
+
+
+def measure_scaling_under_torchrun(
+    spec: ScalingSpec,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    launch: Launcher = _run_command,
+) -> list[ScalingRow]:
+    """Inside a torchrun launch of ``spec.nproc`` processes: this launch is the N-process side.
+
+    Every rank trains the N-process runs together (DDP, as ``run`` under torchrun); for the
+    one-process side rank 0 starts a fresh process outside the launch while the others wait.
+    Rank 0 returns the rows; the other ranks return an empty list.
+    """
+    context = init_distributed(resolve_device(spec.device))
+    if context is None or context.world_size != spec.nproc:
+        raise ValueError(f"expected to run inside a torchrun launch of {spec.nproc} processes")
+    single_run = _launched_run(spec, 1, _standalone_env(), launch)
+
+    def single(optimizer: str) -> RunResult | None:
+        result = single_run(optimizer) if context.is_main else None
+        context.barrier()  # the other ranks sit idle until rank 0's lone run is over
+        return result
+
+    def parallel(optimizer: str) -> RunResult | None:
+        result = run_training(parallel_config(spec, optimizer))
+        return result if context.is_main else None
+
+    try:
+        return _collect(spec, single, parallel, progress)
+    finally:
+        context.teardown()
+
+
+def parallel_config(spec: ScalingSpec, optimizer: str) -> RunConfig:
+    """The configuration ``run_command`` describes, for a run inside this process."""
+    k_step = optimizer in K_STEP_OPTIMIZERS
+    return RunConfig(
+        workload=spec.workload,
+        optimizer=optimizer,
+        hyperparameters={"k": spec.k} if k_step else {},
+        batch_size=spec.batch_size,
+        epochs=_EPOCHS,
+        max_steps=spec.steps,
+        device=spec.device,
+        data_dir=spec.data_dir,
+    )

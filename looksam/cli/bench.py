@@ -12,8 +12,14 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
+from looksam.bench.distributed import launch_from_env
 from looksam.bench.runner import AMP_MODES
-from looksam.bench.scaling import ScalingRow, ScalingSpec, measure_scaling
+from looksam.bench.scaling import (
+    ScalingRow,
+    ScalingSpec,
+    measure_scaling,
+    measure_scaling_under_torchrun,
+)
 from looksam.bench.suite import (
     DEFAULT_OPTIMIZERS,
     Baseline,
@@ -26,7 +32,7 @@ from looksam.bench.suite import (
 )
 from looksam.bench.workloads import WorkloadDataError, get_workload_info
 from looksam.cli import _options as opt
-from looksam.cli._console import check_writable, console, fail
+from looksam.cli._console import check_writable, console, err_console, fail
 
 
 def build_bench_table(report: BenchReport) -> Table:
@@ -88,16 +94,19 @@ def build_scaling_table(spec: ScalingSpec, rows: list[ScalingRow]) -> Table:
     return table
 
 
-def _scaling(spec: ScalingSpec, json_path: Path | None) -> None:
+def _scaling(spec: ScalingSpec, json_path: Path | None, under_torchrun: bool) -> None:
+    measure = measure_scaling_under_torchrun if under_torchrun else measure_scaling
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"1 vs {spec.nproc} processes", total=None)
         try:
-            rows = measure_scaling(
+            rows = measure(
                 spec,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
             )
-        except RuntimeError as error:
+        except (RuntimeError, ValueError, WorkloadDataError) as error:
             fail(f"a scaling run failed: {error}")
+    if not rows:
+        return  # a rank other than 0 under torchrun: rank 0 reports
     console.print(build_scaling_table(spec, rows))
     if json_path is not None:
         payload = {"spec": dataclasses.asdict(spec), "rows": [row.to_dict() for row in rows]}
@@ -142,15 +151,26 @@ def bench(
     With [bold]--nproc N[/] it measures data-parallel scaling instead: each optimizer trains
     --steps steps as one process and as N processes under torchrun (the global batch split N
     ways), alternately, --repeats times, and reports global and per-rank samples/s and the
-    efficiency, samples/s with N ÷ (N × samples/s with one).
+    efficiency, samples/s with N ÷ (N × samples/s with one). Launched by torchrun itself
+    (torchrun --nproc-per-node N -m looksam bench ..., one node or several) it does the same
+    with the launch as the N-process side; rank 0 runs the one-process side on its own.
     """
-    if nproc is not None:
+    try:
+        launch = launch_from_env()
+    except ValueError as error:
+        fail(str(error))
+    under_torchrun = launch is not None and launch.world_size > 1
+    if under_torchrun and nproc is not None:
+        fail("--nproc starts torchrun itself: under torchrun leave it out")
+    if under_torchrun or nproc is not None:
+        if launch is not None and launch.rank != 0:
+            console.quiet = err_console.quiet = True  # rank 0 reports
         try:
             get_workload_info(workload)
             scaling = ScalingSpec(
                 workload=workload,
                 optimizers=tuple(optimizer or ("sgd", "looksam")),
-                nproc=nproc,
+                nproc=launch.world_size if under_torchrun and launch is not None else nproc or 0,
                 batch_size=batch_size or 1024,
                 steps=steps,
                 repeats=repeats,
@@ -161,7 +181,7 @@ def bench(
         except ValueError as error:
             fail(str(error))
         check_writable(json_path, "--json")
-        _scaling(scaling, json_path)
+        _scaling(scaling, json_path, under_torchrun)
         return
     names = tuple(optimizer or DEFAULT_OPTIMIZERS)
     try:

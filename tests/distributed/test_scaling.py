@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,7 @@ def test_k_goes_only_to_the_k_step_variants() -> None:
         (["--nproc", "2", "-b", "255"], "does not divide by the 2 processes"),
         (["--nproc", "2", "-o", "adagrad"], "unknown optimizer 'adagrad'"),
         (["--nproc", "2", "--repeats", "0"], "repeats must be at least 1"),
+        (["--nproc", "2", "-w", "imagenet-9000"], "unknown workload"),
     ],
 )
 def test_bad_scaling_requests_exit_2(args: list[str], needle: str) -> None:
@@ -92,4 +95,22 @@ def test_two_processes_against_one_end_to_end(
     assert row["optimizer"] == "looksam"
     assert len(row["per_rank"]) == 2
     assert all(v > 0 for v in row["per_rank"])
+    assert row["efficiency"] == pytest.approx(row["parallel"][0] / (2 * row["single"][0]))
+
+
+def test_bench_launched_by_torchrun_measures_its_own_launch(tmp_path: Path) -> None:
+    out = tmp_path / "scaling.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         "-m", "looksam", "bench", "-w", "synthetic-mlp", "-o", "sgd", "-b", "128",
+         "--steps", "12", "--repeats", "1", "--device", "cpu", "--json", str(out)],
+        capture_output=True, text=True, timeout=180, check=False,
+        env={**os.environ, **loopback_env(), "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("Data-parallel scaling") == 1  # rank 0 alone reports
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["nproc"] == 2
+    assert len(row["per_rank"]) == 2
+    assert row["single"][0] > 0
     assert row["efficiency"] == pytest.approx(row["parallel"][0] / (2 * row["single"][0]))
