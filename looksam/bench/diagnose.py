@@ -35,7 +35,7 @@ from looksam.bench.runner import (
     environment,
     validate_config,
 )
-from looksam.optim import frozen_bn_stats, get_optimizer_info
+from looksam.optim import get_optimizer_info
 
 T = TypeVar("T")
 
@@ -453,8 +453,8 @@ def run_diagnosis(
 ) -> DiagnosisResult:
     """Train with SAM and measure how fast g, g_s and g_v drift, at every lag k in the config.
 
-    Each step runs SAM's two passes through ``optimizer.step(closure)``, as the runner does; the
-    closure keeps a flat copy of the gradient after each backward pass (g, then g_s). Memory is
+    Each step is the runner's own ``train_step`` with SAM (two passes every step); after each
+    backward pass a flat copy of the gradient is kept (g, then g_s). Memory is
     bounded: per vector a ring buffer holds only the last max(k) + 1 flat copies, i.e.
     3·(max(k) + 1) gradient-sized vectors on the training device, never the whole history.
 
@@ -467,10 +467,8 @@ def run_diagnosis(
     to then is kept.
     """
     session = TrainingSession(config.run_config())
-    sam = session.sam
-    assert sam is not None  # optimizer "sam" always builds a SAM-family wrapper
-    model, workload = session.model, session.workload
-    params = [p for p in model.parameters() if p.requires_grad]
+    workload = session.workload
+    params = [p for p in session.model.parameters() if p.requires_grad]
     history: dict[str, RingBuffer[_Snapshot]] = {
         name: RingBuffer(max(config.ks) + 1) for name in VECTORS
     }
@@ -480,25 +478,17 @@ def run_diagnosis(
     }
     losses: list[float] = []
     captured: list[Tensor] = []
-    batch: list[Tensor] = []
 
-    def closure() -> Tensor:
-        x, y = batch
-        sam.zero_grad(set_to_none=True)
-        with frozen_bn_stats(model, enabled=sam.in_second_pass):
-            loss = workload.loss(session.forward(x), y)
-        loss.backward()
+    def capture() -> None:  # after each backward pass: g, then g_s (SAM looks every step)
         captured.append(_flat_gradient(params))
-        return loss.detach()
 
     status, message = "ok", ""
     batches = session.batches()
     start = time.perf_counter()
     for step in range(config.steps):
-        batch[:] = next(batches)
+        x, y = next(batches)
         captured.clear()
-        loss = float(sam.step(closure))
-        session.scheduler.step()
+        loss = float(session.train_step(x, y, after_backward=capture))
         if not math.isfinite(loss):
             status, message = "diverged", f"non-finite training loss at step {step}"
             break

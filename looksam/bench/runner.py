@@ -397,8 +397,15 @@ class TrainingSession:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def train_step(self, x: Tensor, y: Tensor) -> Tensor:
-        """One optimizer step on one batch; returns the first pass's loss (detached)."""
+    def train_step(
+        self, x: Tensor, y: Tensor, after_backward: Callable[[], None] | None = None
+    ) -> Tensor:
+        """One optimizer step on one batch; returns the first pass's loss (detached).
+
+        ``after_backward`` runs after every backward pass (g, then g_s on a look step), when
+        the parameters' ``.grad`` hold that pass's gradient: measurements such as ``diagnose``
+        read them there instead of re-implementing the step.
+        """
         x = self._prepare_input(x)
         sam = self.sam
         if sam is not None and self.rho_warmup_steps:
@@ -420,6 +427,8 @@ class TrainingSession:
                 else:
                     loss.backward()
             self.passes += 1
+            if after_backward is not None:
+                after_backward()
             return loss.detach()
 
         if self.scaler is None:
