@@ -25,7 +25,6 @@ from looksam.bench.distributed import (
     LAUNCH_VARIABLES,
     check_global_batch,
     init_distributed,
-    threads_per_rank,
 )
 from looksam.bench.runner import RunConfig, RunResult, resolve_device, run_training
 from looksam.optim import get_optimizer_info
@@ -173,14 +172,11 @@ def measure_scaling(
     Raises:
         RuntimeError: a run failed (its last output line says why).
     """
-    env = dict(os.environ)
-    parallel_env = {**env, "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS") or str(
-        threads_per_rank(spec.nproc)
-    )}  # fmt: skip
+    env = dict(os.environ)  # `run --nproc` itself gives each rank its share of the threads
     return _collect(
         spec,
         _launched_run(spec, 1, env, launch),
-        _launched_run(spec, spec.nproc, parallel_env, launch),
+        _launched_run(spec, spec.nproc, env, launch),
         progress,
     )
 

@@ -159,7 +159,8 @@ def bench(
         launch = launch_from_env()
     except ValueError as error:
         fail(str(error))
-    under_torchrun = launch is not None and launch.world_size > 1
+    world = launch.world_size if launch is not None else 1
+    under_torchrun = world > 1
     if under_torchrun and nproc is not None:
         fail("--nproc starts torchrun itself: under torchrun leave it out")
     if under_torchrun or nproc is not None:
@@ -170,7 +171,7 @@ def bench(
             scaling = ScalingSpec(
                 workload=workload,
                 optimizers=tuple(optimizer or ("sgd", "looksam")),
-                nproc=launch.world_size if under_torchrun and launch is not None else nproc or 0,
+                nproc=world if under_torchrun else int(nproc or 0),
                 batch_size=batch_size or 1024,
                 steps=steps,
                 repeats=repeats,

@@ -15,6 +15,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from looksam.reports.findings import NAMES
 from looksam.reports.model import StudyData, SweepData, TrialPoint
 from looksam.reports.stats import MeanCI, mean_ci
 
@@ -112,8 +113,6 @@ def _axes(
 
 
 def _label(optimizer: str) -> str:
-    from looksam.reports.findings import NAMES
-
     return NAMES.get(optimizer, optimizer)
 
 
@@ -163,12 +162,12 @@ def grid_tables(data: SweepData) -> list[GridTable]:
             )
         )
     for row, studies in one_d.items():
-        values = sorted({v for s in studies for v in _varied(s.complete)[row]}, key=_sort_key)
         cells = {
             (value, study.optimizer): cell
             for study in studies
             for value, cell in _one_d_cells(study, row).items()
         }
+        values = sorted({value for value, _ in cells}, key=_sort_key)
         names = ", ".join(s.optimizer for s in studies)
         tables.append(
             GridTable(
