@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
+#: The clock every timing here reads; a module attribute so tests can drive it deterministically.
+now: Callable[[], float] = time.perf_counter
+
 
 def synchronize(device: torch.device) -> None:
     """Wait for queued kernels so the clock measures finished work (no-op on CPU)."""
@@ -79,11 +82,11 @@ def time_relative(
         for name in order:
             step = contenders[name]
             synchronize(device)
-            start = time.perf_counter()
+            start = now()
             for _ in range(steps_per_round):
                 step()
             synchronize(device)
-            per_round[name].append((time.perf_counter() - start) / steps_per_round)
+            per_round[name].append((now() - start) / steps_per_round)
         if progress is not None:
             progress(r + 1)
     ref_times = per_round[reference]

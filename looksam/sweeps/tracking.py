@@ -24,7 +24,7 @@ import re
 import statistics
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -70,6 +70,9 @@ class TrialRecord:
     failure_reason: str | None  # "diverged" | "oom" | "interrupted" | "error: …" | None
     results: tuple[RunResult, ...]  # one per seed (empty if the trial failed before training)
     objective_values: tuple[float, ...] | None
+    #: Extra child-run tags and final metrics the sweep adds (stage, contention, paired speed).
+    tags: Mapping[str, str] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -485,6 +488,7 @@ def _trial_tags(record: TrialRecord, parent_run_id: str) -> dict[str, str]:
         messages = "; ".join(r.message for r in record.results if r.message)
         if messages:
             tags["looksam.message"] = messages
+    tags.update(record.tags)
     return tags
 
 
@@ -537,6 +541,7 @@ def _trial_metrics(record: TrialRecord) -> list[tuple[str, float, int, int]]:
     }
     for i, value in enumerate(record.objective_values or ()):
         finals[f"objective_{i}"] = value if math.isfinite(value) else None
+    finals.update({k: v if math.isfinite(v) else None for k, v in record.metrics.items()})
     end = max((stamp for *_, stamp in rows), default=0)
     rows.extend((key, v, 0, end) for key, v in finals.items() if v is not None)
     return rows
