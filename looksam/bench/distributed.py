@@ -1,4 +1,5 @@
-"""Data-parallel training under torchrun: launch detection, the process group, per-rank data.
+"""Data-parallel training under torchrun: launch detection, the process group, per-rank data,
+and local launches (``run --nproc N``, or a notebook calling :func:`launch_locally`).
 
 One run is split across ``WORLD_SIZE`` processes that each hold a full replica of the model and
 train on their own contiguous slice of every *global* batch (the configured batch size). Every
@@ -13,11 +14,16 @@ and hands :meth:`DistContext.average_` to LookSAM as its g_v hook in per-rank pe
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import re
+import signal
+import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -374,3 +380,66 @@ def launcher_failure(stderr: str, returncode: int) -> tuple[str, bool]:
         found = [m.group(1) for m in map(exception.match, lines) if m]
         cause = f" ({found[-1]})" if found else ""
     return f"distributed run failed: {who} {how}{cause}; no result was written", False
+
+
+class LaunchError(Exception):
+    """A local launch ended without a result; ``message`` is one line saying why.
+
+    ``users_fault`` is True when a rank rejected the input (bad option, missing data): the
+    caller's exit status 2, as the same mistake made without ``--nproc`` would give.
+    """
+
+    def __init__(self, message: str, users_fault: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.users_fault = users_fault
+
+
+def launch_locally(module_args: Sequence[str], nproc: int, json_path: Path | None) -> str:
+    """Run ``python -m looksam ARGS`` on ``nproc`` local ranks under torchrun; the run's status.
+
+    Rank 0 prints straight to our stdout and writes its result to a private file (named by
+    :data:`RESULT_FILE_VARIABLE`); only if every rank exits cleanly is that file moved to
+    ``json_path``, so a JSON there always means a run every rank finished. The launcher's stderr
+    is kept: on failure it holds torchrun's traceback, which becomes :class:`LaunchError`'s one
+    line; on success it is passed on (the ranks' warnings, if any).
+
+    Args:
+        module_args: the command line for ``python -m looksam`` (e.g. ``["run", "-w", ...]``).
+        nproc: local processes to start.
+        json_path: where the result goes (None: nowhere); its folder holds the partial file.
+
+    Returns:
+        The ``status`` of rank 0's result ("ok", "diverged", ...).
+
+    Raises:
+        LaunchError: a rank failed, or none wrote a result.
+        KeyboardInterrupt: after the launcher has stopped its ranks; no result was written.
+    """
+    command = local_launch_command(nproc, module_args)
+    folder = json_path.parent if json_path is not None else None
+    handle, partial_name = tempfile.mkstemp(prefix=".looksam-run.", suffix=".partial", dir=folder)
+    os.close(handle)
+    partial = Path(partial_name)
+    partial.unlink()  # rank 0 creates it only once training has finished
+    env = dict(os.environ)
+    env[RESULT_FILE_VARIABLE] = str(partial)
+    env.setdefault("OMP_NUM_THREADS", str(threads_per_rank(nproc)))
+    try:
+        launcher = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            _, stderr = launcher.communicate()
+        except KeyboardInterrupt:  # torchrun stops its ranks on SIGINT too; wait for that
+            launcher.send_signal(signal.SIGINT)
+            launcher.communicate()
+            raise
+        if launcher.returncode != 0 or not partial.exists():
+            message, users_fault = launcher_failure(stderr, launcher.returncode)
+            raise LaunchError(message, users_fault)
+        sys.stderr.write(stderr)  # the ranks' warnings, if any: nothing failed
+        status = str(json.loads(partial.read_text())["status"])
+        if json_path is not None:
+            os.replace(partial, json_path)
+        return status
+    finally:
+        partial.unlink(missing_ok=True)

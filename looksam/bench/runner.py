@@ -126,6 +126,10 @@ class RunResult:
     time_to_target_seconds: float | None
     history: tuple[EpochRecord, ...]
     environment: Environment
+    #: Step at whose epoch end the target was first reached (None: never, or no target).
+    target_step: int | None = None
+    #: Per-step wall-clock after warm-up, plain and look steps apart (see :class:`StepTimes`).
+    step_times: dict[str, Any] = field(default_factory=dict)
     # Data-parallel runs (defaults describe one process, so older JSON still reads):
     world_size: int = 1  # processes the run was split across
     per_rank_samples_per_second: tuple[float, ...] = ()  # each rank's own slice, by rank
@@ -527,6 +531,75 @@ def _warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], 
     return factor
 
 
+class StepTimes:
+    """Every timed step's duration, plain steps (one pass) and look steps (two) apart.
+
+    A sweep compares these with the paired expectation to tell a trial slowed by a busy machine
+    (much slower than expected, or drifting during the run) from one that is simply costly. On
+    the CPU a step's time is two clock reads; on CUDA it is a pair of events resolved when the
+    runner synchronises anyway, so no step waits for the device.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self._cuda = device.type == "cuda"
+        self._pending: list[tuple[Any, Any, bool]] = []
+        self.seconds: list[float] = []
+        self.look: list[bool] = []
+        self._start: Any = None
+
+    def begin(self) -> None:
+        if self._cuda:
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._start.record()
+        else:
+            self._start = now()
+
+    def end(self, look: bool) -> None:
+        if self._cuda:
+            stop = torch.cuda.Event(enable_timing=True)
+            stop.record()
+            self._pending.append((self._start, stop, look))
+        else:
+            self.seconds.append(now() - self._start)
+            self.look.append(look)
+
+    def resolve(self) -> None:
+        """Read the queued CUDA events (call after the device was synchronised)."""
+        for start, stop, look in self._pending:
+            self.seconds.append(start.elapsed_time(stop) / 1000.0)
+            self.look.append(look)
+        self._pending.clear()
+
+    def summary(self) -> dict[str, Any]:
+        """Per kind of step: count, median, p90, and the median of each quarter of the run.
+
+        Plain and look steps are kept apart everywhere, quarters too: with k = 2 a quarter
+        that happens to hold more plain steps is not the machine slowing down.
+        """
+        self.resolve()
+        out: dict[str, Any] = {}
+        for kind, wanted in (("plain", False), ("look", True)):
+            values = [s for s, lk in zip(self.seconds, self.look, strict=True) if lk == wanted]
+            if not values:
+                continue
+            out[kind] = {"n": len(values), "median": statistics.median(values)}
+            out[kind]["p90"] = _quantile(values, 0.9)
+            n = len(values)
+            if n >= 8:
+                quarters = [values[i * n // 4 : (i + 1) * n // 4] for i in range(4)]
+                out[kind]["quarter_medians"] = [statistics.median(q) for q in quarters]
+        return out
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """The q-quantile by linear interpolation between order statistics."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
 @dataclass
 class _Clock:
     """Training time with the device synchronised at every read; evaluation is paused out."""
@@ -536,6 +609,7 @@ class _Clock:
     chunks: list[tuple[float, int]] = field(default_factory=list)  # (seconds, steps)
     pending: int = 0  # steps since the last start()
     _start: float = 0.0
+    steps: StepTimes | None = None  # per-step times of the timed (post-warm-up) steps
 
     def start(self) -> None:
         synchronize(self.device)
@@ -548,6 +622,8 @@ class _Clock:
     def stop(self) -> None:
         synchronize(self.device)
         elapsed = now() - self._start
+        if self.steps is not None:
+            self.steps.resolve()
         self.total += elapsed
         if self.pending:
             self.chunks.append((elapsed, self.pending))
@@ -614,11 +690,12 @@ def _train(session: TrainingSession, progress: ProgressCallback | None) -> RunRe
     measures = session.workload.measures_accuracy
     target = session.workload.target_accuracy
     warmup_clock = _Clock(device)
-    clock = _Clock(device)
+    clock = _Clock(device, steps=StepTimes(device))
     history: list[EpochRecord] = []
     status, message = "ok", ""
     step = 0
     time_to_target: float | None = None
+    target_step: int | None = None
     loss_sum = torch.zeros((), device=device)
     loss_count = 0
     batches = session.batches()
@@ -630,7 +707,13 @@ def _train(session: TrainingSession, progress: ProgressCallback | None) -> RunRe
             if step == fail_step:
                 os._exit(1)  # the FAIL_AT test hook: die as a crashed rank would
             x, y = next(batches)
+            timed = active.steps
+            if timed is not None:
+                passes_before = session.passes
+                timed.begin()
             loss_sum += session.train_step(x, y).float()
+            if timed is not None:
+                timed.end(look=session.passes - passes_before > 1)
             loss_count += 1
             step += 1
             active.tick()
@@ -662,6 +745,7 @@ def _train(session: TrainingSession, progress: ProgressCallback | None) -> RunRe
                 reached = target is not None and acc is not None and acc >= target
                 if time_to_target is None and reached:
                     time_to_target = record.train_seconds
+                    target_step = step
             if progress is not None:
                 progress(step, session.total_steps, history[-1] if epoch_end else None)
             if warmup_done:
@@ -697,6 +781,8 @@ def _train(session: TrainingSession, progress: ProgressCallback | None) -> RunRe
         final_accuracy=accuracies[-1] if accuracies and status == "ok" else None,
         best_accuracy=max(accuracies) if accuracies else None,
         time_to_target_seconds=time_to_target,
+        target_step=target_step,
+        step_times=clock.steps.summary() if clock.steps is not None else {},
         history=tuple(history),
         environment=environment(device, None if dist is None else dist.backend),
         world_size=1 if dist is None else dist.world_size,

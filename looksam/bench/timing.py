@@ -36,9 +36,11 @@ class RelativeTiming:
     ratio_q1: float
     ratio_q3: float
     rounds: int
+    #: Seconds per step in each round, in round order (pairs with every other contender's).
+    round_seconds: tuple[float, ...] = ()
 
 
-def _quartiles(values: list[float]) -> tuple[float, float]:
+def quartiles(values: list[float]) -> tuple[float, float]:
     if len(values) < 2:
         return values[0], values[0]
     q = statistics.quantiles(values, n=4, method="inclusive")
@@ -93,7 +95,7 @@ def time_relative(
     results = []
     for name in names:
         ratios = [t / ref for t, ref in zip(per_round[name], ref_times, strict=True)]
-        q1, q3 = _quartiles(ratios)
+        q1, q3 = quartiles(ratios)
         results.append(
             RelativeTiming(
                 name=name,
@@ -102,6 +104,7 @@ def time_relative(
                 ratio_q1=q1,
                 ratio_q3=q3,
                 rounds=rounds,
+                round_seconds=tuple(per_round[name]),
             )
         )
     return results

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from typer.core import TyperCommand
 
 from looksam.cli import bench, diagnose, optimizers, report, run, sweep, ui
+from looksam.cli._console import fail
+
+
+class OneLineErrors(TyperCommand):
+    """A command whose unusable option values (``--k 1.5``, ``--nproc 0``) end as one red line
+    and exit 2, like every other mistake the user can fix, instead of Click's usage box."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # Any: Click's own Context
+        """Parse as Click does; a value Click rejects becomes :func:`fail`'s one line."""
+        try:
+            return super().parse_args(ctx, args)
+        except typer.BadParameter as error:
+            fail(escape(error.format_message()))
+
 
 app = typer.Typer(
     name="looksam-bench",
@@ -18,15 +34,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-app.command("sweep")(sweep.sweep)
-app.command("report")(report.report)
-app.command("run")(run.run)
-app.command("workloads")(run.workloads)
-app.command("optimizers")(optimizers.optimizers)
-app.command("bench")(bench.bench)
-app.command("check")(bench.check)
-app.command("ui")(ui.ui)
-app.command("diagnose")(diagnose.diagnose)
+app.command("sweep", cls=OneLineErrors)(sweep.sweep)
+app.command("report", cls=OneLineErrors)(report.report)
+app.command("run", cls=OneLineErrors)(run.run)
+app.command("workloads", cls=OneLineErrors)(run.workloads)
+app.command("optimizers", cls=OneLineErrors)(optimizers.optimizers)
+app.command("bench", cls=OneLineErrors)(bench.bench)
+app.command("check", cls=OneLineErrors)(bench.check)
+app.command("ui", cls=OneLineErrors)(ui.ui)
+app.command("diagnose", cls=OneLineErrors)(diagnose.diagnose)
 
 
 def _print_version(value: bool) -> None:

@@ -27,7 +27,7 @@ from looksam.bench.suite import (
     CheckRow,
     SuiteSpec,
     baseline_from,
-    compare,
+    check_baseline,
     measure_suite,
 )
 from looksam.bench.workloads import WorkloadDataError, get_workload_info
@@ -252,27 +252,21 @@ def check(
         baseline = Baseline.read(baseline_path)
     except ValueError as error:
         fail(str(error))
-    reports = [_measure(spec) for spec in baseline.suites]
     if update:
+        reports = [_measure(spec) for spec in baseline.suites]
         fresh = baseline_from(reports, baseline.tolerance)
         fresh.write(baseline_path)
         for report in reports:
             console.print(build_bench_table(report))
         console.print(f"updated {baseline_path}")
         return
-    rows = compare(baseline, reports)
-    suspects = {row.workload for row in rows if row.regressed}
-    if suspects:
-        console.print(
-            f"[yellow]possible regression in {', '.join(sorted(suspects))}: re-measuring"
-        )
-        reports = [
-            _measure(spec) if spec.workload in suspects else report
-            for spec, report in zip(baseline.suites, reports, strict=True)
-        ]
-        second = compare(baseline, reports)
-        # A regression must show in both measurements; report the milder one.
-        rows = [min(a, b, key=lambda r: r.measured) for a, b in zip(rows, second, strict=True)]
+    rows = check_baseline(
+        baseline,
+        _measure,
+        remeasuring=lambda names: console.print(
+            f"[yellow]possible regression in {', '.join(names)}: re-measuring"
+        ),
+    )
     console.print(build_check_table(rows, baseline.tolerance))
     if any(row.regressed for row in rows):
         console.print("[bold red]performance regression[/]: a ratio exceeds its limit")

@@ -7,12 +7,7 @@ rank into one line.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,12 +17,11 @@ from rich.table import Table
 
 from looksam.bench.distributed import (
     RESULT_FILE_VARIABLE,
+    LaunchError,
     check_local_devices,
     launch_from_env,
+    launch_locally,
     launched_world_size,
-    launcher_failure,
-    local_launch_command,
-    threads_per_rank,
 )
 from looksam.bench.runner import (
     EpochRecord,
@@ -250,43 +244,19 @@ def _forwarded_args(ctx: typer.Context) -> list[str]:
 
 
 def _launch_locally(ctx: typer.Context, nproc: int, json_path: Path | None) -> None:
-    """Run this command on ``nproc`` local ranks under torchrun; write the JSON only on success.
-
-    Rank 0 prints straight to our stdout. The launcher's stderr is kept: if any rank fails it
-    holds torchrun's traceback, which becomes one line here, and the result file rank 0 may
-    have written is discarded, so a JSON at ``json_path`` always means a run every rank finished.
-    """
-    folder = json_path.parent if json_path is not None else None
-    handle, partial_name = tempfile.mkstemp(prefix=".looksam-run.", suffix=".partial", dir=folder)
-    os.close(handle)
-    partial = Path(partial_name)
-    partial.unlink()  # rank 0 creates it only once training has finished
-    env = dict(os.environ)
-    env[RESULT_FILE_VARIABLE] = str(partial)
-    env.setdefault("OMP_NUM_THREADS", str(threads_per_rank(nproc)))
-    command = local_launch_command(nproc, _forwarded_args(ctx))
+    """Run this command on ``nproc`` local ranks (:func:`launch_locally`); exit as the run did."""
     try:
-        launcher = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
-        try:
-            _, stderr = launcher.communicate()
-        except KeyboardInterrupt:  # torchrun stops its ranks on SIGINT too; wait for that
-            launcher.send_signal(signal.SIGINT)
-            launcher.communicate()
-            err_console.print("[bold red]interrupted:[/] no result was written", highlight=False)
-            raise typer.Exit(130) from None
-        if launcher.returncode != 0 or not partial.exists():
-            message, users_fault = launcher_failure(stderr, launcher.returncode)
-            err_console.print(
-                f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
-            )
-            raise typer.Exit(USAGE_ERROR if users_fault else 1)
-        sys.stderr.write(stderr)  # the ranks' warnings, if any: nothing failed
-        status = json.loads(partial.read_text())["status"]
-        if json_path is not None:
-            os.replace(partial, json_path)
-            console.print(f"wrote {json_path}")
-    finally:
-        partial.unlink(missing_ok=True)
+        status = launch_locally(_forwarded_args(ctx), nproc, json_path)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted:[/] no result was written", highlight=False)
+        raise typer.Exit(130) from None
+    except LaunchError as error:
+        err_console.print(
+            f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(USAGE_ERROR if error.users_fault else 1) from None
+    if json_path is not None:
+        console.print(f"wrote {json_path}")
     if status != "ok":
         raise typer.Exit(1)
 

@@ -9,75 +9,55 @@ from typing import Annotated, Any
 import typer
 from rich.console import Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from looksam.bench.workloads import WorkloadDataError, get_workload_info
+from looksam.bench.workloads import WorkloadDataError
 from looksam.cli import _options as opt
 from looksam.cli._console import console, fail
 from looksam.cli.report import REPORTS_DIR, print_and_save
-from looksam.optim import get_optimizer_info
+from looksam.reports.leaderboard import format_params
+from looksam.reports.model import TrialPoint
+from looksam.reports.summary import best_trial
+from looksam.sweeps.plan import plan_sweep
 from looksam.sweeps.redact import redact_url
 from looksam.sweeps.results import load_sweep_data
 from looksam.sweeps.spec import SpecError, SweepSpec, load_spec, parse_spec
 from looksam.sweeps.study import TrialOutcome, run_sweep, validate_for_workload
-from looksam.sweeps.tracking import MlflowTracker, NullTracker, Tracker
+from looksam.sweeps.tracking import MlflowTracker, NullTracker, Tracker, outbox_path
+from looksam.sweeps.validate import validate_trial_space
 
 DEFAULT_SPEC = Path("sweeps/quick.toml")
 #: Exit status after Ctrl-C, as shells report SIGINT.
 INTERRUPTED = 130
 
 
-def _fmt_params(params: dict[str, Any]) -> str:
-    return " ".join(
-        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items())
-    )
-
-
 def plan_table(spec: SweepSpec) -> Table:
     """--dry-run: the studies, their spaces and the estimated cost in forward-backward passes."""
-    wl = get_workload_info(spec.workload.name)
-    epochs = spec.workload.epochs or wl.default_epochs
-    batch = spec.workload.batch_size or wl.default_batch_size
     table = Table(title=f"Sweep plan: {spec.name} on {spec.workload.name}", title_justify="left")
-    for column in ("study", "trials × seeds", "search space", "est. fwd-bwd passes"):
+    columns = ("study", "trials × seeds", "confirm runs", "search space", "est. fwd-bwd passes")
+    for column in columns:
         table.add_column(column, overflow="fold")
-    for optimizer in spec.optimizers:
-        space = spec.space_for(optimizer)
-        steps = epochs * max(1, _train_examples(spec) // batch)
-        trials = spec.budget_for(optimizer)
-        passes = trials * len(spec.seeds) * steps * _mean_passes_per_step(spec, optimizer)
+    for row in plan_sweep(spec):
         table.add_row(
-            spec.study_name(optimizer),
-            f"{trials} × {len(spec.seeds)}",
-            ", ".join(d.describe() for d in space) or "(fixed)",
-            f"{passes:,.0f}",
+            row.study,
+            f"{row.trials} × {row.seeds_per_trial}",
+            str(row.confirm_runs),
+            row.space,
+            f"{row.search_passes + row.confirm_passes:,.0f}",
         )
     return table
 
 
-def _mean_passes_per_step(spec: SweepSpec, optimizer: str) -> float:
-    """Passes per step averaged over the k the study will try (exact for a grid)."""
-    info = get_optimizer_info(optimizer)
-    dim = next((d for d in spec.space_for(optimizer) if d.name == "k"), None)
-    if dim is None:
-        ks = [int(spec.fixed.get(optimizer, {}).get("k", 5))]
-    elif dim.choices is not None:
-        ks = [int(c) for c in dim.choices]
-    else:
-        ks = [int((dim.low or 5) + (dim.high or 5)) // 2]
-    return sum(info.passes_per_step(k) for k in ks) / len(ks)
-
-
-def _train_examples(spec: SweepSpec) -> int:
-    from looksam.bench.workloads import create_workload
-
-    data_dir = Path(spec.workload.data_dir) if spec.workload.data_dir else None
-    return create_workload(spec.workload.name, data_dir=data_dir).num_train_examples
-
-
 class LiveDisplay:
-    """Per-optimizer trial bars, the running trial's progress and a best-so-far table."""
+    """Per-study trial bars, the running trial's progress and a best-so-far table."""
 
     def __init__(self, spec: SweepSpec) -> None:
         self.spec = spec
@@ -85,38 +65,40 @@ class LiveDisplay:
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("trials"),
+            TextColumn("{task.fields[unit]}"),
             TimeRemainingColumn(),
         )
         self.current = Progress(
             TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn()
         )
-        self._tasks = {
-            o: self.studies.add_task(o, total=spec.budget_for(o), start=False)
-            for o in spec.optimizers
-        }
+        self._tasks: dict[tuple[str, str], TaskID] = {}
         self._trial_task = self.current.add_task("waiting", total=None)
-        self._best: dict[str, TrialOutcome] = {}
+        self._points: dict[str, list[TrialPoint]] = {}
         # Transient: the leaderboard printed at the end replaces the live view.
         self.live = Live(self._render(), console=console, refresh_per_second=4, transient=True)
 
     def _render(self) -> Group:
-        table = Table(title="best so far", title_justify="left", show_edge=False)
-        for column in ("optimizer", "acc", "train s", "trial", "params"):
+        table = Table(title="best so far (search)", title_justify="left", show_edge=False)
+        for column in ("optimizer", "acc", "trial", "params"):
             table.add_column(column)
-        for name, b in self._best.items():
-            acc = "-" if b.mean_accuracy is None else f"{100 * b.mean_accuracy:.2f} %"
-            secs = "-" if b.mean_seconds is None else f"{b.mean_seconds:.1f}"
-            table.add_row(name, acc, secs, f"#{b.number}", _fmt_params(b.params))
+        for name, points in self._points.items():
+            b = best_trial(points, self.spec.objective)
+            if b is not None:
+                acc = f"{100 * (b.accuracy or 0.0):.2f} %"
+                table.add_row(name, acc, f"#{b.number}", format_params(b.searched_params))
         return Group(self.studies, self.current, table)
 
-    def study_started(self, optimizer: str, counted: int, budget: int) -> None:
-        self.studies.start_task(self._tasks[optimizer])
-        self.studies.update(self._tasks[optimizer], completed=min(counted, budget))
+    def study_started(self, optimizer: str, stage: str, counted: int, budget: int) -> None:
+        key = (optimizer, stage)
+        if key not in self._tasks:
+            label = optimizer if stage == "search" else f"{optimizer} confirm"
+            unit = "trials" if stage == "search" else "seeds"
+            self._tasks[key] = self.studies.add_task(label, total=budget, unit=unit)
+        self.studies.update(self._tasks[key], completed=min(counted, budget))
 
     def trial_started(self, optimizer: str, number: int, params: dict[str, Any]) -> None:
         self.current.update(
-            self._trial_task, description=f"{optimizer} #{number} {_fmt_params(params)}",
+            self._trial_task, description=f"{optimizer} #{number} {format_params(params)}",
             completed=0, total=None,
         )  # fmt: skip
 
@@ -124,21 +106,20 @@ class LiveDisplay:
         self.current.update(self._trial_task, completed=step, total=total)
 
     def trial_finished(self, outcome: TrialOutcome, counted: int, budget: int) -> None:
-        self.studies.update(self._tasks[outcome.optimizer], completed=min(counted, budget))
-        best = self._best.get(outcome.optimizer)
-        if (
-            outcome.mean_accuracy is not None
-            and outcome.state == "COMPLETE"
-            and (best is None or outcome.mean_accuracy > (best.mean_accuracy or 0.0))
-        ):
-            self._best[outcome.optimizer] = outcome
+        task = self._tasks.get((outcome.optimizer, outcome.stage))
+        if task is not None:
+            self.studies.update(task, completed=min(counted, budget))
+        if outcome.stage == "search":
+            self._points.setdefault(outcome.optimizer, []).append(outcome.point)
         self.live.update(self._render())
 
 
 def _tracker(spec: SweepSpec) -> Tracker:
     if spec.tracking_uri is None:
         return NullTracker()
-    return MlflowTracker(spec.tracking_uri, experiment=spec.name)
+    return MlflowTracker(
+        spec.tracking_uri, experiment=spec.name, outbox=outbox_path(spec.storage, spec.name)
+    )
 
 
 def sweep(
@@ -182,6 +163,21 @@ def sweep(
     ] = False,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
     data_dir: opt.DataDir = None,
+    order: Annotated[
+        str | None,
+        typer.Option(
+            help="interleaved (default: the studies take turns, one trial each, so they "
+            "progress together) or sequential (one study after another)."
+        ),
+    ] = None,
+    confirm_seeds: Annotated[
+        int | None,
+        typer.Option(
+            "--confirm-seeds",
+            help="Fresh seeds on which each optimizer's best configuration is re-run after the "
+            "search; the headline accuracy is their mean ± 95 % CI (0: no confirmation).",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Validate and print the plan; train nothing.")
     ] = False,
@@ -200,7 +196,8 @@ def sweep(
         "epochs": epochs, "batch_size": batch_size, "optimizers": optimizer, "base": base,
         "objective": objective, "sampler": sampler, "pruner": pruner, "storage": storage,
         "tracking_uri": tracking_uri, "no_mlflow": no_mlflow, "device": device,
-        "data_dir": str(data_dir) if data_dir else None,
+        "data_dir": str(data_dir) if data_dir else None, "order": order,
+        "confirm_seeds": confirm_seeds,
     }  # fmt: skip
     try:
         if spec_path is None and not DEFAULT_SPEC.exists():
@@ -208,6 +205,7 @@ def sweep(
         else:
             spec = load_spec(spec_path or DEFAULT_SPEC, overrides)
         validate_for_workload(spec)
+        validate_trial_space(spec)  # every value a trial could draw, before anything exists
         if dry_run:
             console.print(plan_table(spec))
             console.print(f"storage: {redact_url(spec.storage)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import shlex
 import signal
@@ -18,7 +19,6 @@ from looksam.cli._console import console, fail
 from looksam.sweeps.redact import redact_url
 from looksam.sweeps.tracking import DEFAULT_TRACKING_URI, sqlite_db_path
 
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 #: Seconds MLflow gets to shut down after Ctrl-C before it is killed.
 _STOP_TIMEOUT = 10.0
 _STOP_SIGNALS = tuple(
@@ -67,6 +67,20 @@ def _stop(process: subprocess.Popen[bytes], own_group: bool) -> None:
         process.wait()
 
 
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost).
+
+    ``0.0.0.0``, ``::``, a LAN address or any other host name exposes the UI to the network.
+    """
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
 def _port_free(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -104,6 +118,14 @@ def ui(
         fail(f"no MLflow database at {db}: run a sweep first, or pass --tracking-uri")
     if not 1 <= port <= 65535:
         fail(f"--port must be in 1..65535, got {port}")
+    if not is_loopback(host):
+        # Before --dry-run returns: whoever prepares the command should see it too.
+        console.print(
+            f"[yellow]warning:[/] the MLflow UI has no login: anyone who can reach {host}:{port} "
+            "can read and delete every run; keep --host 127.0.0.1 unless the network is trusted",
+            highlight=False,
+            soft_wrap=True,
+        )
     command = ui_command(tracking_uri, host, port)
     if dry_run:
         shown = [redact_url(part) for part in command]
@@ -112,12 +134,12 @@ def ui(
     if not _port_free(host, port):
         fail(f"port {port} on {host} is in use: pass --port")
     url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    if ":" in url_host and not url_host.startswith("["):
+        url_host = f"[{url_host}]"  # an IPv6 address in a URL
     console.print(
         f"MLflow UI for [bold]{shown_uri}[/] at [link]http://{url_host}:{port}[/] "
         "(ready in a few seconds; Ctrl-C stops it)"
     )
-    if host not in _LOOPBACK:
-        console.print(f"[yellow]warning:[/] bound to {host}: anyone who can reach it can read it")
     console.print(
         "To compare trials: open the sweep's experiment, expand an optimizer's study run, tick "
         "its child runs and press [bold]Compare[/]; charts plot test_accuracy and train_loss per "

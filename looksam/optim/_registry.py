@@ -152,6 +152,15 @@ class OptimizerInfo:
     _wrap: Callable[[Optimizer, Mapping[str, Any]], Optimizer] | None = field(
         default=None, repr=False
     )
+    display_name: str = ""  # how reports name it ("" : the registry name)
+    #: Its place in the SAM comparison: "full" (the method the cheap variants approximate),
+    #: "approximation" (a cheap variant findings compare with the full one) or "none".
+    sam_role: str = "none"
+
+    @property
+    def label(self) -> str:
+        """The name reports print."""
+        return self.display_name or self.name
 
     def passes_per_step(self, k: int = 5) -> float:
         """Forward-backward passes per optimizer step (k is ignored where it does not apply)."""
@@ -166,9 +175,33 @@ class OptimizerInfo:
 _REGISTRY: dict[str, OptimizerInfo] = {
     info.name: info
     for info in (
-        OptimizerInfo("sgd", "SGD with (Nesterov) momentum", False, (), "1", lambda k: 1.0),
-        OptimizerInfo("adamw", "AdamW (decoupled weight decay)", False, (), "1", lambda k: 1.0),
-        OptimizerInfo("lamb", "LAMB, layer-wise adaptive (timm)", False, (), "1", lambda k: 1.0),
+        OptimizerInfo(
+            "sgd",
+            "SGD with (Nesterov) momentum",
+            False,
+            (),
+            "1",
+            lambda k: 1.0,
+            display_name="SGD",
+        ),
+        OptimizerInfo(
+            "adamw",
+            "AdamW (decoupled weight decay)",
+            False,
+            (),
+            "1",
+            lambda k: 1.0,
+            display_name="AdamW",
+        ),
+        OptimizerInfo(
+            "lamb",
+            "LAMB, layer-wise adaptive (timm)",
+            False,
+            (),
+            "1",
+            lambda k: 1.0,
+            display_name="LAMB",
+        ),
         OptimizerInfo(
             "sam",
             "SAM: g_s = ∇L(w + ρg/‖g‖) every step (adaptive=ASAM)",
@@ -177,6 +210,8 @@ _REGISTRY: dict[str, OptimizerInfo] = {
             "2",
             lambda k: 2.0,
             lambda base, hp: SAM(base, rho=hp["rho"], adaptive=hp["adaptive"]),
+            display_name="SAM",
+            sam_role="full",
         ),
         OptimizerInfo(
             "samk",
@@ -186,6 +221,8 @@ _REGISTRY: dict[str, OptimizerInfo] = {
             "1 + 1/k",
             lambda k: 1.0 + 1.0 / k,
             lambda base, hp: SAMk(base, rho=hp["rho"], k=hp["k"]),
+            display_name="SAM-k",
+            sam_role="approximation",
         ),
         OptimizerInfo(
             "looksam",
@@ -195,6 +232,8 @@ _REGISTRY: dict[str, OptimizerInfo] = {
             "1 + 1/k",
             lambda k: 1.0 + 1.0 / k,
             lambda base, hp: LookSAM(base, rho=hp["rho"], k=hp["k"], alpha=hp["alpha"]),
+            display_name="LookSAM",
+            sam_role="approximation",
         ),
         OptimizerInfo(
             "layerlooksam",
@@ -204,6 +243,8 @@ _REGISTRY: dict[str, OptimizerInfo] = {
             "1 + 1/k",
             lambda k: 1.0 + 1.0 / k,
             lambda base, hp: LayerLookSAM(base, rho=hp["rho"], k=hp["k"], alpha=hp["alpha"]),
+            display_name="Look-LayerSAM",
+            sam_role="approximation",
         ),
     )
 }

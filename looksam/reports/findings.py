@@ -2,103 +2,142 @@
 
 A sentence about accuracy *differences* needs Welch's test to reject equality (α = 0.05) over at
 least three seeds a side; a sentence that a cheap variant *matches* SAM needs the equivalence test
-(TOST) to reject a gap of the margin or more. Ratios of means ("reaches 99 % of SAM's accuracy in
-0.61× its time") are descriptive and always true of the numbers shown, so they need no test.
+(TOST) to reject a gap of the margin or more. Both use the headline seeds: the confirmation runs
+where the sweep has them. A sentence about time states a ratio of *paired* per-sample costs
+(never of two wall-clock totals) with its spread, and contended trials feed none. Which
+optimizers are compared comes from the registry (``sam_role``), not from a list here.
 """
 
 from __future__ import annotations
 
-from looksam.reports.leaderboard import LeaderboardEntry, leaderboard
+from dataclasses import dataclass
+
+from looksam.optim import get_optimizer_info
+from looksam.reports.leaderboard import LeaderboardEntry, contended_total, leaderboard
 from looksam.reports.model import SweepData
 from looksam.reports.stats import tost, welch
+from looksam.reports.summary import relative_time
 
-NAMES = {
-    "sgd": "SGD", "adamw": "AdamW", "lamb": "LAMB", "sam": "SAM", "samk": "SAM-k",
-    "looksam": "LookSAM", "layerlooksam": "Look-LayerSAM",
-}  # fmt: skip
 MIN_SEEDS_FOR_TESTS = 3
 #: "Matches within δ": one point of accuracy unless the caller asks otherwise.
 EQUIVALENCE_MARGIN = 0.01
+KINDS = (
+    "speed",
+    "difference",
+    "no_difference",
+    "equivalence",
+    "inconclusive",
+    "seeds",
+    "contention",
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One sentence of the report, what kind of claim it is, and its test's p-value."""
+
+    kind: str
+    text: str
+    p_value: float | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready (``report --json``)."""
+        return {"kind": self.kind, "sentence": self.text, "p_value": self.p_value}
+
+
+def _name(optimizer: str) -> str:
+    try:
+        return get_optimizer_info(optimizer).label
+    except ValueError:  # a stored sweep of an optimizer this version does not know
+        return optimizer
 
 
 def _label(e: LeaderboardEntry) -> str:
-    name = NAMES.get(e.optimizer, e.optimizer)
-    k = e.best.params.get("k") if e.best else None
-    return f"{name} (k={k})" if k is not None else name
+    k = e.chosen.params.get("k") if e.chosen else None
+    return f"{_name(e.optimizer)} (k={k})" if k is not None else _name(e.optimizer)
 
 
-def compare_sentence(cheap: LeaderboardEntry, full: LeaderboardEntry) -> str | None:
-    """'LookSAM (k=5) reaches 99 % of SAM's best accuracy in 0.61× its time.'"""
-    a, b = cheap.best, full.best
-    if a is None or b is None or not a.accuracy or not b.accuracy:
+def compare_sentence(cheap: LeaderboardEntry, full: LeaderboardEntry) -> Finding | None:
+    """'LookSAM (k=5) reaches 99 % of SAM's accuracy in 0.61× its training time (paired…).'"""
+    if cheap.headline is None or full.headline is None or not full.headline.mean:
         return None
-    if not a.train_seconds or not b.train_seconds:
+    cost = relative_time((cheap.chosen, cheap.confirmations), (full.chosen, full.confirmations))
+    if cost is None:
         return None
-    share = 100 * a.accuracy / b.accuracy
-    time_ratio = a.train_seconds / b.train_seconds
-    return (
-        f"{_label(cheap)} reaches {share:.0f} % of {NAMES.get(full.optimizer, full.optimizer)}'s "
-        f"best accuracy in {time_ratio:.2f}× its training time."
+    share = 100 * cheap.headline.mean / full.headline.mean
+    return Finding(
+        "speed",
+        f"{_label(cheap)} reaches {share:.0f} % of {_name(full.optimizer)}'s accuracy in "
+        f"{cost.ratio:.2f}× its training time (paired step costs, spread "
+        f"{cost.low:.2f}–{cost.high:.2f}).",
     )
 
 
-def difference_sentence(a: LeaderboardEntry, b: LeaderboardEntry) -> str | None:
-    """Claim one best trial is more accurate than another only when Welch's test says so."""
-    if a.best is None or b.best is None:
+def difference_sentence(a: LeaderboardEntry, b: LeaderboardEntry) -> Finding | None:
+    """Claim one is more accurate than another only when Welch's test says so."""
+    if a.headline is None or b.headline is None:
         return None
-    xs, ys = a.best.seed_accuracies, b.best.seed_accuracies
-    name_a = NAMES.get(a.optimizer, a.optimizer)
-    name_b = NAMES.get(b.optimizer, b.optimizer)
+    xs, ys = a.accuracies, b.accuracies
+    name_a, name_b = _name(a.optimizer), _name(b.optimizer)
     too_few = _too_few_seeds(name_a, name_b, len(xs), len(ys))
     if too_few:
         return too_few
     test = welch(xs, ys)
     if not test.significant():
         p = "n/a" if test.p_value is None else f"{test.p_value:.2f}"
-        return (
+        return Finding(
+            "no_difference",
             f"{name_a} and {name_b} are not significantly different in accuracy "
-            f"({100 * test.difference:+.2f} points, Welch p = {p})."
+            f"({100 * test.difference:+.2f} points, Welch p = {p}).",
+            test.p_value,
         )
     better, worse = (name_a, name_b) if test.difference > 0 else (name_b, name_a)
     p = _p_text(test.p_value or 0.0)
-    return (
+    return Finding(
+        "difference",
         f"{better} is more accurate than {worse} by {100 * abs(test.difference):.2f} points "
-        f"(Welch {p}, {test.n_a} vs {test.n_b} seeds)."
+        f"(Welch {p}, {test.n_a} vs {test.n_b} seeds).",
+        test.p_value,
     )
 
 
-def _too_few_seeds(name_a: str, name_b: str, n_a: int, n_b: int) -> str | None:
+def _too_few_seeds(name_a: str, name_b: str, n_a: int, n_b: int) -> Finding | None:
     if min(n_a, n_b) >= MIN_SEEDS_FOR_TESTS:
         return None
-    return (
+    return Finding(
+        "seeds",
         f"{name_a} vs {name_b}: too few seeds ({n_a} and {n_b}) to tell a "
-        f"difference from noise; run at least {MIN_SEEDS_FOR_TESTS} seeds per trial."
+        f"difference from noise; run at least {MIN_SEEDS_FOR_TESTS} seeds "
+        "([confirm] seeds in the spec).",
     )
 
 
 def equivalence_sentence(
     cheap: LeaderboardEntry, full: LeaderboardEntry, margin: float = EQUIVALENCE_MARGIN
-) -> str | None:
+) -> Finding | None:
     """Say a cheap variant matches the full one only when TOST shows a gap under ``margin``."""
-    if cheap.best is None or full.best is None:
+    if cheap.headline is None or full.headline is None:
         return None
-    xs, ys = cheap.best.seed_accuracies, full.best.seed_accuracies
-    name_a = NAMES.get(cheap.optimizer, cheap.optimizer)
-    name_b = NAMES.get(full.optimizer, full.optimizer)
+    xs, ys = cheap.accuracies, full.accuracies
+    name_a, name_b = _name(cheap.optimizer), _name(full.optimizer)
     if min(len(xs), len(ys)) < MIN_SEEDS_FOR_TESTS:
         return None  # the difference sentence already says why nothing can be claimed
     test = tost(xs, ys, margin)
     p = "n/a" if test.p_value is None else _p_text(test.p_value)
     within = f"within {100 * margin:g} point{'s' if margin != 0.01 else ''}"
     if test.equivalent():
-        return (
+        return Finding(
+            "equivalence",
             f"{name_a} matches {name_b} {within} of accuracy "
-            f"({100 * test.difference:+.2f} points, equivalence test {p})."
+            f"({100 * test.difference:+.2f} points, equivalence test {p}).",
+            test.p_value,
         )
-    return (
+    return Finding(
+        "inconclusive",
         f"These seeds cannot show {name_a} matching {name_b} {within} of accuracy "
         f"({100 * test.difference:+.2f} points, equivalence test {p}); more seeds or a wider "
-        "margin would be needed."
+        "margin would be needed.",
+        test.p_value,
     )
 
 
@@ -106,25 +145,42 @@ def _p_text(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def findings(data: SweepData, margin: float = EQUIVALENCE_MARGIN) -> list[str]:
-    """Sentences for the report, most useful first; empty when there is nothing to compare.
+def _role(optimizer: str) -> str:
+    try:
+        return get_optimizer_info(optimizer).sam_role
+    except ValueError:
+        return "none"
+
+
+def findings(data: SweepData, margin: float = EQUIVALENCE_MARGIN) -> list[Finding]:
+    """Findings for the report, most useful first; empty when there is nothing to compare.
 
     ``margin`` is δ of "matches within δ" (accuracy as a fraction: 0.01 is one point).
     """
-    entries = {e.optimizer: e for e in leaderboard(data)}
-    sentences: list[str | None] = []
-    full = entries.get("sam")
-    if full is not None:
-        for cheap in ("looksam", "layerlooksam", "samk"):
-            if cheap in entries:
-                sentences.append(compare_sentence(entries[cheap], full))
-        for cheap in ("looksam", "layerlooksam"):
-            if cheap in entries:
-                sentences.append(difference_sentence(entries[cheap], full))
-                sentences.append(equivalence_sentence(entries[cheap], full, margin))
-    base = entries.get(data.reference)
+    entries = leaderboard(data)
+    fulls = [e for e in entries if _role(e.optimizer) == "full"]
+    cheap = [e for e in entries if _role(e.optimizer) == "approximation"]
+    found: list[Finding | None] = []
+    contended = contended_total(data)
+    if contended:
+        found.append(
+            Finding(
+                "contention",
+                f"{contended} trial{'s were' if contended != 1 else ' was'} contended (the "
+                "machine was busy while it trained): their wall-clock feeds no speed claim.",
+            )
+        )
+    for full in fulls:
+        found.extend(compare_sentence(c, full) for c in cheap)
+        for c in cheap:
+            found.append(difference_sentence(c, full))
+            found.append(equivalence_sentence(c, full, margin))
+    base = next((e for e in entries if e.optimizer == data.reference), None)
     if base is not None:
-        for other in ("sam", "looksam"):
-            if other in entries and other != data.reference:
-                sentences.append(difference_sentence(entries[other], base))
-    return list(dict.fromkeys(s for s in sentences if s))  # a pair compared twice is said once
+        for other in fulls or cheap:
+            found.append(difference_sentence(other, base))
+    unique: dict[str, Finding] = {}
+    for f in found:  # a pair compared twice is said once
+        if f is not None:
+            unique.setdefault(f.text, f)
+    return list(unique.values())

@@ -15,7 +15,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from looksam.reports.findings import NAMES
+from looksam.optim import get_optimizer_info
+from looksam.reports.leaderboard import Estimate, seconds_estimator
 from looksam.reports.model import StudyData, SweepData, TrialPoint
 from looksam.reports.stats import MeanCI, mean_ci
 
@@ -27,7 +28,8 @@ ROW_ORDER = ("k", "batch_size", "rho", "alpha", "lr")
 
 @dataclass(frozen=True)
 class GridCell:
-    """One grid point: accuracy over every seed of its trials, mean training seconds."""
+    """One grid point: accuracy over every seed of its trials, mean training seconds (paired
+    estimate, contended trials left out)."""
 
     accuracy: MeanCI | None
     train_seconds: float | None
@@ -59,9 +61,9 @@ class GridTable:
         return self.col_param == "optimizer"
 
 
-def _cell(trials: list[TrialPoint]) -> GridCell:
+def _cell(trials: list[TrialPoint], estimate: Estimate) -> GridCell:
     seeds = [a for t in trials for a in t.seed_accuracies]
-    seconds = [t.train_seconds for t in trials if t.train_seconds is not None]
+    seconds = [s for t in trials if not t.contended and (s := estimate(t)) is not None]
     return GridCell(
         accuracy=mean_ci(seeds) if seeds else None,
         train_seconds=statistics.fmean(seconds) if seconds else None,
@@ -113,7 +115,10 @@ def _axes(
 
 
 def _label(optimizer: str) -> str:
-    return NAMES.get(optimizer, optimizer)
+    try:
+        return get_optimizer_info(optimizer).label
+    except ValueError:  # a stored sweep of an optimizer this version does not know
+        return optimizer
 
 
 def grid_tables(data: SweepData) -> list[GridTable]:
@@ -125,13 +130,14 @@ def grid_tables(data: SweepData) -> list[GridTable]:
     if data.spec.get("sampler") != "grid":
         return []
     axes = {s.optimizer: _axes(s, _grid_names(data.spec, s.optimizer)) for s in data.studies}
+    estimate = seconds_estimator(data)
     one_d: dict[str, list[StudyData]] = {}
     for study in data.studies:
         found = axes[study.optimizer]
         if found is not None and found[1] is None:
             one_d.setdefault(found[0], []).append(study)
     constants = {
-        _label(s.optimizer): _cell(list(s.complete))
+        _label(s.optimizer): _cell(list(s.complete), estimate)
         for s in data.studies
         if s.complete and not _varied(s.complete)
     }
@@ -153,9 +159,9 @@ def grid_tables(data: SweepData) -> list[GridTable]:
                 col_param=col,
                 rows=tuple(varied[row]),
                 cols=tuple(varied[col]),
-                cells={key: _cell(trials) for key, trials in groups.items()},
+                cells={key: _cell(trials, estimate) for key, trials in groups.items()},
                 references={
-                    _label(other.optimizer): _one_d_cells(other, row)
+                    _label(other.optimizer): _one_d_cells(other, row, estimate)
                     for other in one_d.get(row, [])
                 },
                 constants=constants,
@@ -165,7 +171,7 @@ def grid_tables(data: SweepData) -> list[GridTable]:
         cells = {
             (value, study.optimizer): cell
             for study in studies
-            for value, cell in _one_d_cells(study, row).items()
+            for value, cell in _one_d_cells(study, row, estimate).items()
         }
         values = sorted({value for value, _ in cells}, key=_sort_key)
         names = ", ".join(s.optimizer for s in studies)
@@ -183,8 +189,8 @@ def grid_tables(data: SweepData) -> list[GridTable]:
     return tables
 
 
-def _one_d_cells(study: StudyData, param: str) -> dict[Any, GridCell]:
+def _one_d_cells(study: StudyData, param: str, estimate: Estimate) -> dict[Any, GridCell]:
     groups: dict[Any, list[TrialPoint]] = {}
     for t in study.complete:
         groups.setdefault(t.params.get(param), []).append(t)
-    return {value: _cell(trials) for value, trials in groups.items()}
+    return {value: _cell(trials, estimate) for value, trials in groups.items()}

@@ -12,13 +12,17 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
 from looksam._json import json_safe
+from looksam.reports.findings import Finding
 from looksam.reports.grid import GridCell, GridTable, grid_tables
+from looksam.reports.leaderboard import contended_total, seconds_estimator
 from looksam.reports.model import StudyData, SweepData, TrialPoint
+from looksam.reports.summary import best_trial, pareto_front
 from looksam.reports.svg import (
     Frame,
     HeatCell,
@@ -29,7 +33,6 @@ from looksam.reports.svg import (
     group,
     heatmap,
     hline,
-    pareto_front,
     polyline,
     step_path,
     svg,
@@ -70,6 +73,7 @@ figcaption{font-weight:600;font-size:.9rem;margin-bottom:.25rem}
 .curve{fill:none;stroke-width:2}
 .point,.dot{stroke-width:1.2;fill-opacity:.85}
 .point.on-front{stroke:#1d1d1f;stroke-width:1.6}
+.point.contended{stroke:#8e8e93;stroke-dasharray:2 1.5}
 .point:hover,.dot:hover{stroke:#000;stroke-width:2.5}
 .ref{stroke:#5f6368;stroke-dasharray:5 4}
 .ref-label{fill:var(--muted);font-size:11px}
@@ -102,7 +106,7 @@ def render_html(
     data: SweepData,
     *,
     leaderboard_rows: list[dict[str, str]] | None = None,
-    findings: list[str] | None = None,
+    findings: Sequence[Finding] | None = None,
 ) -> str:
     """The whole report as one HTML document (pure: no I/O, same input → same bytes).
 
@@ -110,7 +114,7 @@ def render_html(
         data: the sweep, as loaded by :func:`looksam.sweeps.results.load_sweep_data`.
         leaderboard_rows: table rows (column → text) shown in order; ``None`` builds a plain
             table from ``data``.
-        findings: sentences for the findings list; nothing is shown when ``None`` or empty.
+        findings: the findings list; nothing is shown when ``None`` or empty.
     """
     colours = colours_for(s.optimizer for s in data.studies)
     grids = grid_tables(data)
@@ -136,6 +140,8 @@ def render_html(
     ]
     goal = _finite(data.target_accuracy)
     target = f" · target accuracy {fmt(goal)}" if goal is not None else ""
+    contended = contended_total(data)
+    busy = f" · <b>{contended} contended trial(s)</b>" if contended else ""
     title = f"{data.name} — speed–accuracy report"
     return "".join(
         [
@@ -147,7 +153,8 @@ def render_html(
             f"<header><h1>{escape(title)}</h1>",
             f'<p class="sub">workload <b>{escape(data.workload)}</b> · objective '
             f"{escape(data.objective)} · base optimizer {escape(data.base)} · "
-            f"{len(data.studies)} studies{target} · generated {escape(data.generated_at)}</p>",
+            f"{len(data.studies)} studies{target}{busy} · generated "
+            f"{escape(data.generated_at)}</p>",
             "<nav>",
             *(f'<a href="#{sid}">{label}</a>' for sid, label in nav),
             "</nav></header>\n",
@@ -175,29 +182,8 @@ def _has_accuracy(t: TrialPoint) -> bool:
     return _finite(t.accuracy) is not None
 
 
-def _xy(t: TrialPoint) -> tuple[float, float]:
-    """(seconds, accuracy) of a trial that has both."""
-    return (float(t.train_seconds or 0.0), float(t.accuracy or 0.0))
-
-
-def _plotted(t: TrialPoint) -> bool:
-    return _has_accuracy(t) and _finite(t.train_seconds) is not None
-
-
-def _complete(t: TrialPoint) -> bool:
-    """Finished with an accuracy: the trials fronts and "best" are chosen from."""
-    return t.state == "COMPLETE" and _has_accuracy(t)
-
-
-def _front(study: StudyData) -> list[TrialPoint]:
-    """The study's Pareto front over its completed, timed trials."""
-    return pareto_front([t for t in _trials(study) if _complete(t) and _plotted(t)], _xy)
-
-
-def _best(study: StudyData) -> TrialPoint | None:
-    """Highest mean accuracy among completed trials; the earlier trial wins a tie."""
-    done = [t for t in _trials(study) if _complete(t)]
-    return max(done, key=lambda t: (t.accuracy, -t.number)) if done else None
+def _best(data: SweepData, study: StudyData) -> TrialPoint | None:
+    return best_trial(study.trials, data.objective)
 
 
 def _value(v: Any) -> str:
@@ -221,17 +207,18 @@ def _accuracy(v: float | None) -> str:
     return "—" if number is None else f"{number:.4f}"
 
 
-def _trial_title(t: TrialPoint, on_front: bool = False) -> str:
+def _trial_title(t: TrialPoint, seconds: float | None, on_front: bool = False) -> str:
     """The hover text of one trial: what it scored, what it cost and how it was configured."""
     lines = [
         f"{t.optimizer} · trial {t.number}" + ("" if t.state == "COMPLETE" else f" ({t.state})")
     ]
     seeds = ", ".join(f"{a:.4f}" for a in t.seed_accuracies) if len(t.seed_accuracies) > 1 else ""
     lines.append(f"accuracy {_accuracy(t.accuracy)}" + (f" (seeds {seeds})" if seeds else ""))
-    lines.append(f"train {_seconds(t.train_seconds)}")
-    speed = _finite(t.samples_per_second)
-    if speed is not None:
-        lines.append(f"{fmt(speed)} samples/s")
+    lines.append(f"est. train {_seconds(seconds)} (paired); raw {_seconds(t.train_seconds)}")
+    if t.paired_ratios:
+        lines.append(f"{fmt(statistics.median(t.paired_ratios))}× the base's step time (paired)")
+    if t.contended:
+        lines.append(f"contended: {t.contention}")
     lines.extend(f"{k} = {_value(v)}" for k, v in t.params.items())
     if on_front:
         lines.append("on the Pareto front")
@@ -292,12 +279,24 @@ def _spec_log(spec: Mapping[str, Any], optimizer: str, name: str) -> bool | None
 def _scatter_section(data: SweepData, colours: Mapping[str, str]) -> str:
     """Every trial with an accuracy, seconds against accuracy, with each optimizer's front."""
     frame = Frame(width=760, height=440)
+    estimate = seconds_estimator(data)
+    seconds = {
+        (t.optimizer, t.number): _finite(estimate(t)) for s in data.studies for t in s.trials
+    }
+
+    def _xy(t: TrialPoint) -> tuple[float, float]:
+        return (seconds[(t.optimizer, t.number)] or 0.0, float(t.accuracy or 0.0))
+
+    def _plotted(t: TrialPoint) -> bool:
+        return _has_accuracy(t) and seconds[(t.optimizer, t.number)] is not None
+
     points = [t for s in data.studies for t in _trials(s) if _plotted(t)]
-    fronts = {s.optimizer: _front(s) for s in data.studies}
+    fronts = {s.optimizer: pareto_front(s.trials) for s in data.studies}
     on_front = {(t.optimizer, t.number) for f in fronts.values() for t in f}
     hidden = sum(1 for s in data.studies for t in s.trials if not _plotted(t))
+    contended = sum(t.contended for t in points)
     payload = {
-        "x": "train_seconds",
+        "x": "estimated_seconds",
         "y": "accuracy",
         "points": [
             {
@@ -305,8 +304,11 @@ def _scatter_section(data: SweepData, colours: Mapping[str, str]) -> str:
                 "trial": t.number,
                 "state": t.state,
                 "accuracy": t.accuracy,
-                "train_seconds": t.train_seconds,
+                "estimated_seconds": seconds[(t.optimizer, t.number)],
+                "raw_train_seconds": t.train_seconds,
                 "samples_per_second": t.samples_per_second,
+                "contended": t.contended,
+                "contention": t.contention,
                 "params": t.params,
                 "pareto": (t.optimizer, t.number) in on_front,
             }
@@ -316,10 +318,16 @@ def _scatter_section(data: SweepData, colours: Mapping[str, str]) -> str:
         "not_shown": hidden,
     }
     note = (
-        "Each dot is one trial (mean over its seeds); hollow dots did not complete. Lines are "
-        "each optimizer's Pareto front over completed trials: up and to the left is better. "
-        "Hover a dot for its hyperparameters."
+        "Each dot is one trial (mean over its seeds) at its paired cost: its steps timed "
+        "against the base optimizer in interleaved rounds, in seconds of this machine when "
+        "quiet. Hollow dots did not complete. Lines are each optimizer's Pareto front over "
+        "completed trials: up and to the left is better. Hover a dot for its hyperparameters."
     )
+    if contended:
+        note += (
+            f" {contended} grey dot(s) are contended trials: their own step times disagreed "
+            "with the paired cost (the machine was busy), so no speed claim uses them."
+        )
     if hidden:
         note += f" {hidden} trial(s) without an accuracy or a time are not shown."
     if not points:
@@ -332,7 +340,7 @@ def _scatter_section(data: SweepData, colours: Mapping[str, str]) -> str:
         if show_target and target is not None:
             ys.append(target)
         y = frame.y_scale(ys, log=False)  # accuracy reads linearly
-        body = [axes(frame, x, y, "train seconds (mean over seeds)", "test accuracy (mean)")]
+        body = [axes(frame, x, y, "est. train seconds (paired)", "test accuracy (mean)")]
         if show_target and target is not None:
             body.append(hline(frame, y(target), f"target {fmt(target)}"))
         for opt, front in fronts.items():
@@ -351,15 +359,16 @@ def _scatter_section(data: SweepData, colours: Mapping[str, str]) -> str:
                     circle(
                         x(_xy(t)[0]),
                         y(_xy(t)[1]),
-                        cls="point on-front" if key in on_front else "point",
-                        title=_trial_title(t, key in on_front),
+                        cls=("point on-front" if key in on_front else "point")
+                        + (" contended" if t.contended else ""),
+                        title=_trial_title(t, _xy(t)[0], key in on_front),
                         attrs={
                             "data-optimizer": t.optimizer,
                             "data-trial": str(t.number),
                             "data-state": t.state,
                         },
                         r=5.5 if key in on_front else 4.5,
-                        hollow=t.state != "COMPLETE",
+                        hollow=t.state != "COMPLETE" or t.contended,
                     )
                 )
             if marks:
@@ -603,7 +612,7 @@ def _curves_section(data: SweepData, colours: Mapping[str, str]) -> str:
     frame = Frame(width=760, height=380)
     curves: list[tuple[TrialPoint, list[tuple[int, float]]]] = []
     for study in data.studies:
-        best = _best(study)
+        best = _best(data, study)
         if best is None:
             continue
         pts = [(i + 1, v) for i, a in enumerate(best.curve) if (v := _finite(a)) is not None]
@@ -697,10 +706,10 @@ def _importances_section(data: SweepData, colours: Mapping[str, str]) -> str:
 def _leaderboard_section(data: SweepData, rows: list[dict[str, str]] | None) -> str:
     """The given leaderboard rows as a table, or a plain one built from the data."""
     if rows is None:
-        columns = ["optimizer", "completed trials", "best accuracy", "its seconds", "best params"]
+        columns = ["optimizer", "completed trials", "best accuracy", "raw seconds", "best params"]
         cells = []
         for study in data.studies:
-            best = _best(study)
+            best = _best(data, study)
             cells.append(
                 [
                     study.optimizer,
@@ -719,10 +728,10 @@ def _leaderboard_section(data: SweepData, rows: list[dict[str, str]] | None) -> 
     return f'<section id="leaderboard"><h2>Leaderboard</h2>{table}</section>\n'
 
 
-def _findings_section(findings: list[str]) -> str:
+def _findings_section(findings: Sequence[Finding]) -> str:
     if not findings:
         return ""
-    items = "".join(f"<li>{escape(f)}</li>" for f in findings)
+    items = "".join(f'<li data-kind="{escape(f.kind)}">{escape(f.text)}</li>' for f in findings)
     return f'<section id="findings"><h2>Findings</h2><ul>{items}</ul></section>\n'
 
 
@@ -740,9 +749,10 @@ def _environment_section(data: SweepData) -> str:
     ]
     dl = "".join(f"<dt>{escape(str(k))}</dt><dd>{escape(str(v))}</dd>" for k, v in facts)
     runs = []
+    estimate = seconds_estimator(data)
     for study in data.studies:
-        best = _best(study)
-        for t in _front(study):
+        best = _best(data, study)
+        for t in pareto_front(study.trials):
             role = (
                 "best accuracy" if best is not None and t.number == best.number else "Pareto front"
             )
@@ -752,13 +762,15 @@ def _environment_section(data: SweepData) -> str:
                     str(t.number),
                     role,
                     _accuracy(t.accuracy),
-                    _seconds(t.train_seconds),
+                    _seconds(estimate(t)),
                     t.mlflow_run_id or "—",
                 ]
             )
     run_table = (
         _table(
-            ["optimizer", "trial", "role", "accuracy", "seconds", "MLflow run id"], runs, {1, 3, 4}
+            ["optimizer", "trial", "role", "accuracy", "est. seconds", "MLflow run id"],
+            runs,
+            {1, 3, 4},
         )
         if runs
         else '<p class="note">No completed trial.</p>'

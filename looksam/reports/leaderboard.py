@@ -1,19 +1,32 @@
-"""The leaderboard and Pareto fronts as plain rows: one computation, three renderings.
+"""The leaderboard and Pareto fronts as plain rows: one computation, every rendering.
 
-Rich (terminal), HTML and Markdown all print the rows built here, so they never disagree.
+Rich (terminal), HTML, Markdown and JSON all print the entries built here from the summaries
+of :mod:`looksam.reports.summary`, so they never disagree.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from looksam.reports.model import StudyData, SweepData, TrialPoint
-from looksam.reports.stats import MeanCI, mean_ci
-from looksam.reports.svg import pareto_front
+from looksam.reports.summary import (
+    Headline,
+    Speed,
+    best_trial,
+    confirm_choice,
+    confirmation_runs,
+    estimated_seconds,
+    headline_accuracy,
+    pareto_front,
+    quiet_seconds_per_sample,
+    speed_vs_base,
+)
 
 COLUMNS = (
-    "optimizer", "trials c/p/f", "best accuracy (95% CI)", "train s", "samples/s",
-    "speed vs base", "time to target", "best hyperparameters",
+    "optimizer", "trials c/p/f", "accuracy (95% CI)", "search best", "speed vs base (IQR)",
+    "est. train s", "raw train s", "time to target", "contended", "best hyperparameters",
 )  # fmt: skip
 
 
@@ -24,17 +37,19 @@ def format_params(params: dict[str, object]) -> str:
     )
 
 
-def best_trial(study: StudyData) -> TrialPoint | None:
-    """The most accurate completed trial (also the top of the Pareto front)."""
-    return max(
-        study.complete, key=lambda t: (t.accuracy or 0.0, -(t.train_seconds or 0.0)), default=None
-    )
+def all_points(data: SweepData) -> list[TrialPoint]:
+    """Every search trial and confirmation run of the sweep."""
+    return [p for s in data.studies for p in (*s.trials, *s.confirmations)]
 
 
-def trial_front(trials: tuple[TrialPoint, ...]) -> list[TrialPoint]:
-    """A study's Pareto-optimal trials (accuracy up, training seconds down), fastest first."""
-    timed = [t for t in trials if t.accuracy is not None and t.train_seconds is not None]
-    return pareto_front(timed, key=lambda t: (t.train_seconds or 0.0, t.accuracy or 0.0))
+#: A trial's paired cost in quiet-machine seconds (None: no paired measurement).
+Estimate = Callable[[TrialPoint], float | None]
+
+
+def seconds_estimator(data: SweepData) -> Estimate:
+    """The sweep's one rule for a trial's seconds: paired cost at quiet-machine speed."""
+    quiet = quiet_seconds_per_sample(all_points(data))
+    return lambda t: estimated_seconds(t.cost, quiet, data.reference_batch_size)
 
 
 @dataclass(frozen=True)
@@ -43,24 +58,74 @@ class LeaderboardEntry:
 
     optimizer: str
     study: StudyData
-    best: TrialPoint | None
-    accuracy: MeanCI | None
-    speed_ratio: float | None  # samples/s of its best trial over the reference's best
+    chosen: TrialPoint | None  # the configuration the headline is about (confirmed if any)
+    search_best: TrialPoint | None  # the search's most accurate trial (one seed, usually)
+    confirmations: tuple[TrialPoint, ...]  # the chosen configuration's confirmation runs
+    headline: Headline | None
+    speed: Speed | None  # paired, against the base at the chosen batch size
+    estimated_seconds: float | None  # the chosen trial's paired cost at quiet-machine speed
+    estimated_time_to_target: float | None
+    contended: int  # contended trials and runs of this optimizer
+
+    @property
+    def accuracies(self) -> tuple[float, ...]:
+        """The per-seed accuracies behind the headline (what the tests use)."""
+        return () if self.headline is None else self.headline.values
 
 
 def leaderboard(data: SweepData) -> list[LeaderboardEntry]:
     """One entry per study, in the sweep's optimizer order."""
-    bests = {s.optimizer: best_trial(s) for s in data.studies}
-    ref = bests.get(data.reference)
+    quiet = quiet_seconds_per_sample(all_points(data))
+    batch = data.reference_batch_size
     entries = []
     for study in data.studies:
-        best = bests[study.optimizer]
-        accuracy = mean_ci(best.seed_accuracies) if best and best.seed_accuracies else None
-        ratio = None
-        if best and ref and best.samples_per_second and ref.samples_per_second:
-            ratio = best.samples_per_second / ref.samples_per_second
-        entries.append(LeaderboardEntry(study.optimizer, study, best, accuracy, ratio))
+        chosen = confirm_choice(study.trials, data.objective, data.confirm_pick)
+        runs = tuple(confirmation_runs(chosen, study.confirmations))
+        entries.append(
+            LeaderboardEntry(
+                optimizer=study.optimizer,
+                study=study,
+                chosen=chosen,
+                search_best=best_trial(study.trials, data.objective),
+                confirmations=runs,
+                headline=headline_accuracy(chosen, runs),
+                speed=speed_vs_base(chosen, runs),
+                estimated_seconds=estimated_seconds(
+                    None if chosen is None else chosen.cost, quiet, batch
+                ),
+                estimated_time_to_target=estimated_seconds(
+                    None if chosen is None else chosen.cost_to_target, quiet, batch
+                ),
+                contended=sum(p.contended for p in (*study.trials, *study.confirmations)),
+            )
+        )
     return entries
+
+
+def contended_total(data: SweepData) -> int:
+    """Contended trials and runs in the whole sweep (the report's header says it)."""
+    return sum(p.contended for p in all_points(data))
+
+
+def _headline_text(e: LeaderboardEntry) -> str:
+    if e.headline is None:
+        return "-"
+    text = e.headline.accuracy.format()
+    if not e.headline.confirmed:
+        return f"{text} (search)"
+    n = len(e.headline.values)
+    failed = f", {e.headline.failed_runs} failed" if e.headline.failed_runs else ""
+    return f"{text} ({n} seed{'s' if n != 1 else ''}{failed})"
+
+
+def _speed_text(speed: Speed | None) -> str:
+    if speed is None:
+        return "-"
+    return f"{speed.value:.2f}× ({speed.low:.2f}–{speed.high:.2f})"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def leaderboard_rows(data: SweepData) -> list[dict[str, str]]:
@@ -72,43 +137,74 @@ def leaderboard_rows(data: SweepData) -> list[dict[str, str]]:
             f"{sum(t.state == 'COMPLETE' for t in trials)}/"
             f"{sum(t.state == 'PRUNED' for t in trials)}/{sum(t.state == 'FAIL' for t in trials)}"
         )
-        b = e.best
+        c = e.chosen
         ttt = "-"
-        if data.target_accuracy is not None and b is not None:
+        if data.target_accuracy is not None and c is not None:
             ttt = (
                 "not reached"
-                if b.time_to_target_seconds is None
-                else f"{b.time_to_target_seconds:.2f} s"
+                if e.estimated_time_to_target is None
+                else f"{e.estimated_time_to_target:.2f} s"
             )
+        best = e.search_best
         rows.append(
             {
                 "optimizer": e.optimizer,
                 "trials c/p/f": counts,
-                "best accuracy (95% CI)": "-" if e.accuracy is None else e.accuracy.format(),
-                "train s": "-"
-                if b is None or b.train_seconds is None
-                else f"{b.train_seconds:.2f}",
-                "samples/s": (
-                    "-"
-                    if b is None or b.samples_per_second is None
-                    else f"{b.samples_per_second:,.0f}"
-                ),
-                "speed vs base": "-" if e.speed_ratio is None else f"{e.speed_ratio:.2f}×",
+                "accuracy (95% CI)": _headline_text(e),
+                "search best": "-" if best is None else f"{100 * (best.accuracy or 0.0):.2f} %",
+                "speed vs base (IQR)": _speed_text(e.speed),
+                "est. train s": _seconds(e.estimated_seconds),
+                "raw train s": _seconds(None if c is None else c.train_seconds),
                 "time to target": ttt,
-                "best hyperparameters": "-" if b is None else format_params(b.params),
+                "contended": str(e.contended),
+                "best hyperparameters": "-" if c is None else format_params(c.params),
             }
         )
     return rows
 
 
-def front_rows(study: StudyData) -> list[dict[str, str]]:
-    """One row per Pareto-optimal trial of a study, fastest first."""
+def leaderboard_json(data: SweepData) -> list[dict[str, Any]]:
+    """Machine-readable leaderboard rows (``report --json``), one per optimizer."""
+    out = []
+    for e in leaderboard(data):
+        h, s, c = e.headline, e.speed, e.chosen
+        out.append(
+            {
+                "optimizer": e.optimizer,
+                "accuracy_mean": None if h is None else h.mean,
+                "accuracy_ci95": (
+                    None
+                    if h is None or h.accuracy.half_width is None
+                    else [h.mean - h.accuracy.half_width, h.mean + h.accuracy.half_width]
+                ),
+                "seeds": 0 if h is None else len(h.values),
+                "confirmed": bool(h and h.confirmed),
+                "search_best_accuracy": None if e.search_best is None else e.search_best.accuracy,
+                "speed_vs_base": None if s is None else s.value,
+                "speed_iqr": None if s is None else [s.low, s.high],
+                "speed_method": "none: every timing contended" if s is None else s.method,
+                "base": data.reference,
+                "estimated_train_seconds": e.estimated_seconds,
+                "raw_train_seconds": None if c is None else c.train_seconds,
+                "estimated_time_to_target_seconds": e.estimated_time_to_target,
+                "passes_per_step": None if c is None else c.passes_per_step,
+                "contended_trials": e.contended,
+                "best_trial": None if c is None else c.number,
+                "best_params": {} if c is None else c.params,
+            }
+        )
+    return out
+
+
+def front_rows(study: StudyData, data: SweepData) -> list[dict[str, str]]:
+    """One row per Pareto-optimal trial of a study, cheapest first."""
+    estimate = seconds_estimator(data)
     return [
         {
-            "trial": f"#{t.number}",
+            "trial": f"#{t.number}" + (" (contended)" if t.contended else ""),
             "accuracy": f"{100 * (t.accuracy or 0.0):.2f} %",
-            "train s": f"{t.train_seconds:.2f}",
+            "est. train s": _seconds(estimate(t)),
             "hyperparameters": format_params(t.params),
         }
-        for t in trial_front(study.trials)
+        for t in pareto_front(study.trials)
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from looksam.reports.findings import Finding
 from looksam.reports.leaderboard import COLUMNS, leaderboard_rows
 from looksam.reports.model import SweepData
 
@@ -10,7 +11,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(data: SweepData, findings: list[str]) -> str:
+def render_markdown(data: SweepData, findings: list[Finding]) -> str:
     """Markdown text: a title line, the leaderboard table and the findings as bullets."""
     lines = [
         f"### looksam-bench sweep `{data.name}` on `{data.workload}` ({data.objective})",
@@ -22,6 +23,6 @@ def render_markdown(data: SweepData, findings: list[str]) -> str:
         "| " + " | ".join(_cell(row[c]) for c in COLUMNS) + " |" for row in leaderboard_rows(data)
     ]
     if findings:
-        lines += ["", *(f"- {_cell(s)}" for s in findings)]
+        lines += ["", *(f"- {_cell(f.text)}" for f in findings)]
     lines += ["", f"_generated {data.generated_at}_", ""]
     return "\n".join(lines)

@@ -6,23 +6,34 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from looksam.reports.findings import Finding
 from looksam.reports.grid import GridCell, GridTable, grid_tables
-from looksam.reports.leaderboard import COLUMNS, front_rows, leaderboard_rows
+from looksam.reports.leaderboard import contended_total, front_rows, leaderboard_rows
 from looksam.reports.model import SweepData
 
-#: The terminal leaves out samples/s (speed vs base says it relatively) to fit 80 columns.
-TERMINAL_COLUMNS = tuple(c for c in COLUMNS if c != "samples/s")
+#: What fits 80 columns; the raw seconds, trial counts and time to target are in the HTML,
+#: Markdown and JSON reports.
+TERMINAL_COLUMNS = (
+    "optimizer", "accuracy (95% CI)", "search best", "speed vs base (IQR)", "est. train s",
+    "best hyperparameters",
+)  # fmt: skip
 
 
 def rows_table(title: str, rows: list[dict[str, str]], columns: tuple[str, ...]) -> Table:
-    """A Rich table of text rows (numbers right-aligned by column name)."""
+    """A Rich table of text rows (numbers right-aligned by column name).
+
+    Cells wrap only between words: each column is at least as wide as its longest word, so a
+    narrow terminal or CI log never splits a number such as ``lr=0.0356`` across lines.
+    """
     table = Table(title=title, title_justify="left")
-    numeric = {"train s", "samples/s", "speed vs base", "time to target", "accuracy"}
+    numeric = {"est. train s", "raw train s", "time to target", "accuracy", "search best"}
     for column in columns:
+        words = [w for row in rows for w in row.get(column, "").split()]
         table.add_column(
             column,
             justify="right" if column in numeric else "left",
-            overflow="fold" if "hyperparameters" in column else "ellipsis",
+            min_width=max((len(w) for w in words), default=1),
+            overflow="fold",
         )
     for row in rows:
         table.add_row(*(row.get(c, "") for c in columns))
@@ -52,11 +63,14 @@ def grid_table(table: GridTable) -> Table:
     return out
 
 
-def terminal_report(data: SweepData, findings: list[str]) -> RenderableType:
+def terminal_report(data: SweepData, findings: list[Finding]) -> RenderableType:
     """Leaderboard, grid tables (or, for a search, each Pareto front) and the findings."""
+    contended = contended_total(data)
+    busy = f", {contended} contended trials" if contended else ""
     parts: list[RenderableType] = [
         rows_table(
-            f"Leaderboard: {data.name} on {data.workload} ({data.objective})",
+            f"Leaderboard: {data.name} on {data.workload} ({data.objective}; speed paired "
+            f"against {data.reference}{busy})",
             leaderboard_rows(data),
             TERMINAL_COLUMNS,
         )
@@ -64,16 +78,16 @@ def terminal_report(data: SweepData, findings: list[str]) -> RenderableType:
     grids = grid_tables(data)
     parts.extend(grid_table(g) for g in grids)
     for study in data.studies if not grids else ():  # a grid's table says more than fronts
-        rows = front_rows(study)
+        rows = front_rows(study, data)
         if rows:
             parts.append(
                 rows_table(
-                    f"Pareto front of {study.optimizer} (accuracy vs training seconds)",
+                    f"Pareto front of {study.optimizer} (accuracy vs paired cost)",
                     rows,
-                    ("trial", "accuracy", "train s", "hyperparameters"),
+                    ("trial", "accuracy", "est. train s", "hyperparameters"),
                 )
             )
     if findings:
         parts.append(Text("Findings", style="bold"))
-        parts.extend(Text(f"• {sentence}") for sentence in findings)
+        parts.extend(Text(f"• {finding.text}") for finding in findings)
     return Group(*parts)

@@ -8,6 +8,7 @@ import json
 import platform
 import statistics
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,41 +16,74 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from looksam._json import json_safe
 from looksam.bench.runner import git_commit_of_project
 from looksam.bench.workloads import get_workload_info
 from looksam.optim import get_optimizer_info
 from looksam.reports.model import StudyData, SweepData, TrialPoint
+from looksam.sweeps._storage import open_storage
 from looksam.sweeps.redact import redact_url
 from looksam.sweeps.spec import SpecError, SweepSpec
-from looksam.sweeps.study import open_storage
 
 
 def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def trial_point(optimizer: str, trial: FrozenTrial) -> TrialPoint:
-    """A stored trial as a report point."""
-    attrs = trial.user_attrs
-    accuracies = [float(a) for a in attrs.get("seed_accuracies") or []]
-    seconds = [float(s) for s in attrs.get("seed_train_seconds") or []]
-    speeds = [float(s) for s in attrs.get("seed_samples_per_second") or []]
+def _floats(values: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in values or () if v is not None)
+
+
+def point_from_attrs(
+    optimizer: str,
+    number: int,
+    state: str,
+    params: dict[str, Any],
+    attrs: Mapping[str, Any],
+    values: tuple[float, ...] | None = None,
+) -> TrialPoint:
+    """A trial's stored user attributes as a report point (the one place they are read)."""
+    accuracies = list(_floats(attrs.get("seed_accuracies")))
     reached = attrs.get("seed_time_to_target") or []
     # Time-to-target only when every seed reached the target (AlgoPerf: else it failed it).
     ttt = _mean([float(t) for t in reached]) if reached and None not in reached else None
+    source_params = attrs.get("source_params")
+    searched = dict(source_params) if source_params is not None else dict(params)
     return TrialPoint(
         optimizer=optimizer,
-        number=trial.number,
-        state=trial.state.name,
-        params={**(attrs.get("hyperparameters") or {}), **trial.params},
+        number=number,
+        state=state,
+        params={**(attrs.get("hyperparameters") or {}), **params},
         accuracy=_mean(accuracies),
         seed_accuracies=tuple(accuracies),
-        train_seconds=_mean(seconds),
-        samples_per_second=_mean(speeds),
+        train_seconds=_mean(list(_floats(attrs.get("seed_train_seconds")))),
+        samples_per_second=_mean(list(_floats(attrs.get("seed_samples_per_second")))),
         time_to_target_seconds=ttt,
-        curve=tuple(float(a) for a in attrs.get("curve_accuracy") or []),
+        curve=_floats(attrs.get("curve_accuracy")),
         mlflow_run_id=attrs.get("mlflow_run_id"),
         failure_reason=attrs.get("failure_reason"),
+        stage=str(attrs.get("stage", "search")),
+        seeds=tuple(int(s) for s in attrs.get("seeds") or ()),
+        searched_params=searched,
+        source_trial=attrs.get("source_trial"),
+        values=values,
+        paired_ratios=_floats(attrs.get("paired_ratios")),
+        paired_costs=_floats(attrs.get("paired_costs")),
+        samples=_mean(list(_floats(attrs.get("seed_samples")))),
+        cost=attrs.get("cost"),
+        cost_to_target=attrs.get("cost_to_target"),
+        reference_seconds_per_sample=attrs.get("reference_seconds_per_sample"),
+        contended=bool(attrs.get("contended", False)),
+        contention=attrs.get("contention"),
+        passes_per_step=attrs.get("passes_per_step"),
+    )
+
+
+def point_from_trial(optimizer: str, trial: FrozenTrial) -> TrialPoint:
+    """A stored trial as a report point."""
+    values = tuple(trial.values) if trial.values is not None else None
+    return point_from_attrs(
+        optimizer, trial.number, trial.state.name, dict(trial.params), trial.user_attrs, values
     )
 
 
@@ -72,7 +106,7 @@ def _importances(study: optuna.Study, multi: bool) -> dict[str, float]:
 
 def load_sweep_data(spec: SweepSpec) -> SweepData:
     """Every study of the sweep, as stored now; SpecError if the sweep has no study at all."""
-    storage = open_storage(spec.storage)
+    storage = open_storage(spec.storage, create=False)
     known = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     studies = []
     for optimizer in spec.optimizers:
@@ -87,13 +121,23 @@ def load_sweep_data(spec: SweepSpec) -> SweepData:
             if k_dim is None or k_dim.low is None
             else int(min(max(5, k_dim.low), k_dim.high or 5))
         )
+        confirm_name = f"{name}/confirm"
+        confirmations: tuple[TrialPoint, ...] = ()
+        if confirm_name in known:
+            confirm = optuna.load_study(study_name=confirm_name, storage=storage)
+            confirmations = tuple(
+                point_from_trial(optimizer, t) for t in confirm.get_trials(deepcopy=False)
+            )
         studies.append(
             StudyData(
                 optimizer=optimizer,
                 study_name=name,
                 passes_per_step=get_optimizer_info(optimizer).passes_per_step(k),
-                trials=tuple(trial_point(optimizer, t) for t in study.get_trials(deepcopy=False)),
+                trials=tuple(
+                    point_from_trial(optimizer, t) for t in study.get_trials(deepcopy=False)
+                ),
                 importances=_importances(study, multi=spec.objective == "pareto"),
+                confirmations=confirmations,
             )
         )
     if not studies:
@@ -121,7 +165,12 @@ def load_sweep_data(spec: SweepSpec) -> SweepData:
             "device": spec.workload.device,
         },
         generated_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        reference=spec.optimizers[0] if "sgd" not in spec.optimizers else "sgd",
+        reference=spec.base,
+        reference_batch_size=(
+            spec.reference_batch_size or spec.workload.batch_size or info.default_batch_size
+        ),
+        confirm_seeds=spec.confirm_seeds,
+        confirm_pick=spec.confirm_pick,
     )
 
 
@@ -129,8 +178,12 @@ def discover_spec(sweep: str, storage: str) -> SweepSpec:
     """A minimal spec for a stored sweep found by name (``report --sweep NAME``)."""
     from looksam.sweeps.spec import parse_spec
 
-    summaries = optuna.get_all_study_summaries(open_storage(storage))
-    mine = [s for s in summaries if s.study_name.startswith(f"{sweep}/")]
+    summaries = optuna.get_all_study_summaries(open_storage(storage, create=False))
+    mine = [
+        s
+        for s in summaries
+        if s.study_name.startswith(f"{sweep}/") and not s.study_name.endswith("/confirm")
+    ]
     if not mine:
         names = sorted({s.study_name.split("/")[0] for s in summaries})
         known = f"; sweeps there: {', '.join(names)}" if names else ""
@@ -165,7 +218,7 @@ def save_report(
     """
     from looksam.reports.findings import EQUIVALENCE_MARGIN, findings
     from looksam.reports.html import render_html
-    from looksam.reports.leaderboard import leaderboard_rows
+    from looksam.reports.leaderboard import contended_total, leaderboard_json, leaderboard_rows
     from looksam.reports.markdown import render_markdown
 
     sentences = findings(data, EQUIVALENCE_MARGIN if margin is None else margin)
@@ -179,6 +232,13 @@ def save_report(
         markdown.write_text(render_markdown(data, sentences))
         written.append(markdown)
     if json_path is not None:
-        json_path.write_text(json.dumps(dataclasses.asdict(data), indent=2, default=str) + "\n")
+        payload = {
+            "leaderboard": leaderboard_json(data),
+            "findings": [f.to_dict() for f in sentences],
+            "contended_trials": contended_total(data),
+            **dataclasses.asdict(data),
+        }
+        text = json.dumps(json_safe(payload), indent=2, default=str, allow_nan=False)
+        json_path.write_text(text + "\n")
         written.append(json_path)
     return written

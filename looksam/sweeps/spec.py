@@ -16,12 +16,17 @@ from typing import Any
 
 import tomllib
 
+from looksam.bench.runner import AMP_MODES, DEVICES
 from looksam.bench.workloads import get_workload_info
 from looksam.optim import BASE_OPTIMIZERS, get_optimizer_info, list_optimizers
 
 OBJECTIVES = ("pareto", "accuracy", "time-to-target")
 SAMPLERS = ("tpe", "random", "nsga2", "gp", "grid")
 PRUNERS = ("none", "median", "hyperband")
+#: How studies share the machine: take turns trial by trial, or one after another.
+ORDERS = ("interleaved", "sequential")
+#: Which configuration the confirmation stage re-runs (see looksam.reports.summary).
+CONFIRM_PICKS = ("best", "knee")
 LR_SCALING = ("none", "linear", "sqrt")
 #: The paper's operating point: the first trial of every study, where the dimension exists.
 REFERENCE_POINT = {"k": 5, "alpha": 0.7, "rho": 0.05}
@@ -90,6 +95,12 @@ class SweepSpec:
     storage: str = DEFAULT_STORAGE
     tracking_uri: str | None = DEFAULT_TRACKING_URI  # None: no MLflow
     source: str | None = None  # the file it came from
+    order: str = "interleaved"  # studies take turns (see looksam.sweeps.study)
+    confirm_seeds: tuple[int, ...] = ()  # fresh seeds re-running each optimizer's choice
+    confirm_pick: str = "best"  # "best", or "knee" of the Pareto front
+    #: Each trial's paired timing against the base: rounds, and steps per contender per round.
+    timing_rounds: int = 9
+    timing_steps: int = 16
 
     def study_name(self, optimizer: str) -> str:
         """One Optuna study per optimizer, named from sweep, workload and optimizer."""
@@ -104,10 +115,11 @@ class SweepSpec:
 
         A grid sweep is an exhaustive design, not a search: each study runs its own grid once
         (a study with nothing to vary runs one trial), so budgets differ between optimizers
-        by design and the spec says so by naming the grid sampler.
+        by design and the spec says so by naming the grid sampler. A search study with nothing
+        to search also runs one trial: more would train the same point on the same seeds.
         """
         if self.sampler != "grid":
-            return self.n_trials
+            return self.n_trials if self.space_for(optimizer) else 1
         return math.prod(len(d.choices or ()) for d in self.space_for(optimizer))
 
     def grid_for(self, optimizer: str) -> dict[str, list[Any]]:
@@ -123,12 +135,29 @@ class SweepSpec:
 
 _TOP_KEYS = {
     "sweep", "workload", "optimizers", "space", "fixed", "objective", "budget", "seeds",
-    "sampler", "pruner", "lr_scaling", "storage", "tracking",
+    "sampler", "pruner", "lr_scaling", "storage", "tracking", "order", "confirm", "timing",
 }  # fmt: skip
 
 
 def _fail(where: str, message: str) -> SpecError:
     return SpecError(f"{where}: {message}")
+
+
+def _take(overrides: dict[str, Any], key: str, default: Any) -> tuple[Any, bool]:
+    """The override for ``key`` when one was given, else ``default``; and whether it was.
+
+    An override is given when present and not None: 0, "" and [] are values to validate,
+    never taken for "not given" (``--seeds 0`` must fail, not quietly become the spec's value).
+    """
+    if overrides.get(key) is not None:
+        return overrides.pop(key), True
+    overrides.pop(key, None)
+    return default, False
+
+
+def _at(where: str, section: str, key: str, overridden: bool) -> str:
+    """Where a bad value came from: the spec's table, or the override that replaced it."""
+    return f"{where} (override {key})" if overridden else f"{where} {section}".rstrip()
 
 
 def _check_keys(where: str, table: Mapping[str, Any], allowed: set[str]) -> None:
@@ -262,37 +291,60 @@ def parse_spec(
         {"name", "epochs", "batch_size", "device", "amp", "data_dir"},
     )  # fmt: skip
     overrides = dict(overrides or {})
-    for key in ("epochs", "batch_size", "device", "amp", "data_dir"):
-        if overrides.get(key) is not None:
-            raw_workload[key] = overrides.pop(key)
-    if overrides.get("workload") is not None:
-        raw_workload["name"] = overrides.pop("workload")
+    overridden: set[str] = set()
+    for key, override in (
+        ("epochs", "epochs"), ("batch_size", "batch_size"), ("device", "device"),
+        ("amp", "amp"), ("data_dir", "data_dir"), ("name", "workload"),
+    ):  # fmt: skip
+        value, given = _take(overrides, override, raw_workload.get(key))
+        if given:
+            raw_workload[key] = value
+            overridden.add(key)
+
+    def at_workload(key: str) -> str:
+        override = "workload" if key == "name" else key
+        return _at(where, "[workload]", override, key in overridden)
+
     workload = WorkloadSettings(**raw_workload)
     try:
         get_workload_info(workload.name)
-    except ValueError as error:
-        raise _fail(f"{where} [workload]", str(error)) from None
+    except (ValueError, TypeError) as error:  # TypeError: a name that is not a string
+        raise _fail(at_workload("name"), str(error)) from None
     for key in ("epochs", "batch_size"):
         value = getattr(workload, key)
         if value is not None and (not _is_count(value)):
-            raise _fail(f"{where} [workload]", f"{key} must be an integer >= 1, got {value!r}")
+            raise _fail(at_workload(key), f"{key} must be an integer >= 1, got {value!r}")
+    for key, allowed in (("device", DEVICES), ("amp", AMP_MODES)):
+        value = getattr(workload, key)
+        if value not in allowed:
+            raise _fail(
+                at_workload(key), f"unknown {key} {value!r}; choose one of: {', '.join(allowed)}"
+            )
+    if workload.data_dir is not None and (
+        not isinstance(workload.data_dir, str) or not workload.data_dir
+    ):
+        raise _fail(
+            at_workload("data_dir"),
+            f"data_dir must be a directory path, got {workload.data_dir!r}",
+        )
 
     raw_opt = _table(where, data, "optimizers")
     _check_keys(f"{where} [optimizers]", raw_opt, {"names", "base"})
-    names = overrides.pop("optimizers", None) or raw_opt.get(
-        "names", ["sgd", "sam", "samk", "looksam"]
+    names, given = _take(
+        overrides, "optimizers", raw_opt.get("names", ["sgd", "sam", "samk", "looksam"])
     )
+    at_names = _at(where, "[optimizers]", "optimizers", given)
     if not isinstance(names, list | tuple) or not names:
-        raise _fail(f"{where} [optimizers]", "names must be a non-empty list")
+        raise _fail(at_names, f"names must be a non-empty list, got {names!r}")
     for opt_name in names:
         try:
             get_optimizer_info(opt_name)
-        except ValueError as error:
-            raise _fail(f"{where} [optimizers]", str(error)) from None
-    base = overrides.pop("base", None) or raw_opt.get("base", "sgd")
-    if base not in BASE_OPTIMIZERS:
+        except (ValueError, TypeError) as error:
+            raise _fail(at_names, str(error)) from None
+    base, given = _take(overrides, "base", raw_opt.get("base", "sgd"))
+    if not isinstance(base, str) or base not in BASE_OPTIMIZERS:
         raise _fail(
-            f"{where} [optimizers]",
+            _at(where, "[optimizers]", "base", given),
             f"unknown base {base!r}; choose one of: {', '.join(BASE_OPTIMIZERS)}",
         )
 
@@ -334,24 +386,32 @@ def parse_spec(
             _check_value(f"{where} [fixed.{opt_name}]", key, value)
         fixed[opt_name] = dict(values)
 
-    objective = overrides.pop("objective", None) or data.get("objective", "pareto")
-    if objective not in OBJECTIVES:
+    objective, given = _take(overrides, "objective", data.get("objective", "pareto"))
+    if not isinstance(objective, str) or objective not in OBJECTIVES:
         raise _fail(
-            where, f"unknown objective {objective!r}; choose one of: {', '.join(OBJECTIVES)}"
+            _at(where, "", "objective", given),
+            f"unknown objective {objective!r}; choose one of: {', '.join(OBJECTIVES)}",
         )
 
     budget = dict(_table(where, data, "budget"))
     _check_keys(f"{where} [budget]", budget, {"n_trials", "timeout", "seeds"})
+    budget_overridden: set[str] = set()
     for key in ("n_trials", "timeout"):
-        if overrides.get(key) is not None:
-            budget[key] = overrides.pop(key)
+        value, given = _take(overrides, key, budget.get(key))
+        if given:
+            budget[key] = value
+            budget_overridden.add(key)
     n_trials = budget.get("n_trials", 8)
     if not _is_count(n_trials):
-        raise _fail(f"{where} [budget]", f"n_trials must be an integer >= 1, got {n_trials!r}")
+        raise _fail(
+            _at(where, "[budget]", "n_trials", "n_trials" in budget_overridden),
+            f"n_trials must be an integer >= 1, got {n_trials!r}",
+        )
     timeout = budget.get("timeout")
-    if timeout is not None and _number(f"{where} [budget]", timeout, "timeout") <= 0:
-        raise _fail(f"{where} [budget]", f"timeout must be > 0 seconds, got {timeout!r}")
-    seeds_raw = overrides.pop("seeds", None) or budget.get("seeds", 1)
+    at_timeout = _at(where, "[budget]", "timeout", "timeout" in budget_overridden)
+    if timeout is not None and _number(at_timeout, timeout, "timeout") <= 0:
+        raise _fail(at_timeout, f"timeout must be > 0 seconds, got {timeout!r}")
+    seeds_raw, given = _take(overrides, "seeds", budget.get("seeds", 1))
     if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool) and seeds_raw >= 1:
         seeds = tuple(range(seeds_raw))
     elif (
@@ -362,20 +422,37 @@ def parse_spec(
         seeds = tuple(seeds_raw)
     else:
         raise _fail(
-            f"{where} [budget]", f"seeds must be a count >= 1 or a list of ints, got {seeds_raw!r}"
+            _at(where, "[budget]", "seeds", given),
+            f"seeds must be a count >= 1 or a list of ints, got {seeds_raw!r}",
         )
+
+    order, confirm_seeds, confirm_pick = _confirmation(where, data, overrides, seeds)
+    raw_timing = _table(where, data, "timing")
+    _check_keys(f"{where} [timing]", raw_timing, {"rounds", "steps"})
+    timing = {"rounds": 9, "steps": 16, **raw_timing}
+    for key, value in timing.items():
+        if not _is_count(value):
+            raise _fail(f"{where} [timing]", f"{key} must be an integer >= 1, got {value!r}")
 
     raw_sampler = _table(where, data, "sampler")
     _check_keys(f"{where} [sampler]", raw_sampler, {"name", "seed"})
-    sampler = overrides.pop("sampler", None) or raw_sampler.get("name", "tpe")
-    if sampler not in SAMPLERS:
-        raise _fail(where, f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+    sampler, given = _take(overrides, "sampler", raw_sampler.get("name", "tpe"))
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
+        raise _fail(
+            _at(where, "", "sampler", given),
+            f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}",
+        )
     sampler_seed = raw_sampler.get("seed", 0)
+    if isinstance(sampler_seed, bool) or not isinstance(sampler_seed, int):
+        raise _fail(f"{where} [sampler]", f"seed must be an integer, got {sampler_seed!r}")
     if sampler == "grid":
         _check_grid(where, spaces, budget)
-    pruner = overrides.pop("pruner", None) or data.get("pruner", "none")
-    if pruner not in PRUNERS:
-        raise _fail(where, f"unknown pruner {pruner!r}; choose one of: {', '.join(PRUNERS)}")
+    pruner, given = _take(overrides, "pruner", data.get("pruner", "none"))
+    if not isinstance(pruner, str) or pruner not in PRUNERS:
+        raise _fail(
+            _at(where, "", "pruner", given),
+            f"unknown pruner {pruner!r}; choose one of: {', '.join(PRUNERS)}",
+        )
     if pruner != "none" and objective == "pareto":
         raise _fail(
             where,
@@ -405,13 +482,28 @@ def parse_spec(
     warmup = _fraction(f"{where} [lr_scaling]", raw_scaling, "warmup_fraction")
     rho_warmup = _fraction(f"{where} [lr_scaling]", raw_scaling, "rho_warmup_fraction")
 
-    storage = overrides.pop("storage", None) or data.get("storage", DEFAULT_STORAGE)
+    storage, given = _take(overrides, "storage", data.get("storage", DEFAULT_STORAGE))
+    if not isinstance(storage, str) or not storage.strip():
+        raise _fail(
+            _at(where, "", "storage", given),
+            f"storage must be a URL (sqlite:///…, postgresql://…) or journal:PATH, "
+            f"got {storage!r}",
+        )
     raw_tracking = _table(where, data, "tracking")
     _check_keys(f"{where} [tracking]", raw_tracking, {"uri", "enabled"})
-    tracking_uri: str | None = overrides.pop("tracking_uri", None) or raw_tracking.get(
-        "uri", DEFAULT_TRACKING_URI
+    tracking_uri, given = _take(
+        overrides, "tracking_uri", raw_tracking.get("uri", DEFAULT_TRACKING_URI)
     )
-    if overrides.pop("no_mlflow", False) or raw_tracking.get("enabled", True) is False:
+    if not isinstance(tracking_uri, str) or not tracking_uri.strip():
+        raise _fail(
+            _at(where, "[tracking]", "tracking_uri", given),
+            f"uri must be an MLflow tracking URI (sqlite:///…, http://…), got {tracking_uri!r}",
+        )
+    enabled = raw_tracking.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise _fail(f"{where} [tracking]", f"enabled must be true or false, got {enabled!r}")
+    no_mlflow, _ = _take(overrides, "no_mlflow", False)
+    if no_mlflow or not enabled:
         tracking_uri = None
     leftover = {k: v for k, v in overrides.items() if v is not None}
     if leftover:
@@ -437,7 +529,44 @@ def parse_spec(
         storage=str(storage),
         tracking_uri=tracking_uri,
         source=source,
+        order=order,
+        confirm_seeds=confirm_seeds,
+        confirm_pick=confirm_pick,
+        timing_rounds=timing["rounds"],
+        timing_steps=timing["steps"],
     )
+
+
+def _confirmation(
+    where: str, data: Mapping[str, Any], overrides: dict[str, Any], seeds: tuple[int, ...]
+) -> tuple[str, tuple[int, ...], str]:
+    """The scheduling order and the confirmation stage: its fresh seeds and what it re-runs.
+
+    Confirmation seeds follow the search's (``max(seeds) + 1`` on), so no confirmation run
+    repeats a search run.
+    """
+    order, given = _take(overrides, "order", data.get("order", "interleaved"))
+    if not isinstance(order, str) or order not in ORDERS:
+        raise _fail(
+            _at(where, "", "order", given),
+            f"unknown order {order!r}; choose one of: {', '.join(ORDERS)}",
+        )
+    raw = _table(where, data, "confirm")
+    _check_keys(f"{where} [confirm]", raw, {"seeds", "pick"})
+    count, given = _take(overrides, "confirm_seeds", raw.get("seeds", 0))
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise _fail(
+            _at(where, "[confirm]", "confirm_seeds", given),
+            f"seeds must be an integer >= 0 (0: no confirmation stage), got {count!r}",
+        )
+    pick = raw.get("pick", "best")
+    if pick not in CONFIRM_PICKS:
+        raise _fail(
+            f"{where} [confirm]",
+            f"unknown pick {pick!r}; choose one of: {', '.join(CONFIRM_PICKS)}",
+        )
+    first = max(seeds) + 1
+    return order, tuple(range(first, first + count)), pick
 
 
 def _fraction(where: str, table: Mapping[str, Any], key: str) -> float | None:

@@ -1,101 +1,81 @@
-"""Optuna studies for a sweep: one per optimizer, equal budgets, resumable, shareable by workers.
+"""The sweep's scheduler: every optimizer's study in turn, then the confirmation stage.
 
-Budget rule (``n_trials``, or the grid's size with the grid sampler): a trial counts when it
-COMPLETEs, is PRUNED, or FAILs for a reason its hyperparameters caused (diverged, out of memory).
-Infrastructure failures — a worker killed or interrupted — do not count; their parameters are
-enqueued again, so a re-run completes the budget. Workers sharing a storage stop asking for
-trials once finished plus running trials fill the budget, and a trial that loses the race for the
-last slot is failed as ``surplus`` before it trains, so together they complete exactly the budget
-with distinct trial numbers.
+Studies take turns by default: each next trial goes to the study with the smallest share of its
+budget taken (counted or running, by any worker), ties to the spec's order, so the optimizers
+progress together, a change of machine load lands on all of them alike, and a sweep stopped
+half-way has something of every optimizer. ``order = "sequential"`` fills one study after the
+other instead. The rule reads only the storage, so it holds across workers and resumes.
+
+After the search, the confirmation stage re-trains each optimizer's chosen configuration (the
+best trial; for pareto, the most accurate point of the front, or its knee) on fresh seeds, one
+seed per trial of a study of its own (``SWEEP/WORKLOAD/OPTIMIZER/confirm``), interleaved the same
+way. Its trials are queued with their seed, so a killed worker's run is re-queued with the same
+seed, and a second worker that races for one is failed as ``surplus`` before it trains.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-import os
-import signal
-import socket
-import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import optuna
-from optuna.storages.journal import JournalFileBackend
-from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from looksam.bench.runner import EpochRecord, RunConfig, RunResult, run_training
-from looksam.bench.workloads import create_workload, get_workload_info
-from looksam.optim import get_optimizer_info
-from looksam.sweeps.redact import redact_url
-from looksam.sweeps.spec import SpecError, SweepSpec, reference_params, scaled_lr, suggest
-from looksam.sweeps.tracking import NullTracker, Tracker, TrialRecord
+from looksam.bench.workloads import get_workload_info
+from looksam.reports.model import TrialPoint
+from looksam.reports.summary import (
+    best_trial,
+    confirm_choice,
+    confirmation_runs,
+    headline_accuracy,
+)
+from looksam.sweeps._liveness import (
+    WORKER_ID,
+    counts_toward_budget,
+    fail_trial,
+    interrupts_latched,
+    is_taken,
+    lost_the_last_slot,
+    raise_if_interrupted,
+    reap_stale_trials,
+    requeue,
+)
+from looksam.sweeps._samplers import METRIC_NAMES, directions, make_pruner, make_sampler
+from looksam.sweeps._storage import open_storage
+from looksam.sweeps._trial import (
+    QuietObserver,
+    SweepObserver,
+    TrialOutcome,
+    TrialRun,
+    defaults,
+    outcome_of,
+)
+from looksam.sweeps.results import point_from_trial
+from looksam.sweeps.spec import ORDERS, SpecError, SweepSpec, reference_params
+from looksam.sweeps.tracking import NullTracker, Tracker
+from looksam.sweeps.validate import validate_trial_space
 
-#: Failures caused by the hyperparameters: they use up budget like any other result.
-BUDGET_FAILURES = ("diverged", "oom")
-#: A RUNNING trial whose worker has not written a heartbeat for this long is taken as dead.
-HEARTBEAT_SECONDS = 10.0
-STALE_AFTER_SECONDS = 60.0
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
-#: Set by Ctrl-C; checked at every progress report so an interrupt cannot be lost (see below).
-_INTERRUPTED = threading.Event()
-
-
-@contextlib.contextmanager
-def _interrupts_latched() -> Iterator[None]:
-    """Make Ctrl-C stick: Python raises KeyboardInterrupt wherever the main thread is, and
-    inside a weakref callback or ``__del__`` it is printed and swallowed, so the sweep would
-    train on. The handler also sets a flag that progress reports check, which re-raises it."""
-    _INTERRUPTED.clear()
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_sigint(signum: int, frame: object) -> None:
-        _INTERRUPTED.set()
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _raise_if_interrupted() -> None:
-    if _INTERRUPTED.is_set():
-        raise KeyboardInterrupt
-
-
-@dataclass(frozen=True)
-class TrialOutcome:
-    """What one trial did, for the live display and the summary."""
-
-    optimizer: str
-    number: int
-    state: str
-    params: dict[str, Any]
-    values: tuple[float, ...] | None
-    failure_reason: str | None
-    mean_accuracy: float | None
-    mean_seconds: float | None
+#: How often a worker that waits for other workers' search trials looks again.
+WAIT_POLL_SECONDS = 2.0
+#: Draws in a row that repeat a known point before a study's space counts as used up.
+MAX_REPEATED_DRAWS = 25
 
 
 @dataclass(frozen=True)
 class StudySummary:
-    """One optimizer's study after the sweep (or as far as it got)."""
+    """One optimizer's studies after the sweep (or as far as it got)."""
 
     optimizer: str
     study_name: str
     complete: int
     pruned: int
     failed: int
-    best: tuple[TrialOutcome, ...]  # Pareto front (pareto) or the single best trial
+    best: TrialPoint | None  # the report's best trial (one definition: reports.summary)
+    confirmations: tuple[TrialPoint, ...]  # its confirmation runs that count
 
 
 @dataclass(frozen=True)
@@ -105,117 +85,6 @@ class SweepResult:
     spec: SweepSpec
     studies: tuple[StudySummary, ...]
     wall_seconds: float
-
-
-class SweepObserver(Protocol):
-    """Receives progress events (the CLI renders them live; tests may record them)."""
-
-    def study_started(self, optimizer: str, counted: int, budget: int) -> None: ...
-    def trial_started(self, optimizer: str, number: int, params: dict[str, Any]) -> None: ...
-    def epoch(self, optimizer: str, seed: int, step: int, total: int) -> None: ...
-    def trial_finished(self, outcome: TrialOutcome, counted: int, budget: int) -> None: ...
-
-
-class _QuietObserver:
-    def study_started(self, optimizer: str, counted: int, budget: int) -> None:
-        pass
-
-    def trial_started(self, optimizer: str, number: int, params: dict[str, Any]) -> None:
-        pass
-
-    def epoch(self, optimizer: str, seed: int, step: int, total: int) -> None:
-        pass
-
-    def trial_finished(self, outcome: TrialOutcome, counted: int, budget: int) -> None:
-        pass
-
-
-# ---------------------------------------------------------------------- storage
-
-
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """SQLite/PostgreSQL via Optuna's RDB storage, ``journal:PATH`` via its JournalStorage.
-
-    Raises:
-        SpecError: the storage cannot be opened (the message never shows a password).
-    """
-    try:
-        if url.startswith("journal:"):
-            path = Path(url.removeprefix("journal:"))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            backend = JournalFileBackend(str(path))
-            return optuna.storages.JournalStorage(backend)
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return _rdb_storage(url)
-    except Exception as error:  # SQLAlchemy raises many kinds; all mean "cannot use it"
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SpecError(f"cannot open storage {redact_url(url)}: {redact_url(first)}") from None
-
-
-#: Workers starting together on a fresh database race to create Optuna's tables; the loser
-#: sees a duplicate-object error once the winner has committed, and simply tries again.
-_SCHEMA_RACE = ("already exists", "duplicate key", "UniqueViolation")
-
-
-def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
-    engine_kwargs = {"pool_pre_ping": True} if not url.startswith("sqlite") else {}
-    for attempt in range(attempts):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except Exception as error:
-            if attempt == attempts - 1 or not any(m in str(error) for m in _SCHEMA_RACE):
-                raise
-    raise AssertionError("unreachable")
-
-
-class _GridSampler(optuna.samplers.GridSampler):
-    """Optuna's grid sampler without its ``study.stop()`` once the grid is used up.
-
-    That call only works inside ``study.optimize``; this module drives studies with ask/tell and
-    stops at the budget (the grid's size) itself.
-    """
-
-    def after_trial(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        state: TrialState,
-        values: Sequence[float] | None,
-    ) -> None:
-        return None
-
-
-def _sampler(spec: SweepSpec, optimizer: str) -> optuna.samplers.BaseSampler:
-    # Each study gets its own, deterministic seed derived from the sweep's.
-    seed = spec.sampler_seed + spec.optimizers.index(optimizer)
-    if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if spec.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if spec.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if spec.sampler == "grid":
-        return _GridSampler(spec.grid_for(optimizer), seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
-
-
-def _pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
-    if spec.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-    if spec.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner()
-    return optuna.pruners.NopPruner()
-
-
-def directions(objective: str) -> list[StudyDirection]:
-    """Optuna directions for an objective."""
-    up, down = StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE
-    if objective == "pareto":
-        return [up, down]  # accuracy, training seconds
-    if objective == "accuracy":
-        return [up]
-    return [down]  # time-to-target
 
 
 def validate_for_workload(spec: SweepSpec) -> None:
@@ -230,333 +99,306 @@ def validate_for_workload(spec: SweepSpec) -> None:
         raise SpecError(f"{spec.workload.name} has no target accuracy for time-to-target")
 
 
+def confirm_study_name(spec: SweepSpec, optimizer: str) -> str:
+    """The study holding ``optimizer``'s confirmation runs."""
+    return f"{spec.study_name(optimizer)}/confirm"
+
+
 def open_study(spec: SweepSpec, optimizer: str, storage: Any) -> optuna.Study:
     """Create or join the study for ``optimizer``; a new one starts at the paper's point."""
     study = optuna.create_study(
         study_name=spec.study_name(optimizer),
         storage=storage,
-        sampler=_sampler(spec, optimizer),
-        pruner=_pruner(spec),
+        sampler=make_sampler(spec, optimizer, 0),
+        pruner=make_pruner(spec),
         directions=directions(spec.objective),
         load_if_exists=True,
     )
     space = spec.space_for(optimizer)
     # A grid already contains every point worth running; a reference trial would run one twice.
+    # Two workers may both queue it: the second copy is failed as a duplicate before it trains.
     if space and spec.sampler != "grid" and not study.get_trials(deepcopy=False):
-        defaults = _defaults(spec, optimizer)
-        study.enqueue_trial(reference_params(space, defaults), user_attrs={"reference": True})
-    study.set_user_attr("sweep", spec.name)
+        point = reference_params(space, defaults(spec, optimizer))
+        study.enqueue_trial(point, user_attrs={"reference": True})
+    _describe(study, spec)
     return study
 
 
-def _defaults(spec: SweepSpec, optimizer: str) -> dict[str, Any]:
-    info = get_optimizer_info(optimizer)
-    base = spec.base if info.wraps_base else None
-    values: dict[str, Any] = {hp.name: hp.default for hp in info.all_hyperparameters(base)}
-    wl = get_workload_info(spec.workload.name)
-    if (base or optimizer) == "sgd":
-        values["lr"] = wl.default_lr
-    values["batch_size"] = spec.workload.batch_size or wl.default_batch_size
-    return values
+def _describe(study: optuna.Study, spec: SweepSpec) -> None:
+    study.set_user_attr("sweep", spec.name)
+    if study.metric_names != METRIC_NAMES[spec.objective]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(METRIC_NAMES[spec.objective])
 
 
-# ---------------------------------------------------------------------- budget and liveness
+def _taken(study: optuna.Study) -> int:
+    return sum(is_taken(t) for t in study.get_trials(deepcopy=False))
 
 
-def counts_toward_budget(trial: FrozenTrial) -> bool:
-    """COMPLETE, PRUNED, or FAIL for a hyperparameter-caused reason."""
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        return True
-    return trial.state == TrialState.FAIL and trial.user_attrs.get("failure_reason") in (
-        BUDGET_FAILURES
-    )
+def _counted(study: optuna.Study) -> int:
+    return sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
 
 
-def _worker_alive(worker: str | None, last_seen: float) -> bool:
-    """A worker on this host is alive iff its process is; elsewhere, iff it beat recently."""
-    host, _, pid = (worker or "").rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)  # signal 0: existence check only
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return time.time() - last_seen < STALE_AFTER_SECONDS
+def next_study(
+    spec: SweepSpec, taken: Mapping[str, int], budgets: Mapping[str, int], order: str
+) -> str | None:
+    """Whose trial comes next: the least advanced study (interleaved) or the first unfinished.
 
-
-def reap_stale_trials(study: optuna.Study) -> list[int]:
-    """Fail trials left RUNNING by dead workers ("interrupted") and enqueue their parameters.
-
-    A trial's last sign of life is its heartbeat, or its start while it has none yet: a trial
-    another worker has just asked for is not stale merely because it has not written one.
+    Args:
+        taken: trials per optimizer that count or run now (every worker's).
+        budgets: each optimizer's budget; optimizers left out are finished for this worker.
     """
-    reaped = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get("worker")
-        if worker == WORKER_ID:
-            continue
-        started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
-        last_seen = float(trial.user_attrs.get("heartbeat", started))
-        if _worker_alive(worker, last_seen):
-            continue
-        try:
-            # Not our trial, so the public Trial API cannot write to it: use the storage.
-            study._storage.set_trial_user_attr(trial._trial_id, "failure_reason", "interrupted")
-            study.tell(trial.number, state=TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # it finished meanwhile, or another worker reaped it first
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-        reaped.append(trial.number)
-    return reaped
+    open_ = [o for o in spec.optimizers if o in budgets and taken.get(o, 0) < budgets[o]]
+    if not open_:
+        return None
+    if order == "sequential":
+        return open_[0]
+    return min(open_, key=lambda o: (taken.get(o, 0) / budgets[o], spec.optimizers.index(o)))
 
 
-class _Heartbeat:
-    """Writes the worker's heartbeat into the trial every few seconds while it trains."""
+class _Sweep:
+    """One worker's part of a sweep: the studies, the stores and the observers."""
 
-    def __init__(self, trial: optuna.Trial) -> None:
-        self._trial = trial
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
+    def __init__(self, spec: SweepSpec, observer: SweepObserver, tracker: Tracker) -> None:
+        self.spec = spec
+        self.observer = observer
+        self.tracker = tracker
+        self.storage = open_storage(spec.storage)
+        self.studies = {o: open_study(spec, o, self.storage) for o in spec.optimizers}
+        self.confirm: dict[str, optuna.Study] = {}
+        self.spent: dict[str, float] = dict.fromkeys(spec.optimizers, 0.0)
 
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_SECONDS):
-            try:
-                self._trial.set_user_attr("heartbeat", time.time())
-            except Exception:  # a finished trial or a storage hiccup: the next beat may work
-                continue
+    def quiet_pool(self) -> list[float]:
+        """The reference's seconds per sample from every paired measurement so far."""
+        studies = [*self.studies.values(), *self.confirm.values()]
+        return [
+            float(value)
+            for study in studies
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if (value := t.user_attrs.get("reference_seconds_per_sample")) is not None
+        ]
 
-    def __enter__(self) -> _Heartbeat:
-        self._trial.set_user_attr("heartbeat", time.time())
-        self._thread.start()
-        return self
+    # ------------------------------------------------------------------ search
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def search(self, order: str) -> None:
+        """Fill every study's budget, one trial at a time in ``order``."""
+        budgets = {o: self.spec.budget_for(o) for o in self.spec.optimizers}
+        for optimizer, study in self.studies.items():
+            self.observer.study_started(optimizer, "search", _counted(study), budgets[optimizer])
+        repeats = dict.fromkeys(budgets, 0)
+        while True:
+            raise_if_interrupted()
+            live = {o: b for o, b in budgets.items() if not self._out_of_time(o)}
+            taken = {o: _taken(self.studies[o]) for o in live}
+            turn = next_study(self.spec, taken, live, order)
+            if turn is None:
+                return
+            optimizer, study = turn, self.studies[turn]
+            study.sampler = make_sampler(self.spec, optimizer, len(study.get_trials()))
+            started = time.monotonic()
+            outcome = self._one(optimizer, study, budgets[optimizer], "search")
+            self.spent[optimizer] += time.monotonic() - started
+            repeated = outcome is not None and outcome.failure_reason == "duplicate"
+            repeats[optimizer] = repeats[optimizer] + 1 if repeated else 0
+            if repeats[optimizer] >= MAX_REPEATED_DRAWS:
+                raise SpecError(
+                    f"{study.study_name}: the sampler drew {MAX_REPEATED_DRAWS} known points "
+                    "in a row; its space has fewer distinct points than the budget (use "
+                    'sampler = "grid" or fewer trials)'
+                )
+            if outcome is not None:
+                budget = budgets[optimizer]
+                self.observer.trial_finished(outcome, _counted(study), budget)
 
+    def _out_of_time(self, optimizer: str) -> bool:
+        return self.spec.timeout is not None and self.spent[optimizer] >= self.spec.timeout
 
-# ---------------------------------------------------------------------- one trial
-
-
-def trial_configs(spec: SweepSpec, optimizer: str, params: dict[str, Any]) -> list[RunConfig]:
-    """The runs (one per seed) that a trial's parameters stand for."""
-    info = get_optimizer_info(optimizer)
-    fixed = {**spec.fixed.get("common", {}), **spec.fixed.get(optimizer, {})}
-    accepted = {hp.name for hp in info.all_hyperparameters(spec.base if info.wraps_base else None)}
-    values = {k: v for k, v in {**fixed, **params}.items() if k in accepted or k == "batch_size"}
-    wl = get_workload_info(spec.workload.name)
-    batch_size = int(values.pop("batch_size", spec.workload.batch_size or wl.default_batch_size))
-    lr = values.pop("lr", None)
-    if spec.lr_scaling != "none":
-        base_lr = lr if lr is not None else _defaults(spec, optimizer).get("lr")
-        reference = spec.reference_batch_size or wl.default_batch_size
-        if base_lr is not None:
-            lr = scaled_lr(float(base_lr), batch_size, spec.lr_scaling, reference)
-    warmup = RunConfig.warmup_fraction if spec.warmup_fraction is None else spec.warmup_fraction
-    return [
-        RunConfig(
-            workload=spec.workload.name,
-            optimizer=optimizer,
-            base=spec.base if info.wraps_base else None,
-            hyperparameters=values,
-            lr=lr,
-            batch_size=batch_size,
-            epochs=spec.workload.epochs,
-            seed=seed,
-            device=spec.workload.device,
-            amp=spec.workload.amp,
-            data_dir=spec.workload.data_dir,
-            warmup_fraction=warmup,
-            rho_warmup_fraction=spec.rho_warmup_fraction,
-        )
-        for seed in spec.seeds
-    ]
-
-
-def _used_hyperparameters(
-    spec: SweepSpec, optimizer: str, params: dict[str, Any]
-) -> dict[str, Any]:
-    """Everything the trial trained with, fixed values included (trial.params holds only the
-    searched ones): reports show this, so a grid of fixed points still names its settings."""
-    config = trial_configs(spec, optimizer, params)[0]
-    used = dict(config.hyperparameters)
-    if config.lr is not None:
-        used["lr"] = config.lr
-    if "batch_size" in params or spec.workload.batch_size is not None:
-        used["batch_size"] = config.batch_size
-    return used
-
-
-def _mean_curve(results: Sequence[RunResult]) -> list[float]:
-    """Test accuracy per epoch, averaged over the seeds that reached that epoch."""
-    by_epoch: dict[int, list[float]] = {}
-    for result in results:
-        for record in result.history:
-            if record.test_accuracy is not None:
-                by_epoch.setdefault(record.epoch, []).append(record.test_accuracy)
-    return [round(statistics.fmean(v), 5) for _, v in sorted(by_epoch.items())]
-
-
-def _objective_values(spec: SweepSpec, results: Sequence[RunResult]) -> tuple[float, ...]:
-    accuracy = statistics.fmean(r.final_accuracy or 0.0 for r in results)
-    seconds = statistics.fmean(r.train_seconds for r in results)
-    if spec.objective == "pareto":
-        return (accuracy, seconds)
-    if spec.objective == "accuracy":
-        return (accuracy,)
-    reached = [r.time_to_target_seconds for r in results]
-    if any(t is None for t in reached):
-        return (math.inf,)  # AlgoPerf: not reaching the target fails the target
-    return (statistics.fmean(t for t in reached if t is not None),)
-
-
-@dataclass
-class _TrialRun:
-    spec: SweepSpec
-    optimizer: str
-    study: optuna.Study
-    trial: optuna.Trial
-    observer: SweepObserver
-    tracker: Tracker
-    results: list[RunResult] = field(default_factory=list)
-    started: float = field(default_factory=time.perf_counter)
-    told: bool = False  # the storage has this trial's final state
-
-    def _progress(self, seed: int) -> Callable[[int, int, EpochRecord | None], None]:
-        def report(step: int, total: int, record: EpochRecord | None) -> None:
-            _raise_if_interrupted()
-            self.observer.epoch(self.optimizer, seed, step, total)
-            if (
-                record is not None
-                and seed == self.spec.seeds[0]
-                and self.spec.objective == "accuracy"
-                and record.test_accuracy is not None
-            ):
-                self.trial.report(record.test_accuracy, record.epoch)
-                if self.trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at epoch {record.epoch}")
-
-        return report
-
-    def run(self) -> TrialOutcome:
-        params = suggest(self.trial, self.spec.space_for(self.optimizer))
-        self.observer.trial_started(self.optimizer, self.trial.number, params)
-        state, reason, values = TrialState.COMPLETE, None, None
-        try:
-            with _Heartbeat(self.trial):
-                for config in trial_configs(self.spec, self.optimizer, params):
-                    result = run_training(config, progress=self._progress(config.seed))
-                    self.results.append(result)
-                    if result.status != "ok":
-                        state, reason = TrialState.FAIL, result.status
-                        break
-        except optuna.TrialPruned:
-            state = TrialState.PRUNED
-        except KeyboardInterrupt:
-            self._finish(params, TrialState.FAIL, "interrupted", None)
-            self.study.enqueue_trial(params, user_attrs={"retry_of": self.trial.number})
-            raise
-        except Exception as error:  # a bug or bad data: record it, then let it surface
-            self._finish(params, TrialState.FAIL, f"error: {type(error).__name__}", None)
-            raise
-        if state == TrialState.COMPLETE:
-            values = _objective_values(self.spec, self.results)
-        return self._finish(params, state, reason, values)
-
-    def _finish(
+    def _one(
         self,
-        params: dict[str, Any],
-        state: TrialState,
-        reason: str | None,
-        values: tuple[float, ...] | None,
-    ) -> TrialOutcome:
-        accuracies = [r.final_accuracy for r in self.results if r.final_accuracy is not None]
-        seconds = [r.train_seconds for r in self.results]
-        attrs: dict[str, Any] = {
-            "seed_accuracies": accuracies,
-            "seed_train_seconds": seconds,
-            "seed_samples_per_second": [r.samples_per_second for r in self.results],
-            "seed_time_to_target": [r.time_to_target_seconds for r in self.results],
-            "seeds": list(self.spec.seeds[: len(self.results)]),
-            "curve_accuracy": _mean_curve(self.results),  # reports draw learning curves from it
-            "hyperparameters": _used_hyperparameters(self.spec, self.optimizer, params),
-        }
-        if reason is not None:
-            attrs["failure_reason"] = reason
-        tracking_start = time.perf_counter()
-        run_id = self.tracker.log_trial(
-            TrialRecord(
-                study_name=self.study.study_name,
-                trial_number=self.trial.number,
-                optimizer=self.optimizer,
-                params=params,
-                state=state.name,
-                failure_reason=reason,
-                results=tuple(self.results),
-                objective_values=values,
+        optimizer: str,
+        study: optuna.Study,
+        budget: int | None,
+        stage: str,
+        source: TrialPoint | None = None,
+    ) -> TrialOutcome | None:
+        """Ask for one trial and run it; None when it lost its slot to another worker.
+
+        ``budget`` None: the trial's slot is its queued seed (confirmation), not a count.
+        """
+        trial: optuna.Trial | None = None
+        run: TrialRun | None = None
+        try:
+            trial = study.ask()
+            trial.set_user_attr("worker", WORKER_ID)
+            seed = trial.user_attrs.get("confirm_seed")
+            if stage == "confirm" and not self._claims_seed(study, trial, source):
+                fail_trial(study, trial, "surplus")  # another worker runs that seed
+                return None
+            if budget is not None and lost_the_last_slot(study, trial.number, budget):
+                fail_trial(study, trial, "surplus")  # another worker took the last slot first
+                return None
+            run = TrialRun(
+                self.spec,
+                optimizer,
+                study,
+                trial,
+                self.observer,
+                self.tracker,
+                parent_study=self.spec.study_name(optimizer),
+                quiet_pool=self.quiet_pool,
+                stage=stage,
+                source_params=None if source is None else _searched(source),
+                seeds=None if seed is None else (int(seed),),
             )
+            return run.run()
+        except KeyboardInterrupt:
+            # Ctrl-C outside the training itself (asking, suggesting, telling): the trial must
+            # still end as "interrupted" and come back, never stay RUNNING under a live worker.
+            if trial is not None and (run is None or not run.told):
+                fail_trial(study, trial, "interrupted")
+                requeue(study, trial.number, trial.params, trial.user_attrs)
+            raise
+
+    # ------------------------------------------------------------------ confirmation
+
+    def confirmation(self, order: str) -> None:
+        """Re-run each optimizer's chosen configuration on the spec's fresh seeds."""
+        seeds = self.spec.confirm_seeds
+        if not seeds:
+            return
+        self._wait_for_search()
+        sources: dict[str, TrialPoint] = {}
+        for optimizer, study in self.studies.items():
+            points = [point_from_trial(optimizer, t) for t in study.get_trials(deepcopy=False)]
+            chosen = confirm_choice(points, self.spec.objective, self.spec.confirm_pick)
+            if chosen is None:
+                continue  # nothing finished: nothing to confirm
+            sources[optimizer] = chosen
+            self.confirm[optimizer] = self._open_confirm(optimizer, chosen)
+        for optimizer, study in self.confirm.items():
+            counted = len(_confirmed_seeds(study, sources[optimizer].number))
+            self.observer.study_started(optimizer, "confirm", counted, len(seeds))
+        while True:
+            raise_if_interrupted()
+            taken = {
+                o: len(_taken_seeds(study, sources[o].number)) for o, study in self.confirm.items()
+            }
+            budgets = dict.fromkeys(self.confirm, len(seeds))
+            turn = next_study(self.spec, taken, budgets, order)
+            if turn is None:
+                return
+            optimizer, study = turn, self.confirm[turn]
+            source = sources[optimizer]
+            _queue_missing_seeds(study, source.number, seeds)
+            outcome = self._one(optimizer, study, None, "confirm", source)
+            if outcome is not None:
+                counted = len(_confirmed_seeds(study, source.number))
+                self.observer.trial_finished(outcome, counted, len(seeds))
+
+    def _open_confirm(self, optimizer: str, source: TrialPoint) -> optuna.Study:
+        study = optuna.create_study(
+            study_name=confirm_study_name(self.spec, optimizer),
+            storage=self.storage,
+            sampler=optuna.samplers.RandomSampler(seed=0),  # confirmation draws nothing
+            directions=directions(self.spec.objective),
+            load_if_exists=True,
         )
-        if run_id is not None:
-            attrs["mlflow_run_id"] = run_id
-            # Tracking cost against the trial's own wall-clock: the "< 1 %" budget, measured.
-            attrs["tracking_seconds"] = time.perf_counter() - tracking_start
-        attrs["trial_seconds"] = time.perf_counter() - self.started
-        for key, value in attrs.items():
-            self.trial.set_user_attr(key, value)
-        if state == TrialState.COMPLETE:
-            self.study.tell(self.trial, list(values or ()))
-        else:
-            self.study.tell(self.trial, state=state)
-        self.told = True
-        return TrialOutcome(
-            optimizer=self.optimizer,
-            number=self.trial.number,
-            state=state.name,
-            params=params,
-            values=values,
-            failure_reason=reason,
-            mean_accuracy=statistics.fmean(accuracies) if accuracies else None,
-            mean_seconds=statistics.fmean(seconds) if seconds else None,
+        _describe(study, self.spec)
+        study.set_user_attr("stage", "confirm")
+        _queue_missing_seeds(study, source.number, self.spec.confirm_seeds)
+        return study
+
+    def _wait_for_search(self) -> None:
+        """Confirmation needs the final best: wait while other workers' search trials run."""
+        while True:
+            for study in self.studies.values():
+                reap_stale_trials(study)
+            running = [
+                t
+                for study in self.studies.values()
+                for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            ]
+            if not running:
+                return
+            waited = threading.Event()
+            waited.wait(WAIT_POLL_SECONDS)
+            raise_if_interrupted()
+
+    # ------------------------------------------------------------------ claims
+
+    def _claims_seed(
+        self, study: optuna.Study, trial: optuna.Trial, source: TrialPoint | None
+    ) -> bool:
+        """A confirmation trial trains only a queued seed of the current choice that no
+        earlier trial holds (two workers may both have queued it, or raced for one)."""
+        seed = trial.user_attrs.get("confirm_seed")
+        if source is None or seed is None or trial.user_attrs.get("source_trial") != source.number:
+            return False
+        return not any(
+            t.number < trial.number
+            and is_taken(t)
+            and t.user_attrs.get("confirm_seed") == seed
+            and t.user_attrs.get("source_trial") == source.number
+            for t in study.get_trials(deepcopy=False)
         )
 
 
-# ---------------------------------------------------------------------- the sweep
+def _searched(source: TrialPoint) -> dict[str, Any]:
+    """The chosen trial's searched parameters (fixed values are re-derived from the spec)."""
+    return dict(source.searched_params)
 
 
-def _outcome_of(optimizer: str, trial: FrozenTrial) -> TrialOutcome:
-    accuracies = trial.user_attrs.get("seed_accuracies") or []
-    seconds = trial.user_attrs.get("seed_train_seconds") or []
-    return TrialOutcome(
-        optimizer=optimizer,
-        number=trial.number,
-        state=trial.state.name,
-        params=dict(trial.params),
-        values=tuple(trial.values) if trial.values is not None else None,
-        failure_reason=trial.user_attrs.get("failure_reason"),
-        mean_accuracy=statistics.fmean(accuracies) if accuracies else None,
-        mean_seconds=statistics.fmean(seconds) if seconds else None,
-    )
+def _taken_seeds(study: optuna.Study, source: int) -> set[int]:
+    return {
+        int(t.user_attrs["confirm_seed"])
+        for t in study.get_trials(deepcopy=False)
+        if is_taken(t)
+        and t.user_attrs.get("source_trial") == source
+        and t.user_attrs.get("confirm_seed") is not None
+    }
 
 
-def summarize(spec: SweepSpec, optimizer: str, study: optuna.Study) -> StudySummary:
-    """Counts and best trials of one study, read back from the storage."""
+def _confirmed_seeds(study: optuna.Study, source: int) -> set[int]:
+    return {
+        int(t.user_attrs["confirm_seed"])
+        for t in study.get_trials(deepcopy=False)
+        if counts_toward_budget(t)
+        and t.user_attrs.get("source_trial") == source
+        and t.user_attrs.get("confirm_seed") is not None
+    }
+
+
+def _queue_missing_seeds(study: optuna.Study, source: int, seeds: tuple[int, ...]) -> None:
+    """Queue every seed of the current choice that no trial holds or waits for."""
+    held = _taken_seeds(study, source) | {
+        int(t.user_attrs["confirm_seed"])
+        for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if t.user_attrs.get("source_trial") == source and "confirm_seed" in t.user_attrs
+    }
+    for seed in seeds:
+        if seed not in held:
+            study.enqueue_trial({}, user_attrs={"confirm_seed": seed, "source_trial": source})
+
+
+def summarize(
+    spec: SweepSpec, optimizer: str, study: optuna.Study, confirm: optuna.Study | None
+) -> StudySummary:
+    """Counts, the best trial and its confirmation runs, read back from the storage."""
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    if not complete:
-        best: list[FrozenTrial] = []
-    elif spec.objective == "pareto":
-        best = sorted(study.best_trials, key=lambda t: t.number)
-    else:
-        best = [study.best_trial]
+    best = best_trial([point_from_trial(optimizer, t) for t in trials], spec.objective)
+    runs: list[TrialPoint] = []
+    if best is not None and confirm is not None:
+        points = [point_from_trial(optimizer, t) for t in confirm.get_trials(deepcopy=False)]
+        runs = confirmation_runs(best, points)
     return StudySummary(
         optimizer=optimizer,
         study_name=study.study_name,
-        complete=len(complete),
+        complete=sum(t.state == TrialState.COMPLETE for t in trials),
         pruned=sum(t.state == TrialState.PRUNED for t in trials),
         failed=sum(t.state == TrialState.FAIL for t in trials),
-        best=tuple(_outcome_of(optimizer, t) for t in best),
+        best=best,
+        confirmations=tuple(runs),
     )
 
 
@@ -565,31 +407,35 @@ def run_sweep(
     *,
     observer: SweepObserver | None = None,
     tracker: Tracker | None = None,
+    order: str | None = None,
 ) -> SweepResult:
-    """Run (or resume, or join) every optimizer's study until its budget is met.
+    """Run (or resume, or join) every optimizer's study until its budget is met, then confirm.
 
     KeyboardInterrupt marks the running trial failed ("interrupted"), enqueues it again and
     propagates after the studies are consistent; callers print the summary and exit 130.
     """
+    order = order or spec.order
+    if order not in ORDERS:
+        raise SpecError(f"unknown order {order!r}; choose one of: {', '.join(ORDERS)}")
     validate_for_workload(spec)
-    data_dir = Path(spec.workload.data_dir) if spec.workload.data_dir else None
-    create_workload(spec.workload.name, data_dir=data_dir)  # WorkloadDataError before any study
-    observer = observer or _QuietObserver()
+    validate_trial_space(spec)  # WorkloadDataError or SpecError before any study exists
+    observer = observer or QuietObserver()
     tracker = tracker or NullTracker()
-    storage = open_storage(spec.storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     start = time.perf_counter()
-    summaries: list[StudySummary] = []
     try:
-        with _interrupts_latched():
-            for optimizer in spec.optimizers:
-                study = open_study(spec, optimizer, storage)
+        with interrupts_latched():
+            sweep = _Sweep(spec, observer, tracker)
+            for optimizer, study in sweep.studies.items():
                 tracker.start_study(spec.name, study.study_name, optimizer, spec.to_dict())
                 reap_stale_trials(study)
-                _fill_budget(spec, optimizer, study, observer, tracker)
-                summary = summarize(spec, optimizer, study)
-                summaries.append(summary)
-                tracker.end_study(study.study_name, _summary_metrics(summary))
+            sweep.search(order)
+            sweep.confirmation(order)
+            summaries = [
+                summarize(spec, o, s, sweep.confirm.get(o)) for o, s in sweep.studies.items()
+            ]
+            for summary in summaries:
+                tracker.end_study(summary.study_name, _summary_metrics(summary))
     finally:
         tracker.close()
     return SweepResult(spec, tuple(summaries), time.perf_counter() - start)
@@ -600,55 +446,27 @@ def _summary_metrics(summary: StudySummary) -> dict[str, float]:
         "complete": float(summary.complete),
         "pruned": float(summary.pruned),
         "failed": float(summary.failed),
+        "confirmed_runs": float(len(summary.confirmations)),
     }
-    accuracies = [b.mean_accuracy for b in summary.best if b.mean_accuracy is not None]
-    if accuracies:
-        metrics["best_accuracy"] = max(accuracies)
+    if summary.best is not None and summary.best.accuracy is not None:
+        metrics["search_best_accuracy"] = summary.best.accuracy
+    headline = headline_accuracy(summary.best, summary.confirmations)
+    if headline is not None:
+        metrics["headline_accuracy"] = headline.mean
     return metrics
 
 
-def _fill_budget(
-    spec: SweepSpec,
-    optimizer: str,
-    study: optuna.Study,
-    observer: SweepObserver,
-    tracker: Tracker,
-) -> None:
-    deadline = time.monotonic() + spec.timeout if spec.timeout else math.inf
-    budget = spec.budget_for(optimizer)
-    counted = sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
-    observer.study_started(optimizer, counted, budget)
-    while time.monotonic() < deadline:
-        trials = study.get_trials(deepcopy=False)
-        counted = sum(counts_toward_budget(t) for t in trials)
-        running = sum(t.state == TrialState.RUNNING for t in trials)
-        if counted + running >= budget:
-            return
-        trial: optuna.Trial | None = None
-        run: _TrialRun | None = None
-        _raise_if_interrupted()
-        try:
-            trial = study.ask()
-            run = _TrialRun(spec, optimizer, study, trial, observer, tracker)
-            trial.set_user_attr("worker", WORKER_ID)
-            ahead = [
-                t
-                for t in study.get_trials(deepcopy=False)
-                if t.number < trial.number
-                and (counts_toward_budget(t) or t.state == TrialState.RUNNING)
-            ]
-            if len(ahead) >= budget:  # another worker took the last slot first
-                trial.set_user_attr("failure_reason", "surplus")
-                study.tell(trial, state=TrialState.FAIL)
-                return
-            outcome = run.run()
-        except KeyboardInterrupt:
-            # Ctrl-C outside the training itself (asking, suggesting, telling): the trial must
-            # still end as "interrupted" and come back, never stay RUNNING under a live worker.
-            if trial is not None and (run is None or not run.told):
-                trial.set_user_attr("failure_reason", "interrupted")
-                study.tell(trial, state=TrialState.FAIL)
-                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-            raise
-        counted = sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
-        observer.trial_finished(outcome, counted, budget)
+__all__ = [
+    "ORDERS",
+    "StudySummary",
+    "SweepObserver",
+    "SweepResult",
+    "TrialOutcome",
+    "confirm_study_name",
+    "next_study",
+    "open_study",
+    "outcome_of",
+    "run_sweep",
+    "summarize",
+    "validate_for_workload",
+]

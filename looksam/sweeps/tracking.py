@@ -10,19 +10,29 @@ more than a small trial.
 Metric timestamps are the run's start plus the *training* seconds (evaluation excluded) at that
 epoch, so MLflow's "Relative time" x-axis plots accuracy against training wall-clock: the
 comparison this benchmark exists for.
+
+Several workers may track one sweep. On a SQLite store they take an OS file lock beside the
+database (``runs/mlflow.db.lock``) while MLflow creates or upgrades its schema — its alembic
+migrations are not safe against a second process, and a collision leaves the file unusable — and
+while they find or create a study's parent run, so a study has one parent. On a server, a worker
+that created a second parent keeps the earliest and deletes its own. A store that stops answering
+mid-sweep does not end the sweep: records wait in an outbox and are written when it is back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import getpass
+import hashlib
 import json
 import logging
 import math
 import os
 import re
+import socket
 import statistics
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +41,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 from looksam.bench.runner import EpochRecord, RunResult
 from looksam.sweeps.redact import MASK, redact_text, redact_url
 
+try:
+    import fcntl
+except ImportError:  # Windows: no OS file locks of this kind; nothing is locked there
+    fcntl = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, Run
+
+_logger = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///runs/mlflow.db"
 """Relative to the working directory; MLflow 3's own default kind (its plain file store errors)."""
@@ -52,10 +69,31 @@ _MAX_KEY = 250
 # database servers MLflow can track into (each driver takes a connect_timeout)
 _SERVER_DATABASES = ("postgresql", "mysql")
 _SECRET_KEY = re.compile(r"(password|passwd|pwd|secret|token|api_?key)$", re.IGNORECASE)
+#: Against a tracking server, a sweep's store calls retry twice within 30 s each (MLflow's
+#: default is minutes per request), then the record waits in the outbox.
+_SERVER_REQUEST_POLICY = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+#: MLflow error codes for a write the store understood and will never accept.
+_REFUSALS = ("INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST")
+#: Tag holding a trial run's record id, by which a retried write finds an earlier, partial try.
+_RECORD_TAG = "looksam.record_id"
+_TERMINATED = ("FINISHED", "FAILED", "KILLED")
+#: Alembic's name prefix for the copy of a SQLite table it is rebuilding.
+_ALEMBIC_TMP = "_alembic_tmp_"
 
 
 class TrackingUnavailable(ValueError):  # noqa: N818 - the name the sweep command catches
-    """The tracking store cannot be reached, or refused a write (message has no password)."""
+    """The tracking store cannot be reached, or refused a write (message has no password).
+
+    ``transient`` is False for a write the store refused (retrying it cannot help) and True
+    for an outage (the tracker keeps the record and retries).
+    """
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -96,6 +134,9 @@ class Tracker(Protocol):
     def close(self) -> None:
         """Close whatever is still open."""
 
+    def backfill(self) -> int:
+        """Write what an outage held back; returns how many records are still pending."""
+
 
 class NullTracker:
     """``--no-mlflow``: track nothing, cost nothing."""
@@ -115,6 +156,10 @@ class NullTracker:
     def close(self) -> None:
         """Do nothing."""
 
+    def backfill(self) -> int:
+        """Nothing is ever pending."""
+        return 0
+
 
 def sqlite_db_path(tracking_uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI (relative to the working directory), else None.
@@ -131,17 +176,28 @@ def sqlite_db_path(tracking_uri: str) -> Path | None:
 class MlflowTracker:
     """Track a sweep into one MLflow experiment; see the module docstring for the layout.
 
+    A tracking store that stops answering mid-sweep does not stop the sweep: what could not be
+    written waits in an outbox (in memory, and in ``outbox`` when given, so a process that dies
+    loses nothing) and is written, oldest first, at the next call that finds the store back, or
+    by :meth:`backfill`. One warning is logged per outage, not per trial. A write the store
+    *refuses* (an invalid value) is not an outage and still raises :class:`TrackingUnavailable`.
+
     Args:
         tracking_uri: ``sqlite:///…`` (the parent folder is created), ``http(s)://…`` (probed
             once, quickly: :class:`TrackingUnavailable` if it does not answer), or any other
             backend MLflow accepts (``postgresql://…``).
         experiment: the experiment's name (one per sweep), created if missing.
+        outbox: JSON-lines file for records kept during an outage (see :func:`outbox_path`).
+            Records left there by a process that is gone (same store and experiment) are taken
+            over, and written by the next call that reaches the store or by :meth:`backfill`.
     """
 
-    def __init__(self, tracking_uri: str, experiment: str) -> None:
+    def __init__(self, tracking_uri: str, experiment: str, outbox: Path | None = None) -> None:
         from mlflow import MlflowClient
 
+        self._uri = tracking_uri
         self._shown_uri = redact_url(tracking_uri)
+        self._http = tracking_uri.startswith(("http://", "https://"))
         # MLflow announces "Creating initial MLflow database tables..." at INFO on every new
         # database; the sweep prints its own progress (a level set by the user is kept).
         schema_log = logging.getLogger("mlflow.store.db.utils")
@@ -150,14 +206,42 @@ class MlflowTracker:
         db = sqlite_db_path(tracking_uri)
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
-        elif tracking_uri.startswith(("http://", "https://")):
+            # The store's modules take seconds to import: import them before the lock below,
+            # so that workers wait for each other only while one creates or upgrades the schema.
+            with contextlib.suppress(ImportError):
+                import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+        elif self._http:
             _probe_http(tracking_uri)
         elif tracking_uri.startswith(_SERVER_DATABASES):
             _probe_database(tracking_uri)
-        self._client: MlflowClient = MlflowClient(tracking_uri=tracking_uri)
-        self._parents: dict[str, str] = {}  # study name -> open parent run id
-        with self._store_errors():
-            self.experiment_id = self._experiment_id(experiment)
+        #: Serialises, across processes, what MLflow does not make safe on one SQLite file:
+        #: creating or upgrading its schema, and finding-or-creating a study's parent run.
+        self._lock_path = store_lock_path(db) if db is not None else None
+        self._parents: dict[str, str | None] = {}  # open study -> parent run id (None: unwritten)
+        self._parent_ids: dict[str, str] = {}  # every study's parent run this tracker has used
+        self._outage = False  # an outage was reported and has not ended yet
+        self._outbox = _Outbox(outbox, store=_digest(tracking_uri), experiment=experiment)
+        # MLflow builds the store (creating or upgrading its schema) in MlflowClient() itself
+        # (TrackingServiceClient reads .store on creation), else at the first call that needs it;
+        # the lock covers both. The store is then cached for this URI in this process.
+        with _file_lock(self._lock_path):
+            if db is not None:
+                _repair_interrupted_upgrade(db)
+            with self._store_errors():
+                self._client: MlflowClient = MlflowClient(tracking_uri=tracking_uri)
+                self.experiment_id = self._experiment_id(experiment)
+        adopted = self._outbox.adopt()
+        if adopted:
+            _logger.info(
+                "%d MLflow record(s) left in %s by an earlier run will be written",
+                adopted,
+                self._outbox.path,
+            )
+
+    @property
+    def pending(self) -> int:
+        """Records kept in the outbox, not yet written to the store."""
+        return len(self._outbox.entries)
 
     def _experiment_id(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
@@ -179,10 +263,21 @@ class MlflowTracker:
     def _store_errors(self) -> Iterator[None]:
         """Turn store and network errors into one redacted line (the URL may hold a password)."""
         try:
-            yield
+            with _environ(self._request_policy()):
+                yield
         except _store_error_types() as error:
             message = f"MLflow tracking at {self._shown_uri} failed: {_one_line(error)}"
-            raise TrackingUnavailable(message) from None
+            raise TrackingUnavailable(message, transient=not _refused(error)) from None
+
+    def _request_policy(self) -> dict[str, str]:
+        """Bounded retries against a server: the outbox retries later, training need not wait.
+
+        MLflow's default retries a dead server for about four minutes per request. Values the
+        user set in the environment are kept.
+        """
+        if not self._http:
+            return {}
+        return {k: v for k, v in _SERVER_REQUEST_POLICY.items() if k not in os.environ}
 
     def start_study(
         self, sweep: str, study_name: str, optimizer: str, spec: Mapping[str, Any]
@@ -191,7 +286,8 @@ class MlflowTracker:
 
         A resumed sweep reopens the study's existing parent run (latest spec in the
         ``looksam.spec`` tag; params, which MLflow never lets change, keep their first values
-        and gain any new keys), so every trial of a study stays under one parent.
+        and gain any new keys), so every trial of a study stays under one parent — also when
+        several workers start the study at once.
         """
         if study_name in self._parents:
             raise ValueError(f"study {study_name!r} is already open")
@@ -207,25 +303,220 @@ class MlflowTracker:
             "looksam.role": "study",
             "looksam.spec": spec_json,
         }
-        params = dict(_flatten(clean_spec))
-        with self._store_errors():
+        self._parents[study_name] = None
+        self._submit(
+            {
+                "op": "start",
+                "study": study_name,
+                "tags": _clean_tags(tags),
+                "params": _clean_params(dict(_flatten(clean_spec))),
+                "spec_json": spec_json,
+            }
+        )
+
+    def log_trial(self, record: TrialRecord) -> str | None:
+        """One child run: create (with its tags), one batch of params and metrics, terminate.
+
+        Returns:
+            The child run's id, or None when the store is unavailable and the trial waits in
+            the outbox (it keeps its own timestamps when it is written later).
+        """
+        if record.study_name not in self._parents:
+            raise ValueError(f"study {record.study_name!r} was not started (call start_study)")
+        rows = _trial_metrics(record)
+        # Back-date the start so the last training second lands on "now": the run then spans
+        # its training time and no timestamp lies in the future.
+        end_ms = int(time.time() * 1000)
+        start_ms = end_ms - max((offset for *_, offset in rows), default=0)
+        record_id = uuid.uuid4().hex  # finds a run cut short by an outage, so none is doubled
+        return self._submit(
+            {
+                "op": "trial",
+                "study": record.study_name,
+                "parent": self._parents[record.study_name],
+                "record_id": record_id,
+                "run_name": f"{record.optimizer}-t{record.trial_number}",
+                "start_ms": start_ms,
+                "end_ms": end_ms,
+                "status": _run_status(record),
+                "tags": _clean_tags({**_trial_tags(record), _RECORD_TAG: record_id}),
+                "params": _clean_params(_trial_params(record)),
+                "metrics": [
+                    [key, float(value), int(step), start_ms + offset]  # JSON-ready (numpy too)
+                    for key, value, step, offset in rows
+                ],
+            }
+        )
+
+    def end_study(self, study_name: str, summary: Mapping[str, float]) -> None:
+        """Log ``summary`` as metrics of the study's parent run and mark it FINISHED."""
+        if study_name not in self._parents:
+            raise ValueError(f"study {study_name!r} is not open")
+        parent = self._parents.pop(study_name)
+        now_ms = int(time.time() * 1000)
+        metrics = [[_key(k), float(v), 0, now_ms] for k, v in summary.items() if math.isfinite(v)]
+        self._submit(
+            {
+                "op": "end",
+                "study": study_name,
+                "parent": parent,
+                "metrics": metrics,
+                "end_ms": now_ms,
+            }
+        )
+
+    def close(self) -> None:
+        """Mark every parent run still open KILLED (its study never reached end_study), and
+        write what the outbox holds; what the store still cannot take stays in the outbox file."""
+        now_ms = int(time.time() * 1000)
+        while self._parents:
+            study_name, parent = self._parents.popitem()
+            self._submit({"op": "kill", "study": study_name, "parent": parent, "end_ms": now_ms})
+        if self.backfill():
+            where = self._outbox.path
+            _logger.warning(
+                "%d MLflow record(s) not written to %s: %s",
+                self.pending,
+                self._shown_uri,
+                f"kept in {where}; the next run of this sweep writes them"
+                if where is not None
+                else "no outbox file was given, so they are lost",
+            )
+
+    def backfill(self) -> int:
+        """Write every record the outbox holds, oldest first (this run's, or those a run that
+        is gone left in the outbox file). Returns how many are still pending (0: all written)."""
+        self._flush()
+        return self.pending
+
+    # ------------------------------------------------------------------ writing and the outbox
+
+    def _submit(self, entry: dict[str, Any]) -> str | None:
+        """Write ``entry`` now if the store takes it, after anything older; else keep it."""
+        if not self._flush():
+            self._outbox.add(entry)
+            return None
+        try:
+            with self._store_errors():
+                return self._replay(entry, retry=False)
+        except TrackingUnavailable as error:
+            if not error.transient:
+                raise
+            self._outbox.add(entry)
+            self._report_outage(error)
+            return None
+
+    def _flush(self) -> bool:
+        """Write the outbox oldest first; False while the store is still unavailable."""
+        if not self._outbox.entries:
+            return True
+        if self._http:
+            try:  # one quick request, so a dead server costs a trial no retries
+                _probe_http(self._uri)
+            except TrackingUnavailable as error:
+                self._report_outage(error)
+                return False
+        written: list[dict[str, Any]] = []
+        try:
+            for entry in list(self._outbox.entries):
+                try:
+                    with self._store_errors():
+                        self._replay(entry, retry=True)
+                except TrackingUnavailable as error:
+                    if error.transient:
+                        self._report_outage(error)
+                        return False
+                    _logger.warning("dropped an MLflow record the store refused: %s", error)
+                except (KeyError, TypeError, IndexError) as error:  # a file from another version
+                    _logger.warning("dropped a malformed MLflow outbox record (%r)", error)
+                written.append(entry)
+        finally:
+            self._outbox.remove(written)
+        if self._outage:
+            _logger.info(
+                "MLflow tracking at %s is back: %d record(s) written",
+                self._shown_uri,
+                len(written),
+            )
+            self._outage = False
+        return True
+
+    def _report_outage(self, error: TrackingUnavailable) -> None:
+        """One warning per outage (not per trial); it ends when the outbox is written."""
+        if self._outage:
+            return
+        self._outage = True
+        where = self._outbox.path or "memory"
+        _logger.warning(
+            "%s; training goes on, its records are kept in %s and written when the store is back",
+            error,
+            where,
+        )
+
+    def _replay(self, entry: Mapping[str, Any], *, retry: bool) -> str | None:
+        """Write one outbox entry; ``retry``: it may have been written in part before."""
+        op, study = entry["op"], entry["study"]
+        if op == "start":
+            return self._open_parent(entry)
+        parent = entry.get("parent") or self._resolve_parent(study)
+        if op == "trial":
+            return self._write_trial(entry, parent, retry=retry)
+        if op == "end":
+            self._write(parent, metrics=[tuple(m) for m in entry["metrics"]])
+            self._terminate(parent, "FINISHED", end_ms=entry["end_ms"])
+        elif op == "kill":
+            self._terminate(parent, "KILLED", end_ms=entry["end_ms"])
+        else:
+            raise TrackingUnavailable(f"unknown outbox entry {op!r}", transient=False)
+        return parent
+
+    def _resolve_parent(self, study_name: str) -> str:
+        """The parent run of a study whose start was written after its trial was kept."""
+        known = self._parent_ids.get(study_name) or self._parents.get(study_name)
+        if known:
+            return known
+        found = self._parent_run(study_name)
+        if found is None:
+            raise TrackingUnavailable(
+                f"no parent run of study {study_name!r} in {self._shown_uri}", transient=False
+            )
+        self._parent_ids[study_name] = found.info.run_id
+        return str(found.info.run_id)
+
+    def _open_parent(self, entry: Mapping[str, Any]) -> str:
+        """Find or create the study's parent run: one per study, whoever starts it first."""
+        study_name = entry["study"]
+        with _file_lock(self._lock_path):  # SQLite: no other process between search and create
             existing = self._parent_run(study_name)
             if existing is None:
                 run = self._client.create_run(
-                    self.experiment_id, tags=_clean_tags(tags), run_name=study_name
+                    self.experiment_id, tags=dict(entry["tags"]), run_name=study_name
                 )
-                run_id = run.info.run_id
-                self._write(run_id, params=params)
+                run_id = str(run.info.run_id)
+                self._write(run_id, params=entry["params"])
+                run_id = self._settle_parent(study_name, run_id)
             else:
-                run_id = existing.info.run_id
+                run_id = str(existing.info.run_id)
                 known = existing.data.params
-                fresh = {k: v for k, v in params.items() if _key(k) not in known}
-                self._write(run_id, params=fresh, tags={"looksam.spec": spec_json})
+                fresh = {k: v for k, v in entry["params"].items() if k not in known}
+                self._write(run_id, params=fresh, tags={"looksam.spec": entry["spec_json"]})
                 self._client.update_run(run_id, status="RUNNING")
-        self._parents[study_name] = run_id
+        self._parent_ids[study_name] = run_id
+        if study_name in self._parents and self._parents[study_name] is None:
+            self._parents[study_name] = run_id
+        return run_id
+
+    def _settle_parent(self, study_name: str, ours: str) -> str:
+        """Keep one parent when another worker created one at the same time (servers have no
+        lock to share): all keep the earliest, and a later one deletes its own."""
+        first = self._parent_run(study_name)
+        if first is None or first.info.run_id == ours:
+            return ours
+        self._client.delete_run(ours)
+        return str(first.info.run_id)
 
     def _parent_run(self, study_name: str) -> Run | None:
-        """The study's parent run from an earlier (interrupted or shorter) sweep, if any."""
+        """The study's parent run (the earliest, should there be several), if any."""
         if "'" in study_name:  # MLflow's filter syntax cannot quote it: start a new parent
             return None
         found = self._client.search_runs(
@@ -233,52 +524,33 @@ class MlflowTracker:
             filter_string=(
                 f"tags.`looksam.study` = '{study_name}' AND tags.`looksam.role` = 'study'"
             ),
-            max_results=1,
-            order_by=["attributes.start_time DESC"],
+            max_results=100,
+            order_by=["attributes.start_time ASC"],
         )
-        return found[0] if found else None
+        return min(found, key=lambda r: (r.info.start_time, r.info.run_id)) if found else None
 
-    def log_trial(self, record: TrialRecord) -> str | None:
-        """One child run: create (with its tags), one batch of params and metrics, terminate."""
-        parent = self._parents.get(record.study_name)
-        if parent is None:
-            raise ValueError(f"study {record.study_name!r} was not started (call start_study)")
-        tags = _trial_tags(record, parent)
-        rows = _trial_metrics(record)
-        # Back-date the start so the last training second lands on "now": the run then spans
-        # its training time and no timestamp lies in the future.
-        end_ms = int(time.time() * 1000)
-        start_ms = end_ms - max((offset for *_, offset in rows), default=0)
-        metrics = [(key, value, step, start_ms + offset) for key, value, step, offset in rows]
-        with self._store_errors():
-            run = self._client.create_run(
-                self.experiment_id,
-                start_time=start_ms,
-                tags=_clean_tags(tags),
-                run_name=f"{record.optimizer}-t{record.trial_number}",
-            )
-            run_id = run.info.run_id
-            self._write(run_id, params=_trial_params(record), metrics=metrics)
-            self._terminate(run_id, _run_status(record))
+    def _write_trial(self, entry: Mapping[str, Any], parent: str, *, retry: bool) -> str:
+        """Create, fill and terminate one child run; a retry reuses or replaces an earlier try."""
+        record_id = entry["record_id"]
+        if retry:
+            for run in self._client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{_RECORD_TAG}` = '{record_id}'",
+                max_results=10,
+            ):
+                if run.info.status in _TERMINATED:
+                    return str(run.info.run_id)  # written before the outage was noticed
+                self._client.delete_run(run.info.run_id)  # cut short: write it whole again
+        run = self._client.create_run(
+            self.experiment_id,
+            start_time=entry["start_ms"],
+            tags={**entry["tags"], "mlflow.parentRunId": parent},
+            run_name=entry["run_name"],
+        )
+        run_id = str(run.info.run_id)
+        self._write(run_id, params=entry["params"], metrics=[tuple(m) for m in entry["metrics"]])
+        self._terminate(run_id, entry["status"], end_ms=entry["end_ms"])
         return run_id
-
-    def end_study(self, study_name: str, summary: Mapping[str, float]) -> None:
-        """Log ``summary`` as metrics of the study's parent run and mark it FINISHED."""
-        run_id = self._parents.pop(study_name, None)
-        if run_id is None:
-            raise ValueError(f"study {study_name!r} is not open")
-        now_ms = int(time.time() * 1000)
-        metrics = [(_key(k), float(v), 0, now_ms) for k, v in summary.items()]
-        with self._store_errors():
-            self._write(run_id, metrics=[m for m in metrics if math.isfinite(m[1])])
-            self._terminate(run_id, "FINISHED", end_ms=now_ms)
-
-    def close(self) -> None:
-        """Mark every parent run still open KILLED: its study never reached end_study."""
-        with self._store_errors():
-            while self._parents:
-                _, run_id = self._parents.popitem()
-                self._terminate(run_id, "KILLED")
 
     def _terminate(self, run_id: str, status: str, end_ms: int | None = None) -> None:
         """set_terminated without MLflow's "View run at <url>" stdout lines.
@@ -286,16 +558,8 @@ class MlflowTracker:
         Against a server those lines cost one more request (a get_run), break the sweep's
         progress display, and print the tracking URL as given, password included.
         """
-        key = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
-        before = os.environ.get(key)
-        os.environ[key] = "true"
-        try:
+        with _environ({"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}):
             self._client.set_terminated(run_id, status, end_time=end_ms)
-        finally:
-            if before is None:
-                del os.environ[key]
-            else:
-                os.environ[key] = before
 
     def _write(
         self,
@@ -318,6 +582,257 @@ class MlflowTracker:
             tag_list = []
         if tag_list:  # nothing else to write
             self._client.log_batch(run_id, tags=tag_list)
+
+
+class _Outbox:
+    """Records the store could not take yet, oldest first: in memory, and in a file if given.
+
+    The file (JSON lines) may be shared by several workers of a sweep on one host. Each entry
+    names its owner (``host:pid``), its store (a digest of the URI) and its experiment; a tracker
+    takes over only entries of its own store and experiment whose owner process is gone, and
+    every change is made under a lock file beside it.
+    """
+
+    def __init__(self, path: Path | None, *, store: str, experiment: str) -> None:
+        self.path = path
+        self.entries: list[dict[str, Any]] = []
+        self._store = store
+        self._experiment = experiment
+        self._owner = f"{socket.gethostname()}:{os.getpid()}"
+        self._file_failed = False
+
+    def add(self, entry: Mapping[str, Any]) -> None:
+        """Keep ``entry``, and append it to the file so a process that dies loses nothing."""
+        kept = {
+            **entry,
+            "id": uuid.uuid4().hex,
+            "owner": self._owner,
+            "store": self._store,
+            "experiment": self._experiment,
+        }
+        self.entries.append(kept)
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._locked(), self.path.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(kept) + "\n")
+        except OSError as error:
+            self._file_trouble(error)
+
+    def remove(self, done: Sequence[Mapping[str, Any]]) -> None:
+        """Forget entries that were written (in memory and in the file)."""
+        if not done:
+            return
+        ids = {entry["id"] for entry in done}
+        self.entries = [e for e in self.entries if e["id"] not in ids]
+        if self.path is None or not self.path.exists():
+            return
+        try:
+            with self._locked():
+                self._rewrite([e for e in self._read() if e.get("id") not in ids])
+        except OSError as error:
+            self._file_trouble(error)
+
+    def adopt(self) -> int:
+        """Take over this store's entries left by processes that are gone; how many."""
+        if self.path is None or not self.path.exists():
+            return 0
+        try:
+            with self._locked():
+                found = self._read()
+                mine = [
+                    e
+                    for e in found
+                    if e.get("store") == self._store
+                    and e.get("experiment") == self._experiment
+                    and not _owner_alive(str(e.get("owner", "")))
+                ]
+                for entry in mine:
+                    entry["owner"] = self._owner
+                if mine:
+                    self._rewrite(found)
+        except OSError as error:
+            self._file_trouble(error)
+            return 0
+        self.entries.extend(mine)
+        return len(mine)
+
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        assert self.path is not None
+        return _file_lock(self.path.with_name(self.path.name + ".lock"))
+
+    def _read(self) -> list[dict[str, Any]]:
+        assert self.path is not None
+        entries = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:  # the half-written last line of a process killed mid-append
+                continue
+            if isinstance(entry, dict) and "id" in entry and "op" in entry:
+                entries.append(entry)
+        return entries
+
+    def _rewrite(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        assert self.path is not None
+        if not entries:
+            self.path.unlink(missing_ok=True)
+            return
+        partial = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+        partial.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
+        os.replace(partial, self.path)
+
+    def _file_trouble(self, error: OSError) -> None:
+        if not self._file_failed:
+            self._file_failed = True
+            _logger.warning(
+                "cannot write the MLflow outbox %s (%s): its records are kept in memory only",
+                self.path,
+                error.strerror or error,
+            )
+
+
+def outbox_path(storage: str, sweep: str) -> Path:
+    """Where a sweep keeps the MLflow records an outage held back: beside its Optuna storage.
+
+    ``sqlite:///runs/optuna.db`` or ``journal:runs/journal.log`` -> ``runs/SWEEP.mlflow-outbox
+    .jsonl``; a database server's storage -> ``runs/`` in the working directory.
+    """
+    if storage.startswith("journal:"):
+        folder = Path(storage.removeprefix("journal:")).parent
+    else:
+        db = sqlite_db_path(storage)
+        folder = db.parent if db is not None else Path("runs")
+    safe_name = re.sub(r"[^\w.-]", "_", sweep)
+    return folder / f"{safe_name}.mlflow-outbox.jsonl"
+
+
+def store_lock_path(db: Path) -> Path:
+    """The lock file beside a SQLite tracking store (``runs/mlflow.db`` -> ``…db.lock``)."""
+    return db.with_name(db.name + ".lock")
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    """Hold an exclusive OS lock on ``path`` (created if needed) across processes.
+
+    The lock goes with the process: one that dies holding it releases it. Without fcntl
+    (Windows), or where the lock file cannot be created (a read-only folder, whose store
+    cannot be upgraded or written either), nothing is locked.
+    """
+    if path is None or fcntl is None:
+        yield
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _repair_interrupted_upgrade(db: Path) -> None:
+    """Drop the ``_alembic_tmp_*`` tables an interrupted MLflow schema upgrade left, if safe.
+
+    Alembic changes a SQLite table T by building ``_alembic_tmp_T``, copying T into it,
+    dropping T and renaming the copy. A process that dies (or loses a race with another) before
+    the drop leaves the copy behind, and every later upgrade stops at "table _alembic_tmp_T
+    already exists". While T exists the copy is a half-built duplicate: dropping it lets the
+    upgrade run again. Once T is gone the copy holds the data, and that is left to a person.
+
+    Raises:
+        TrackingUnavailable: such a copy outlived its table, or the file is not a database.
+    """
+    import sqlite3
+
+    if not db.is_file():
+        return
+    try:
+        connection = sqlite3.connect(db, timeout=60)
+        try:
+            tables = {
+                row[0]
+                for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            leftovers = sorted(t for t in tables if t.startswith(_ALEMBIC_TMP))
+            for table in leftovers:
+                original = table.removeprefix(_ALEMBIC_TMP)
+                if original not in tables:
+                    raise TrackingUnavailable(
+                        f"MLflow store {db} was left half-upgraded: table {table} holds the data "
+                        f"of {original}, which is gone; restore a backup of {db} (or rename the "
+                        f"table to {original}) before tracking into it",
+                        transient=False,
+                    )
+            for table in leftovers:
+                quoted = table.replace('"', '""')
+                connection.execute(f'DROP TABLE "{quoted}"')
+            connection.commit()
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        raise TrackingUnavailable(
+            f"MLflow store {db} cannot be opened: {_one_line(error)}", transient=False
+        ) from None
+    if leftovers:
+        _logger.warning(
+            "dropped %s, left in %s by an interrupted MLflow schema upgrade",
+            ", ".join(leftovers),
+            db,
+        )
+
+
+@contextlib.contextmanager
+def _environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of one store call, then restore them."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _owner_alive(owner: str) -> bool:
+    """Whether the process that kept an outbox entry may still write it itself.
+
+    On this host: iff its process exists. Another host's process cannot be judged from here,
+    so its entries are left to it.
+    """
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)  # signal 0: an existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _digest(uri: str) -> str:
+    """Names a store in the outbox file without writing its URL (which may hold a password)."""
+    return hashlib.sha256(uri.encode()).hexdigest()[:16]
+
+
+def _refused(error: BaseException) -> bool:
+    """A write the store understood and refused: retrying the same record cannot succeed."""
+    return getattr(error, "error_code", None) in _REFUSALS
+
+
+def _clean_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Params as MLflow will store them (valid keys, secrets masked, length capped)."""
+    return {_key(k): _param_value(k, v) for k, v in params.items()}
 
 
 def _store_error_types() -> tuple[type[BaseException], ...]:
@@ -462,9 +977,9 @@ def _trial_params(record: TrialRecord) -> dict[str, Any]:
     return params
 
 
-def _trial_tags(record: TrialRecord, parent_run_id: str) -> dict[str, str]:
+def _trial_tags(record: TrialRecord) -> dict[str, str]:
+    """A child run's tags; its parent's id is added when the run is written."""
     tags = {
-        "mlflow.parentRunId": parent_run_id,
         "mlflow.user": _user(),
         "looksam.role": "trial",
         "looksam.study": record.study_name,

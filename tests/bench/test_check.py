@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from looksam.bench.suite import Baseline, SuiteSpec, compare, measure_suite
+from looksam.bench.runner import Environment
+from looksam.bench.suite import (
+    Baseline,
+    BenchReport,
+    CheckRow,
+    StepCost,
+    SuiteSpec,
+    check_baseline,
+    compare,
+    measure_suite,
+    settle,
+)
 from looksam.cli.app import app
 
 runner = CliRunner()
@@ -83,3 +95,118 @@ def test_committed_baseline_is_readable_and_names_the_cpu_suites() -> None:
         assert spec.device == "cpu"
         assert set(ratios) == set(spec.optimizers)
         assert ratios["sam"] > 1.5  # SAM really costs about two steps
+
+
+def test_a_ratio_exactly_at_the_limit_is_not_a_regression() -> None:
+    at = CheckRow("w", "sam", baseline=1.0, measured=1.1, limit=1.1)
+    above = CheckRow("w", "sam", baseline=1.0, measured=math.nextafter(1.1, math.inf), limit=1.1)
+    assert not at.regressed
+    assert above.regressed
+
+
+def test_compare_puts_the_limit_at_baseline_times_one_plus_tolerance() -> None:
+    report = _report("synthetic-mlp", sam=2.5)
+    baseline = Baseline((report.spec,), ({"sgd": 1.0, "sam": 2.0},), tolerance=0.25)
+    rows = compare(baseline, [report])
+    assert [(r.optimizer, r.baseline, r.measured, r.limit) for r in rows] == [
+        ("sgd", 1.0, 1.0, 1.25),
+        ("sam", 2.0, 2.5, 2.5),
+    ]
+    assert not any(r.regressed for r in rows)  # 2.5 is exactly the limit
+
+
+ENV = Environment(
+    device="cpu",
+    device_name="test cpu",
+    torch_version="0",
+    timm_version=None,
+    python_version="3",
+    cpu_threads=1,
+    platform="test",
+    git_commit=None,
+)
+
+
+def _report(workload: str, **ratios: float) -> BenchReport:
+    """A measured suite with chosen ratios (sgd, the reference, is 1.0)."""
+    spec = SuiteSpec(workload=workload, optimizers=("sgd", *ratios))
+    costs = tuple(
+        StepCost(name, 0.01 * ratio, 100.0 / ratio, ratio, ratio, ratio, floor=1.0)
+        for name, ratio in {"sgd": 1.0, **ratios}.items()
+    )
+    return BenchReport(spec, 64, costs, ENV)
+
+
+class _Measurements:
+    """Stands in for measuring: hands out scripted reports per workload, in order, and counts."""
+
+    def __init__(self, **scripts: list[BenchReport]) -> None:
+        self.scripts = {name: list(reports) for name, reports in scripts.items()}
+        self.measured: list[str] = []
+
+    def __call__(self, spec: SuiteSpec) -> BenchReport:
+        self.measured.append(spec.workload)
+        return self.scripts[spec.workload].pop(0)
+
+
+def _two_suite_baseline() -> Baseline:
+    suites = (SuiteSpec(workload="synthetic-mlp"), SuiteSpec(workload="digits-noisy"))
+    return Baseline(suites, ({"sam": 2.0}, {"sam": 2.0}), tolerance=0.1)  # limit 2.2
+
+
+def test_check_passes_when_only_the_first_measurement_regresses() -> None:
+    measure = _Measurements(
+        **{
+            "synthetic-mlp": [
+                _report("synthetic-mlp", sam=3.0),
+                _report("synthetic-mlp", sam=2.1),
+            ],
+            "digits-noisy": [_report("digits-noisy", sam=2.0)],
+        }
+    )
+    told: list[list[str]] = []
+    rows = check_baseline(_two_suite_baseline(), measure, remeasuring=told.append)
+    assert told == [["synthetic-mlp"]]
+    assert measure.measured == ["synthetic-mlp", "digits-noisy", "synthetic-mlp"]  # suspect only
+    assert [(r.workload, r.measured) for r in rows] == [
+        ("synthetic-mlp", 2.1),
+        ("digits-noisy", 2.0),
+    ]
+    assert not any(r.regressed for r in rows)
+
+
+def test_check_fails_when_both_measurements_regress() -> None:
+    measure = _Measurements(
+        **{
+            "synthetic-mlp": [
+                _report("synthetic-mlp", sam=3.0),
+                _report("synthetic-mlp", sam=2.5),
+            ],
+            "digits-noisy": [_report("digits-noisy", sam=2.0)],
+        }
+    )
+    rows = check_baseline(_two_suite_baseline(), measure)
+    assert [(r.workload, r.measured, r.regressed) for r in rows] == [
+        ("synthetic-mlp", 2.5, True),  # the milder of 3.0 and 2.5, still above 2.2
+        ("digits-noisy", 2.0, False),
+    ]
+
+
+def test_a_clean_first_measurement_is_not_repeated() -> None:
+    measure = _Measurements(
+        **{
+            "synthetic-mlp": [_report("synthetic-mlp", sam=2.0)],
+            "digits-noisy": [_report("digits-noisy", sam=1.9)],
+        }
+    )
+    told: list[list[str]] = []
+    rows = check_baseline(_two_suite_baseline(), measure, remeasuring=told.append)
+    assert told == []
+    assert measure.measured == ["synthetic-mlp", "digits-noisy"]
+    assert [r.measured for r in rows] == [2.0, 1.9]
+
+
+def test_settle_keeps_the_milder_measurement_of_each_row() -> None:
+    first = [CheckRow("w", "a", 1.0, 3.0, 1.1), CheckRow("w", "b", 1.0, 1.0, 1.1)]
+    second = [CheckRow("w", "a", 1.0, 1.05, 1.1), CheckRow("w", "b", 1.0, 1.2, 1.1)]
+    assert [r.measured for r in settle(first, second)] == [1.05, 1.0]

@@ -216,3 +216,40 @@ def test_fp16_gradscaler_recipe_runs_on_cpu() -> None:
 def test_batch_larger_than_the_data_is_refused() -> None:
     with pytest.raises(ValueError, match="exceeds the 1257 training examples"):
         run_training(digits("sgd", batch_size=5000))
+
+
+class _ScriptedAccuracy(DigitsNoisy):
+    """Each forward-backward pass costs 1 fake second; evaluations return scripted accuracies."""
+
+    target_accuracy = 0.9
+    clock: _FakeClock
+
+    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            self.clock.t += 1.0
+        return super().loss(logits, targets)
+
+
+def test_time_to_target_is_the_cumulative_train_time_of_the_first_epoch_at_target(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _FakeClock()
+    monkeypatch.setattr(runner, "now", clock)
+    accuracies = iter([0.5, 0.89, 0.9, 0.95, 0.6])  # first reaches 0.9 (>=) at epoch 3
+    monkeypatch.setattr(runner.TrainingSession, "evaluate", lambda self: next(accuracies))
+    workload = _ScriptedAccuracy()
+    workload.clock = clock
+    result = run_training(digits("sgd", epochs=5), workload=workload)
+    per_epoch = workload.steps_per_epoch(64)  # SGD: one pass, so one fake second, per step
+    assert [h.test_accuracy for h in result.history] == [0.5, 0.89, 0.9, 0.95, 0.6]
+    assert [h.train_seconds for h in result.history] == [per_epoch * e for e in range(1, 6)]
+    assert result.time_to_target_seconds == 3 * per_epoch
+
+
+def test_time_to_target_is_none_when_no_epoch_reaches_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    accuracies = iter([0.5, 0.89])
+    monkeypatch.setattr(runner.TrainingSession, "evaluate", lambda self: next(accuracies))
+    workload = _ScriptedAccuracy()
+    workload.clock = _FakeClock()
+    result = run_training(digits("sgd", epochs=2), workload=workload)
+    assert result.time_to_target_seconds is None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from looksam.bench.timing import time_relative
+from looksam.bench import timing
+from looksam.bench.timing import RelativeTiming, time_relative
 
 
 def test_reference_ratio_is_one_and_rounds_are_counted() -> None:
@@ -46,3 +47,83 @@ def test_unknown_reference_is_rejected() -> None:
             rounds=1,
             warmup_steps=0,
         )
+
+
+class _ScriptedContender:
+    """A contender whose every round costs a chosen number of fake seconds on a shared clock.
+
+    Warm-up steps advance the clock by a large amount too, which no result may show.
+    """
+
+    def __init__(self, clock: list[float], round_seconds: list[float], steps: int, warmup: int):
+        self.clock = clock
+        self.round_seconds = round_seconds
+        self.steps = steps
+        self.warmup = warmup
+        self.calls = 0
+
+    def __call__(self) -> None:
+        timed = self.calls - self.warmup
+        self.calls += 1
+        self.clock[0] += (
+            1000.0 if timed < 0 else self.round_seconds[timed // self.steps] / self.steps
+        )
+
+
+# Reference round times that vary (the machine drifts) and are not monotonic; the contender is
+# exactly 2x the reference in every round except the last, a 10x outlier.
+REFERENCE_ROUNDS = [1.0, 4.0, 2.0, 8.0, 3.0]
+CONTENDER_ROUNDS = [2.0, 8.0, 4.0, 16.0, 30.0]
+
+
+def _scripted_timing(monkeypatch: pytest.MonkeyPatch) -> dict[str, RelativeTiming]:
+    clock = [0.0]
+    monkeypatch.setattr(timing, "now", lambda: clock[0])
+    steps, warmup = 2, 1
+    results = time_relative(
+        {
+            "ref": _ScriptedContender(clock, REFERENCE_ROUNDS, steps, warmup),
+            "slow": _ScriptedContender(clock, CONTENDER_ROUNDS, steps, warmup),
+        },
+        "ref",
+        device=torch.device("cpu"),
+        steps_per_round=steps,
+        rounds=len(REFERENCE_ROUNDS),
+        warmup_steps=warmup,
+    )
+    return {r.name: r for r in results}
+
+
+def test_ratio_is_the_median_of_same_round_ratios(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-round ratios are 2, 2, 2, 2, 10: the median (2) ignores the outlier, a mean (3.6)
+    would not, and dividing by the median reference time (3) would give 8/3."""
+    by_name = _scripted_timing(monkeypatch)
+    slow = by_name["slow"]
+    assert slow.ratio == 2.0
+    assert (slow.ratio_q1, slow.ratio_q3) == (2.0, 2.0)
+    assert slow.median_step_seconds == 4.0  # median round 8 s over 2 steps; warm-up excluded
+    assert slow.rounds == 5
+    ref = by_name["ref"]
+    assert (ref.ratio, ref.ratio_q1, ref.ratio_q3) == (1.0, 1.0, 1.0)
+    assert ref.median_step_seconds == 1.5
+
+
+def test_quartiles_come_from_the_per_round_ratios(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(timing, "now", lambda: clock[0])
+    # ratios per round 1, 2, 3, 4, 5 against a reference that drifts from 1 s to 16 s
+    reference = [1.0, 2.0, 4.0, 8.0, 16.0]
+    other = [r * (i + 1) for i, r in enumerate(reference)]
+    results = time_relative(
+        {
+            "ref": _ScriptedContender(clock, reference, 1, 0),
+            "other": _ScriptedContender(clock, other, 1, 0),
+        },
+        "ref",
+        device=torch.device("cpu"),
+        steps_per_round=1,
+        rounds=5,
+        warmup_steps=0,
+    )
+    got = next(r for r in results if r.name == "other")
+    assert (got.ratio_q1, got.ratio, got.ratio_q3) == (2.0, 3.0, 4.0)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
+from looksam.bench.distributed import LaunchError
 from looksam.bench.workloads import list_workloads
+from looksam.cli import _console
+from looksam.cli import run as run_module
 from looksam.cli.app import app
 
 runner = CliRunner()
@@ -93,3 +98,85 @@ def test_batch_larger_than_the_data_exits_2() -> None:
     result = runner.invoke(app, ["run", "-o", "sgd", "--batch-size", "100000"], env=WIDE)
     assert result.exit_code == 2
     assert "exceeds" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--k", "1.5"], "'--k'"),
+        (["-k", "two"], "'--k'"),
+        (["--epochs", "1.5"], "'--epochs'"),
+        (["--max-steps", "x"], "'--max-steps'"),
+        (["--seed", "0.5"], "'--seed'"),
+        (["--batch-size", "6.4"], "'--batch-size'"),
+        (["--nproc", "0"], "'--nproc'"),
+        (["--replica-check-every", "-1"], "'--replica-check-every'"),
+        (["--rho", "big"], "'--rho'"),
+    ],
+)
+def test_an_unusable_option_value_is_one_red_line_and_exit_2(
+    tmp_path: Path, args: list[str], option: str
+) -> None:
+    out = tmp_path / "never.json"
+    result = runner.invoke(app, ["run", *args, "--json", str(out)], env=WIDE)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output  # no usage box
+    assert lines[0].startswith(f"error: Invalid value for {option}")
+    assert "Usage" not in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_the_one_line_is_red(monkeypatch: pytest.MonkeyPatch) -> None:
+    terminal = io.StringIO()
+    console = Console(file=terminal, force_terminal=True, color_system="standard")
+    monkeypatch.setattr(_console, "err_console", console)
+    result = runner.invoke(app, ["run", "--k", "1.5"], env=WIDE)
+    assert result.exit_code == 2
+    assert terminal.getvalue().startswith("\x1b[1;31merror:\x1b[0m Invalid value for '--k'")
+
+
+def test_nproc_hands_the_launch_to_the_library_and_exits_as_the_run_did(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[tuple[list[str], int, Path | None]] = []
+
+    def diverged(args: list[str], nproc: int, json_path: Path | None) -> str:
+        calls.append((args, nproc, json_path))
+        assert json_path is not None
+        json_path.write_text("{}")  # the library moves rank 0's file into place
+        return "diverged"
+
+    monkeypatch.setattr(run_module, "launch_locally", diverged)
+    out = tmp_path / "r.json"
+    result = runner.invoke(
+        app, ["run", "-o", "sgd", "--device", "cpu", "--nproc", "2", "--json", str(out)], env=WIDE
+    )
+    assert result.exit_code == 1, result.output  # the run diverged: not a success
+    assert f"wrote {out}" in result.output
+    ((args, nproc, json_path),) = calls
+    assert (args[0], nproc, json_path) == ("run", 2, out)
+    assert "--nproc" not in args
+    assert "--json" not in args
+
+
+@pytest.mark.parametrize(
+    ("raised", "exit_code", "needle"),
+    [
+        (KeyboardInterrupt(), 130, "interrupted: no result was written"),
+        (LaunchError("no CIFAR-10 data in /x", users_fault=True), 2, "error: no CIFAR-10"),
+        (LaunchError("distributed run failed: rank 1 ...", users_fault=False), 1, "rank 1"),
+    ],
+)
+def test_a_failed_launch_is_one_line_with_its_exit_code(
+    monkeypatch: pytest.MonkeyPatch, raised: BaseException, exit_code: int, needle: str
+) -> None:
+    def launch(args: list[str], nproc: int, json_path: Path | None) -> str:
+        raise raised
+
+    monkeypatch.setattr(run_module, "launch_locally", launch)
+    result = runner.invoke(app, ["run", "-o", "sgd", "--device", "cpu", "--nproc", "2"], env=WIDE)
+    assert result.exit_code == exit_code, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert needle in result.output

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 import typer
+from rich.console import Console
 from typer.testing import CliRunner
 
+import looksam.cli.ui as ui_module
 from looksam.cli.ui import ui
 
 runner = CliRunner()
@@ -114,3 +116,71 @@ def _answers(url: str) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [
+        ("0.0.0.0", True),
+        ("::", True),
+        ("192.168.1.20", True),
+        ("mlflow.example.org", True),
+        ("127.0.0.1", False),
+        ("127.0.0.2", False),  # all of 127.0.0.0/8 is loopback
+        ("::1", False),
+        ("localhost", False),
+    ],
+)
+def test_a_non_loopback_host_is_warned_about_in_one_yellow_line(
+    host: str, warned: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a colour terminal 80 columns wide: the warning must be yellow and still one line
+    terminal = Console(force_terminal=True, color_system="standard", width=80)
+    monkeypatch.setattr(ui_module, "console", terminal)
+    db = tmp_path / "mlflow.db"
+    db.touch()
+    result = runner.invoke(app, ["--tracking-uri", f"sqlite:///{db}", "--host", host, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "no login" in line]
+    if not warned:
+        assert lines == []
+        return
+    assert len(lines) == 1
+    assert "\x1b[33m" in lines[0]  # yellow
+    assert f"{host}:5000" in lines[0]
+    assert f"--host {host}" in result.output  # the command is still printed
+
+
+def test_serving_on_all_interfaces_warns_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only --dry-run: the real start warns once, before MLflow is launched."""
+    db = tmp_path / "mlflow.db"
+    db.touch()
+    events: list[str] = []
+
+    class FakeProcess:
+        pid = 0
+
+        def __init__(self, command: list[str], **kwargs: object) -> None:
+            events.append("launched")
+
+        def wait(self, timeout: float | None = None) -> int:
+            return 0
+
+    monkeypatch.setattr(ui_module.subprocess, "Popen", FakeProcess)
+    monkeypatch.setattr(ui_module, "_port_free", lambda host, port: True)
+    printed = ui_module.console.print
+
+    def recording_print(*objects: object, **kwargs: object) -> None:
+        events.append(" ".join(str(o) for o in objects))
+        printed(*objects, **kwargs)
+
+    monkeypatch.setattr(ui_module.console, "print", recording_print)
+    result = runner.invoke(
+        app, ["--tracking-uri", f"sqlite:///{db}", "--host", "0.0.0.0"], env={"COLUMNS": "500"}
+    )
+    assert result.exit_code == 0, result.output
+    warnings = [i for i, e in enumerate(events) if "no login" in e]
+    assert len(warnings) == 1
+    assert warnings[0] < events.index("launched")

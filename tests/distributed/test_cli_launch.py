@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,8 @@ import pytest
 from ddp_workers import loopback_env
 from typer.testing import CliRunner
 
+from looksam.bench import distributed
 from looksam.bench.distributed import FAIL_AT_VARIABLE, RESULT_FILE_VARIABLE, launcher_failure
-from looksam.cli import run as run_module
 from looksam.cli.app import app
 
 TINY = ["run", "-w", "digits-noisy", "-o", "looksam", "--k", "2", "--device", "cpu"]
@@ -82,7 +83,7 @@ runner = CliRunner()
 def test_bad_parallel_options_exit_2_before_launching(
     monkeypatch: pytest.MonkeyPatch, args: list[str], needle: str
 ) -> None:
-    monkeypatch.setattr(run_module.subprocess, "Popen", _never_launch)
+    monkeypatch.setattr(distributed.subprocess, "Popen", _never_launch)
     result = runner.invoke(app, [*TINY, *args], env={"COLUMNS": "200"})
     assert result.exit_code == 2, result.output
     assert needle in result.output
@@ -112,7 +113,7 @@ class _FakeLauncher:
 def test_nproc_forwards_the_command_line_minus_nproc_and_json(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(run_module.subprocess, "Popen", _FakeLauncher)
+    monkeypatch.setattr(distributed.subprocess, "Popen", _FakeLauncher)
     out = tmp_path / "r.json"
     args = [*TINY, "--rho", "0.3", "--channels-last", "--perturbation", "per-rank"]
     result = runner.invoke(app, [*args, "--nproc", "3", "-b", "66", "--json", str(out)])
@@ -166,3 +167,89 @@ def test_launcher_failure_reports_a_signal_and_a_users_error() -> None:
     assert "rank 0 was killed by signal 9" in launcher_failure(killed, 1)[0]
     message, users_fault = launcher_failure("[rank0]: error: no CIFAR-10 data in /x\n", 1)
     assert (message, users_fault) == ("no CIFAR-10 data in /x", True)
+
+
+class _ScriptedLauncher:
+    """Stands in for torchrun in the library's launch: exits as told, rank 0 writing ``result``."""
+
+    def __init__(self, returncode: int, result: str | None, stderr: str = "") -> None:
+        self.returncode_after = returncode
+        self.result = result
+        self.stderr = stderr
+        self.commands: list[list[str]] = []
+        self.signals: list[int] = []
+
+    def __call__(
+        self, command: list[str], env: dict[str, str], **kwargs: Any
+    ) -> _ScriptedLauncher:
+        self.commands.append(command)
+        self.env = env
+        self.returncode: int | None = None
+        return self
+
+    def communicate(self) -> tuple[None, str]:
+        if self.result is not None:
+            Path(self.env[RESULT_FILE_VARIABLE]).write_text(self.result)
+        self.returncode = self.returncode_after
+        return None, self.stderr
+
+    def send_signal(self, signum: int) -> None:
+        self.signals.append(signum)
+
+
+def test_launch_locally_moves_the_result_into_place_and_returns_its_status(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    launcher = _ScriptedLauncher(0, '{"status": "diverged"}', stderr="a rank's warning\n")
+    monkeypatch.setattr(distributed.subprocess, "Popen", launcher)
+    out = tmp_path / "r.json"
+    assert distributed.launch_locally(["run", "--k", "2"], 2, out) == "diverged"
+    assert json.loads(out.read_text()) == {"status": "diverged"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+    assert launcher.commands[0][-3:] == ["run", "--k", "2"]
+    assert "--nproc-per-node=2" in launcher.commands[0]
+    assert launcher.env["OMP_NUM_THREADS"]
+
+
+@pytest.mark.parametrize(
+    ("returncode", "result", "stderr", "users_fault"),
+    [
+        (1, '{"status": "ok"}', _TORCHRUN_ROOT_CAUSE, False),  # rank 1 died after rank 0 wrote
+        (1, None, "[rank0]: error: no CIFAR-10 data in /x\n", True),
+        (0, None, "", False),  # a clean exit without a result is still no result
+    ],
+)
+def test_launch_locally_raises_one_line_and_leaves_no_file(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    returncode: int,
+    result: str | None,
+    stderr: str,
+    users_fault: bool,
+) -> None:
+    monkeypatch.setattr(
+        distributed.subprocess, "Popen", _ScriptedLauncher(returncode, result, stderr)
+    )
+    with pytest.raises(distributed.LaunchError) as raised:
+        distributed.launch_locally(["run"], 2, tmp_path / "r.json")
+    assert raised.value.users_fault is users_fault
+    assert "\n" not in raised.value.message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_launch_locally_interrupted_stops_the_ranks_and_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    class Interrupted(_ScriptedLauncher):
+        def communicate(self) -> tuple[None, str]:
+            if not self.signals:
+                Path(self.env[RESULT_FILE_VARIABLE]).write_text('{"status": "ok"}')
+                raise KeyboardInterrupt
+            return None, ""
+
+    launcher = Interrupted(0, None)
+    monkeypatch.setattr(distributed.subprocess, "Popen", launcher)
+    with pytest.raises(KeyboardInterrupt):
+        distributed.launch_locally(["run"], 2, tmp_path / "r.json")
+    assert launcher.signals == [signal.SIGINT]
+    assert list(tmp_path.iterdir()) == []

@@ -26,6 +26,8 @@ TINY_SWEEP = {
         },
     },
     "budget": {"n_trials": 4, "seeds": 2},
+    "confirm": {"seeds": 3},
+    "timing": {"rounds": 3, "steps": 4},
 }
 
 

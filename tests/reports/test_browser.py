@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from looksam.reports.findings import Finding
 from looksam.reports.html import render_html
 from looksam.reports.model import SweepData
 
@@ -61,7 +62,8 @@ def test_report_renders_offline_in_chromium(
     data = tiny_sweep_data
     report = tmp_path / "report.html"
     report.write_text(
-        render_html(data, findings=["A finding, to see the list drawn."]), encoding="utf-8"
+        render_html(data, findings=[Finding("speed", "A finding, to see the list drawn.")]),
+        encoding="utf-8",
     )
     url = report.as_uri()
     errors: list[str] = []

@@ -23,6 +23,8 @@ def _trial(
         optimizer=opt, number=n, state="COMPLETE", params={"lr": 0.05, **params},
         accuracy=sum(seeds) / len(seeds), seed_accuracies=seeds, train_seconds=seconds,
         samples_per_second=100.0, time_to_target_seconds=None, curve=(0.5,),
+        # paired cost in base steps at batch 1, base at 1 s/sample: estimated s = seconds
+        cost=seconds, reference_seconds_per_sample=1.0,
     )  # fmt: skip
 
 
@@ -34,7 +36,7 @@ def _data(*studies: StudyData, sampler: str = "grid") -> SweepData:
     return SweepData(
         name="g", workload="digits-noisy", objective="accuracy", base="sgd", target_accuracy=None,
         studies=studies, spec={"sampler": sampler}, environment={}, generated_at="now",
-        reference="sam",
+        reference="sam", reference_batch_size=1,
     )  # fmt: skip
 
 

@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
+from looksam.reports.findings import Finding
 from looksam.reports.html import render_html
+from looksam.reports.leaderboard import seconds_estimator
 from looksam.reports.model import StudyData, SweepData, TrialPoint
 from looksam.reports.svg import Scale, colours_for, fmt, make_scale, pareto_front
 
@@ -47,6 +49,9 @@ def trial(
         time_to_target_seconds=None,
         curve=curve,
         mlflow_run_id=run,
+        # paired cost in base steps at batch 1, base at 1 s/sample: estimated seconds = seconds
+        cost=seconds,
+        reference_seconds_per_sample=None if seconds is None else 1.0,
     )
 
 
@@ -61,6 +66,7 @@ def sweep(*studies: StudyData, spec: dict[str, Any] | None = None) -> SweepData:
         spec=spec or {"name": "hand"},
         environment={"device": "cpu", "torch": "2.x", "git_commit": "abc123"},
         generated_at="2026-01-01 00:00 UTC",
+        reference_batch_size=1,
     )
 
 
@@ -188,7 +194,7 @@ def test_text_from_the_data_is_escaped() -> None:
     page = render_html(
         data,
         leaderboard_rows=[{"<th>col": "<td>cell"}],
-        findings=["LookSAM <b>wins</b> & more"],
+        findings=[Finding("speed", "LookSAM <b>wins</b> & more")],
     )
     assert "<script>alert" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -268,16 +274,16 @@ def test_sections_fallbacks_and_notes() -> None:
     assert [c["optimizer"] for c in curves["curves"]] == ["sgd"]
     fallback = page.split('<section id="leaderboard">')[1].split("</section>")[0]
     assert re.findall(r"<th>(.*?)</th>", fallback) == [
-        "optimizer", "completed trials", "best accuracy", "its seconds", "best params",
+        "optimizer", "completed trials", "best accuracy", "raw seconds", "best params",
     ]  # fmt: skip
     assert re.findall(r"<td>(looksam|sgd)</td>", fallback) == ["sgd", "looksam"]
     given = render_html(data, leaderboard_rows=[{"b": "1", "a": "2"}, {"a": "3", "c": "4"}],
-                        findings=["one", "two"])  # fmt: skip
+                        findings=[Finding("speed", "one"), Finding("speed", "two")])  # fmt: skip
     board = given.split('<section id="leaderboard">')[1].split("</section>")[0]
     assert re.findall(r"<th>(.*?)</th>", board) == ["b", "a", "c"]  # first-seen column order
     assert re.findall(r"<td[^>]*>(.*?)</td>", board) == ["1", "2", "", "", "3", "4"]
     found = given.split('<section id="findings">')[1].split("</section>")[0]
-    assert re.findall(r"<li>(.*?)</li>", found) == ["one", "two"]
+    assert re.findall(r"<li[^>]*>(.*?)</li>", found) == ["one", "two"]
 
 
 def test_throughput_plot_when_batch_size_searched() -> None:
@@ -346,22 +352,24 @@ def test_embedded_json_matches_the_data(tiny_sweep_data: SweepData) -> None:
     data = tiny_sweep_data
     page = render_html(data)
     scatter = embedded(page, "data-scatter")
+    estimate = seconds_estimator(data)
     by_key = {(t.optimizer, t.number): t for t in with_accuracy(data)}
     assert len(scatter["points"]) == len(by_key)
     for p in scatter["points"]:
         t = by_key[(p["optimizer"], p["trial"])]
         assert p["accuracy"] == pytest.approx(t.accuracy)
-        assert p["train_seconds"] == pytest.approx(t.train_seconds)
+        assert p["raw_train_seconds"] == pytest.approx(t.train_seconds)
+        assert p["estimated_seconds"] == pytest.approx(estimate(t))
         assert p["params"] == pytest.approx(t.params)
     for s in data.studies:
-        front = pareto_front(s.complete, key=lambda t: (t.train_seconds or 0, t.accuracy or 0))
+        front = pareto_front(s.complete, key=lambda t: (t.cost or 0, t.accuracy or 0))
         assert scatter["fronts"][s.optimizer] == [t.number for t in front]
 
     curves = embedded(page, "data-curves")
     assert curves["target"] == data.target_accuracy
     assert len(curves["curves"]) == len(data.studies)
     for c, s in zip(curves["curves"], data.studies, strict=True):
-        best = max(s.complete, key=lambda t: (t.accuracy or 0, -t.number))
+        best = max(s.complete, key=lambda t: (t.accuracy or 0, -(t.cost or 0), -t.number))
         assert (c["optimizer"], c["trial"]) == (s.optimizer, best.number)
         assert c["accuracy"] == pytest.approx(list(best.curve))
     assert len(Elements(page).select("polyline", section="curves")) == len(data.studies)
@@ -389,7 +397,7 @@ def test_environment_and_spec(tiny_sweep_data: SweepData) -> None:
     assert data.generated_at in env
     assert str(data.environment["git_commit"]) in env
     for s in data.studies:
-        best = max(s.complete, key=lambda t: (t.accuracy or 0, -t.number))
+        best = max(s.complete, key=lambda t: (t.accuracy or 0, -(t.cost or 0), -t.number))
         assert best.mlflow_run_id
         assert best.mlflow_run_id in env
     spec_text = re.search(r"<pre>(.*?)</pre>", env, re.S)
@@ -398,16 +406,17 @@ def test_environment_and_spec(tiny_sweep_data: SweepData) -> None:
 
 
 def test_same_input_same_bytes(tiny_sweep_data: SweepData, tmp_path: Path) -> None:
-    page = render_html(tiny_sweep_data, findings=["x"])
-    assert page == render_html(tiny_sweep_data, findings=["x"])
-    assert page == render_html(replace(tiny_sweep_data), findings=["x"])
+    page = render_html(tiny_sweep_data, findings=[Finding("speed", "x")])
+    assert page == render_html(tiny_sweep_data, findings=[Finding("speed", "x")])
+    assert page == render_html(replace(tiny_sweep_data), findings=[Finding("speed", "x")])
     # and in another interpreter with another hash seed (no set/dict-order leaks)
     pickled = tmp_path / "data.pkl"
     pickled.write_bytes(pickle.dumps(tiny_sweep_data))
     code = (
         "import pickle, sys; from looksam.reports.html import render_html; "
+        "from looksam.reports.findings import Finding; "
         f"sys.stdout.write(render_html(pickle.loads(open({str(pickled)!r}, 'rb').read()), "
-        "findings=['x']))"
+        "findings=[Finding('speed', 'x')]))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     other = subprocess.run(

@@ -29,13 +29,51 @@ def test_report_by_sweep_name_writes_html_markdown_and_json(
     assert result.exit_code == 0, result.output
     assert "Leaderboard: tiny on digits-noisy" in result.output
     assert "Pareto front of looksam" in result.output
-    assert "2 seeds: too few" not in result.output  # 2 seeds: CI shown, tests refused
-    assert "too few seeds (2 and 2)" in result.output
+    # the headline is the 3 confirmation seeds: tests are made, not refused
+    assert "too few seeds" not in result.output
+    assert "Welch" in result.output
     assert html.read_text().lstrip().lower().startswith("<!doctype html")
     assert "| looksam |" in md.read_text()
     data = json.loads(js.read_text())
     assert [s["optimizer"] for s in data["studies"]] == ["sgd", "sam", "looksam"]
     assert sum(len(s["trials"]) for s in data["studies"]) == 12
+    assert sum(len(s["confirmations"]) for s in data["studies"]) == 9
+    board = {row["optimizer"]: row for row in data["leaderboard"]}
+    assert list(board) == ["sgd", "sam", "looksam"]
+    for row in board.values():
+        assert row["seeds"] == 3
+        assert row["confirmed"] is True
+        low, high = row["accuracy_ci95"]
+        assert low <= row["accuracy_mean"] <= high
+        assert row["contended_trials"] >= 0
+        assert set(row["best_params"]) >= {"lr"}
+        if row["speed_vs_base"] is not None:  # every timing contended: no speed, said so
+            assert row["speed_iqr"][0] <= row["speed_vs_base"] <= row["speed_iqr"][1]
+            assert row["speed_method"].startswith("paired")
+    assert board["sgd"]["speed_vs_base"] in (None, 1.0)  # the base against itself
+    kinds = {f["kind"] for f in data["findings"]}
+    assert kinds & {"difference", "no_difference"}
+    assert all(set(f) == {"kind", "sentence", "p_value"} for f in data["findings"])
+
+
+def test_terminal_leaderboard_never_splits_a_number_at_80_columns(
+    tiny_sweep: tuple[SweepSpec, Path], tmp_path: Path
+) -> None:
+    from looksam.reports.leaderboard import leaderboard_rows
+    from looksam.sweeps.results import load_sweep_data
+
+    spec, _ = tiny_sweep
+    result = runner.invoke(
+        app,
+        ["report", "--sweep", spec.name, "--storage", spec.storage,
+         "--html", str(tmp_path / "r.html")],
+        env={"COLUMNS": "80"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    words = result.output.split()
+    for row in leaderboard_rows(load_sweep_data(spec)):
+        for token in row["best hyperparameters"].split():
+            assert token in words, f"{token} was split across lines"
 
 
 def test_report_never_shows_a_password() -> None:

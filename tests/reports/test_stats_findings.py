@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 
 from looksam.reports.findings import (
+    MIN_SEEDS_FOR_TESTS,
+    Finding,
     compare_sentence,
     difference_sentence,
     equivalence_sentence,
     findings,
 )
-from looksam.reports.leaderboard import leaderboard, leaderboard_rows, trial_front
+from looksam.reports.leaderboard import (
+    LeaderboardEntry,
+    leaderboard,
+    leaderboard_rows,
+)
 from looksam.reports.markdown import render_markdown
 from looksam.reports.model import StudyData, SweepData, TrialPoint
 from looksam.reports.stats import mean_ci, tost, welch
@@ -103,7 +110,15 @@ def _point(
         samples_per_second=1000.0 / seconds,
         time_to_target_seconds=None,
         curve=(0.5, 0.8),
+        # paired against SGD's 3 s: three rounds at exactly that ratio
+        paired_ratios=(seconds / 3.0,) * 3,
+        paired_costs=(seconds / 3.0,) * 3,
+        cost=seconds,
     )
+
+
+def _texts(data: SweepData, margin: float = 0.01) -> list[str]:
+    return [f.text for f in findings(data, margin)]
 
 
 def _data(*studies: StudyData) -> SweepData:
@@ -128,15 +143,11 @@ LOOKSAM = _study(
 )
 
 
-def test_pareto_front_keeps_only_undominated_trials() -> None:
-    front = trial_front(LOOKSAM.trials)
-    assert [t.number for t in front] == [1, 0]  # fastest first; #2 is slower and less accurate
-
-
 def test_findings_say_what_the_numbers_support() -> None:
-    sentences = findings(_data(SGD, SAM, LOOKSAM))
-    assert "LookSAM (k=5) reaches 99 % of SAM's best accuracy in 0.60× its training time." in (
-        sentences
+    sentences = _texts(_data(SGD, SAM, LOOKSAM))
+    assert (
+        "LookSAM (k=5) reaches 99 % of SAM's accuracy in 0.60× its training time (paired step "
+        "costs, spread 0.60–0.60)." in sentences
     )
     # 1 point apart over 3 seeds each, p = 0.29: no claim that SAM is better than LookSAM
     assert any("LookSAM and SAM are not significantly different" in s for s in sentences)
@@ -149,14 +160,18 @@ def test_a_match_is_claimed_only_when_the_equivalence_test_shows_it() -> None:
     entries = {e.optimizer: e for e in leaderboard(_data(SGD, SAM, LOOKSAM))}
     narrow = equivalence_sentence(entries["looksam"], entries["sam"], margin=0.01)
     assert narrow is not None
-    assert narrow.startswith("These seeds cannot show LookSAM matching SAM within 1 point")
+    assert narrow.kind == "inconclusive"
+    assert narrow.text.startswith("These seeds cannot show LookSAM matching SAM within 1 point")
     wide = equivalence_sentence(entries["looksam"], entries["sam"], margin=0.05)
-    assert wide == (
+    assert wide is not None
+    assert wide.kind == "equivalence"
+    assert wide.text == (
         "LookSAM matches SAM within 5 points of accuracy (-1.00 points, equivalence test "
         "p = 0.004)."
     )
-    sentences = findings(_data(SGD, SAM, LOOKSAM), margin=0.05)
-    assert wide in sentences
+    assert wide.p_value == pytest.approx(0.004, abs=5e-4)
+    sentences = _texts(_data(SGD, SAM, LOOKSAM), margin=0.05)
+    assert wide.text in sentences
     assert len(sentences) == len(set(sentences))
 
 
@@ -166,8 +181,9 @@ def test_no_difference_claims_from_single_seeds() -> None:
     entries = {e.optimizer: e for e in leaderboard(_data(one_seed_sgd, one_seed_sam))}
     sentence = difference_sentence(entries["sam"], entries["sgd"])
     assert sentence is not None
-    assert "too few seeds" in sentence
-    assert "more accurate" not in sentence
+    assert sentence.kind == "seeds"
+    assert "too few seeds" in sentence.text
+    assert "more accurate" not in sentence.text
 
 
 def test_no_comparison_without_a_finished_trial() -> None:
@@ -180,11 +196,131 @@ def test_no_comparison_without_a_finished_trial() -> None:
 def test_leaderboard_rows_and_markdown() -> None:
     data = _data(SGD, SAM, LOOKSAM)
     rows = {r["optimizer"]: r for r in leaderboard_rows(data)}
-    assert rows["sam"]["best accuracy (95% CI)"] == "96.00 ± 2.48 %"
-    assert rows["sgd"]["speed vs base"] == "1.00×"
-    assert rows["sam"]["speed vs base"] == "0.30×"
+    assert rows["sam"]["accuracy (95% CI)"] == "96.00 ± 2.48 % (search)"
+    assert rows["sgd"]["speed vs base (IQR)"] == "1.00× (1.00–1.00)"
+    assert rows["sam"]["speed vs base (IQR)"] == "0.30× (0.30–0.30)"
     assert rows["looksam"]["best hyperparameters"] == "alpha=0.7 k=5"
     assert rows["looksam"]["time to target"] == "not reached"
     md = render_markdown(data, findings(data))
     assert md.count("\n| ") == 4  # header + 3 optimizers
     assert "- LookSAM (k=5) reaches 99 %" in md
+
+
+# ---------------------------------------------------------------------- α = 0.05 boundaries
+# Three values a side with sd 1 (se = √(2/3), df = 4): a gap of 2.0 gives t = 2.449, two-sided
+# p = 0.070; a gap of 2.3 gives t = 2.817, p = 0.048. scipy's own Welch test is the oracle.
+
+
+def _welch_p(a: list[float], b: list[float]) -> float:
+    from scipy.stats import ttest_ind
+
+    return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def _shifted(values: list[float], by: float) -> list[float]:
+    return [v + by for v in values]
+
+
+BASE = [1.0, 2.0, 3.0]
+
+
+def test_p_between_005_and_010_is_not_significant() -> None:
+    other = _shifted(BASE, 2.0)
+    p = _welch_p(other, BASE)
+    assert 0.05 < p < 0.10
+    test = welch(other, BASE)
+    assert test.p_value == pytest.approx(p, rel=1e-9)
+    assert not test.significant()
+
+
+def test_p_just_under_005_is_significant() -> None:
+    other = _shifted(BASE, 2.3)
+    p = _welch_p(other, BASE)
+    assert 0.045 < p < 0.05
+    test = welch(other, BASE)
+    assert test.p_value == pytest.approx(p, rel=1e-9)
+    assert test.significant()
+
+
+def _tost_p(a: list[float], b: list[float], margin: float) -> float:
+    """TOST from two one-sided scipy Welch tests (an oracle independent of stats.py)."""
+    from scipy.stats import ttest_ind
+
+    lower = ttest_ind(_shifted(a, margin), b, equal_var=False, alternative="greater").pvalue
+    upper = ttest_ind(_shifted(a, -margin), b, equal_var=False, alternative="less").pvalue
+    return float(max(lower, upper))
+
+
+@pytest.mark.parametrize(("margin", "equivalent"), [(2.0, False), (2.25, True)])
+def test_equivalence_at_the_005_boundary(margin: float, equivalent: bool) -> None:
+    # a − b = −0.5 as in test_equivalence_by_hand: δ = 2.0 gives p = 0.070, δ = 2.25 p = 0.049
+    a, b = BASE, _shifted(BASE, 0.5)
+    p = _tost_p(a, b, margin)
+    assert (0.045 < p < 0.05) if equivalent else (0.05 < p < 0.10)
+    test = tost(a, b, margin)
+    assert test.p_value == pytest.approx(p, rel=1e-9)
+    assert test.equivalent() is equivalent
+
+
+def test_the_interval_is_the_95_percent_t_interval() -> None:
+    from scipy.stats import t as student_t
+
+    values = [0.90, 0.93, 0.91, 0.97]
+    sem = statistics.stdev(values) / math.sqrt(4)
+    ci = mean_ci(values)
+    assert ci.half_width == pytest.approx(student_t.ppf(0.975, 3) * sem, rel=1e-12)
+    low, high = student_t.interval(0.95, 3, loc=ci.mean, scale=sem)
+    assert ci.mean - ci.half_width == pytest.approx(low, rel=1e-12)
+    assert ci.mean + ci.half_width == pytest.approx(high, rel=1e-12)
+    narrower = mean_ci(values, level=0.90)
+    assert narrower.half_width == pytest.approx(student_t.ppf(0.95, 3) * sem, rel=1e-12)
+
+
+def _entries(a: tuple[float, ...], b: tuple[float, ...]) -> dict[str, LeaderboardEntry]:
+    data = _data(
+        _study("sam", _point("sam", 0, b, 10.0, rho=0.5)),
+        _study("looksam", _point("looksam", 0, a, 6.0, k=5, alpha=0.7)),
+    )
+    return {e.optimizer: e for e in leaderboard(data)}
+
+
+def _said(finding: Finding | None) -> str:
+    """The sentence of a finding that must have been made."""
+    assert finding is not None
+    return finding.text
+
+
+def test_findings_claim_a_difference_only_below_005() -> None:
+    sam = (0.90, 0.91, 0.92)  # sd 0.01: gaps of 0.02 and 0.023 give p = 0.070 and 0.048
+    weak, strong = tuple(v + 0.02 for v in sam), tuple(v + 0.023 for v in sam)
+    assert 0.05 < _welch_p(list(weak), list(sam)) < 0.10
+    assert 0.045 < _welch_p(list(strong), list(sam)) < 0.05
+    entries = _entries(weak, sam)
+    sentence = _said(difference_sentence(entries["looksam"], entries["sam"]))
+    assert sentence.startswith("LookSAM and SAM are not significantly different")
+    entries = _entries(strong, sam)
+    sentence = _said(difference_sentence(entries["looksam"], entries["sam"]))
+    assert sentence.startswith("LookSAM is more accurate than SAM by 2.30 points")
+
+
+@pytest.mark.parametrize("seeds", [2, 3])
+def test_tests_start_at_three_seeds_a_side(seeds: int) -> None:
+    assert MIN_SEEDS_FOR_TESTS == 3
+    sam = (0.99, 0.98, 0.97)[:seeds]
+    cheap = (0.50, 0.52, 0.51)[:seeds]
+    entries = _entries(cheap, sam)
+    difference = _said(difference_sentence(entries["looksam"], entries["sam"]))
+    equivalence = equivalence_sentence(entries["looksam"], entries["sam"])
+    if seeds < 3:
+        assert "too few seeds (2 and 2)" in difference
+        assert equivalence is None
+    else:
+        assert difference.startswith("SAM is more accurate than LookSAM")
+        assert _said(equivalence).startswith("These seeds cannot show LookSAM matching SAM")
+
+
+def test_too_few_seeds_on_either_side() -> None:
+    entries = _entries((0.50, 0.52, 0.51), (0.99, 0.98))
+    sentence = _said(difference_sentence(entries["looksam"], entries["sam"]))
+    assert "too few seeds (3 and 2)" in sentence
+    assert equivalence_sentence(entries["looksam"], entries["sam"]) is None

@@ -35,8 +35,9 @@ def test_quick_spec_is_the_documented_default() -> None:
     assert spec.optimizers == ("sgd", "sam", "samk", "looksam")
     assert spec.objective == "pareto"
     assert spec.pruner == "none"
-    assert {d.name for d in spec.space_for("looksam")} == {"lr", "rho", "k", "alpha"}
-    assert {d.name for d in spec.space_for("sgd")} == {"lr"}  # common dims only where accepted
+    assert {d.name for d in spec.space_for("looksam")} == {"lr", "rho", "k", "alpha", "batch_size"}
+    # common dims only where accepted (rho is meaningless for sgd); batch size everywhere
+    assert {d.name for d in spec.space_for("sgd")} == {"lr", "batch_size"}
 
 
 def test_overrides_replace_spec_keys() -> None:
@@ -165,7 +166,7 @@ def test_a_grid_budget_is_the_size_of_each_studys_grid(tmp_path: Path) -> None:
 
 
 def test_large_batch_recipe_reaches_every_run() -> None:
-    from looksam.sweeps.study import trial_configs
+    from looksam.sweeps._trial import trial_configs
 
     spec = parse_spec(
         {
@@ -190,3 +191,58 @@ def test_large_batch_recipe_reaches_every_run() -> None:
         parse_spec({"lr_scaling": {"warmup_fraction": 1.0}})
     with pytest.raises(SpecError, match="rho_warmup_fraction"):
         parse_spec({"lr_scaling": {"rho_warmup_fraction": -0.1}})
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ({"seeds": 0}, "seeds must be a count >= 1"),
+        ({"n_trials": 0}, "n_trials must be an integer >= 1"),
+        ({"timeout": 0}, "timeout must be > 0"),
+        ({"epochs": 0}, "epochs must be an integer >= 1"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"optimizers": []}, "names must be a non-empty list"),
+        ({"base": ""}, "unknown base ''"),
+        ({"objective": ""}, "unknown objective ''"),
+        ({"sampler": ""}, "unknown sampler ''"),
+        ({"pruner": ""}, "unknown pruner ''"),
+        ({"storage": ""}, "storage must be"),
+        ({"tracking_uri": ""}, "uri must be"),
+        ({"workload": ""}, "unknown workload ''"),
+        ({"device": "foo"}, "unknown device 'foo'"),
+        ({"amp": "fp32"}, "unknown amp 'fp32'"),
+        ({"data_dir": ""}, "data_dir must be"),
+    ],
+)
+def test_a_falsy_override_is_checked_never_replaced_by_the_spec(
+    override: dict[str, object], needle: str
+) -> None:
+    """`--seeds 0` is an error, not the spec's seeds: present (not None) means given."""
+    spec_values = {
+        "budget": {"seeds": 3, "n_trials": 4, "timeout": 60},
+        "workload": {"epochs": 2, "batch_size": 64},
+        "optimizers": {"names": ["sgd"], "base": "sgd"},
+        "objective": "accuracy",
+        "sampler": {"name": "random"},
+        "pruner": "median",
+        "storage": "journal:x.log",
+        "tracking": {"uri": "sqlite:///m.db"},
+    }
+    key = next(iter(override))
+    with pytest.raises(SpecError) as info:
+        parse_spec(spec_values, "s.toml", override)
+    message = str(info.value)
+    assert needle in message
+    assert f"(override {key})" in message  # says where the bad value came from
+    assert "\n" not in message
+
+
+def test_none_overrides_keep_the_spec_values() -> None:
+    spec = parse_spec(
+        {"budget": {"seeds": [4, 5]}, "objective": "accuracy"},
+        "s.toml",
+        {"seeds": None, "objective": None, "optimizers": None, "no_mlflow": False},
+    )
+    assert spec.seeds == (4, 5)
+    assert spec.objective == "accuracy"
+    assert spec.tracking_uri is not None

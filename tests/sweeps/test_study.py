@@ -22,8 +22,10 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from looksam.cli.app import app
+from looksam.sweeps._liveness import counts_toward_budget
+from looksam.sweeps._storage import open_storage
 from looksam.sweeps.spec import SweepSpec, parse_spec
-from looksam.sweeps.study import counts_toward_budget, open_storage, run_sweep
+from looksam.sweeps.study import run_sweep
 from looksam.sweeps.tracking import MlflowTracker
 
 TINY = {
@@ -34,6 +36,7 @@ TINY = {
         "looksam": {"rho": {"low": 0.01, "high": 0.5, "log": True}, "k": {"low": 2, "high": 6}},
     },
     "budget": {"n_trials": 3},
+    "timing": {"rounds": 3, "steps": 4},  # paired timing is tested elsewhere: keep trials short
 }
 
 
@@ -116,6 +119,7 @@ def _spec_file(tmp_path: Path, name: str, epochs: int, n_trials: int, optimizer:
         f"[optimizers]\nnames = ['{optimizer}']\n"
         "[space.common]\nlr = {low = 0.01, high = 0.1, log = true}\n"
         f"[budget]\nn_trials = {n_trials}\n"
+        "[timing]\nrounds = 3\nsteps = 4\n"
     )
     return path
 
@@ -321,7 +325,7 @@ def test_only_dead_workers_trials_are_reaped() -> None:
     """Liveness: a local PID that is gone, or a remote heartbeat older than the grace period."""
     import socket
 
-    from looksam.sweeps.study import STALE_AFTER_SECONDS, reap_stale_trials
+    from looksam.sweeps._liveness import STALE_AFTER_SECONDS, reap_stale_trials
 
     study = optuna.create_study()
     just_asked = study.ask()  # no worker attribute yet: another worker just asked for it

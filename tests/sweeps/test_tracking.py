@@ -7,9 +7,12 @@ experiment of their own; one test runs a real ``mlflow server`` over HTTP.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -22,7 +25,9 @@ from typing import Any
 
 import pytest
 from mlflow import MlflowClient
-from mlflow.entities import Run
+from mlflow.entities import Run, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import ErrorCode
 
 from looksam.bench.runner import (
     Environment,
@@ -37,6 +42,7 @@ from looksam.sweeps.tracking import (
     Tracker,
     TrackingUnavailable,
     TrialRecord,
+    outbox_path,
 )
 
 SECRET = "hunter2-not-for-logs"
@@ -424,20 +430,19 @@ def test_unreachable_store_fails_fast_without_the_password(scheme: str) -> None:
     assert "\n" not in message  # our one probe answered, not MLflow's minutes-long retries
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    """A real ``mlflow server`` on a free loopback port; skipped if it does not come up."""
-    port = free_port()
-    log = tmp_path / "server.log"
+def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen[bytes]:
+    """A real ``mlflow server`` on ``port`` over ``folder/server.db``, answering; skipped if it
+    does not come up. Started again on the same folder and port it serves the same runs."""
+    log = folder / "server.log"
     command = [
         sys.executable,
         "-m",
         "mlflow",
         "server",
         "--backend-store-uri",
-        f"sqlite:///{tmp_path}/server.db",
+        f"sqlite:///{folder}/server.db",
         "--artifacts-destination",
-        str(tmp_path / "artifacts"),
+        str(folder / "artifacts"),
         "--host",
         "127.0.0.1",
         "--port",
@@ -446,30 +451,45 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         "1",
     ]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         # its own process group: MLflow starts uvicorn as a child, and both must stop
         server = subprocess.Popen(
-            command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=env,
+            command, cwd=folder, stdout=out, stderr=subprocess.STDOUT, env=env,
             start_new_session=True,
         )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while not _healthy(url):
+        if server.poll() is not None or time.monotonic() > deadline:
+            stop_mlflow_server(server, signal.SIGKILL)
+            tail = log.read_text(errors="replace")[-500:]
+            pytest.skip(f"mlflow server did not come up on port {port}: {tail}")
+        with contextlib.suppress(subprocess.TimeoutExpired):  # exits, or time to poll again
+            server.wait(timeout=0.25)
+    return server
+
+
+def stop_mlflow_server(server: subprocess.Popen[bytes], how: int = signal.SIGTERM) -> None:
+    """Stop the server and its uvicorn child (SIGKILL: as a crash would)."""
+    if server.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, how)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real ``mlflow server`` on a free loopback port; skipped if it does not come up."""
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while not _healthy(url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                tail = log.read_text(errors="replace")[-500:]
-                pytest.skip(f"mlflow server did not come up on port {port}: {tail}")
-            with contextlib.suppress(subprocess.TimeoutExpired):  # exits, or time to poll again
-                server.wait(timeout=0.25)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+        stop_mlflow_server(server)
 
 
 def _healthy(url: str) -> bool:
@@ -517,3 +537,271 @@ def test_through_a_real_tracking_server(mlflow_server: str) -> None:
     assert big_id is not None
     assert len(client.get_metric_history(big_id, "seed2/test_accuracy")) == 200
     assert SECRET not in repr([(r.data.params, r.data.tags) for r in runs.values()])
+
+
+# ---------------------------------------------------------------------- outages and the outbox
+
+
+def _outage(code: str = "TEMPORARILY_UNAVAILABLE") -> Callable[..., Any]:
+    """A client method that fails as a store does when it is down (or refuses, by its code)."""
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise MlflowException("store is down", error_code=ErrorCode.Value(code))
+
+    return fail
+
+
+def _outbox_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _trial_runs(uri: str, experiment: str) -> list[Run]:
+    return [r for r in runs_of(uri, experiment) if r.data.tags.get("looksam.role") == "trial"]
+
+
+def test_an_outage_keeps_trials_and_writes_them_when_the_store_is_back(
+    store_uri: str,
+    experiment: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outbox = tmp_path / "sweep.mlflow-outbox.jsonl"
+    tracker = MlflowTracker(store_uri, experiment, outbox=outbox)
+    tracker.start_study(experiment, "s", "looksam", {})
+    assert tracker.log_trial(complete_trial("s", 0)) is not None
+
+    monkeypatch.setattr(tracker._client, "create_run", _outage())
+    with caplog.at_level(logging.WARNING, logger="looksam.sweeps.tracking"):
+        assert tracker.log_trial(complete_trial("s", 1)) is None  # no raise: training goes on
+        assert tracker.log_trial(failed_trial("s", 2)) is None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # one per outage, not one per trial
+    assert "training goes on" in warnings[0].getMessage()
+    assert str(outbox) in warnings[0].getMessage()
+    assert tracker.pending == 2
+    kept = _outbox_lines(outbox)  # persisted: a process dying now loses nothing
+    assert [e["run_name"] for e in kept] == ["looksam-t1", "looksam-t2"]
+    assert SECRET not in outbox.read_text()
+
+    monkeypatch.undo()  # the store is back
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="looksam.sweeps.tracking"):
+        assert tracker.log_trial(complete_trial("s", 3)) is not None
+    assert not caplog.records
+    assert tracker.pending == 0
+    assert not outbox.exists()
+    tracker.end_study("s", {"complete": 4.0})
+    tracker.close()
+
+    runs = by_name(runs_of(store_uri, experiment))
+    assert set(runs) == {"s", "looksam-t0", "looksam-t1", "looksam-t2", "looksam-t3"}
+    parent = runs["s"]
+    for name in ("looksam-t0", "looksam-t1", "looksam-t2", "looksam-t3"):
+        assert runs[name].data.tags["mlflow.parentRunId"] == parent.info.run_id
+    late = runs["looksam-t1"]
+    assert late.info.status == "FINISHED"
+    assert late.data.metrics["final_accuracy"] == pytest.approx(0.75)
+    assert runs["looksam-t2"].info.status == "FAILED"
+    # written late, with its own times: it spans its 12 training seconds and ended before t3
+    assert late.info.end_time - late.info.start_time == 12000
+    assert late.info.end_time <= runs["looksam-t3"].info.end_time
+    assert parent.info.status == "FINISHED"
+
+
+def test_a_study_started_during_an_outage_is_written_whole_later(
+    store_uri: str, experiment: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracker = MlflowTracker(store_uri, experiment)  # no outbox file: kept in memory
+    monkeypatch.setattr(tracker._client, "search_runs", _outage())
+    tracker.start_study(experiment, "s", "looksam", {"n_trials": 2})
+    assert tracker.log_trial(complete_trial("s", 0)) is None
+    tracker.end_study("s", {"complete": 1.0})
+    assert tracker.pending == 3
+    monkeypatch.undo()
+    assert tracker.backfill() == 0
+    runs = by_name(runs_of(store_uri, experiment))
+    assert set(runs) == {"s", "looksam-t0"}
+    assert runs["looksam-t0"].data.tags["mlflow.parentRunId"] == runs["s"].info.run_id
+    assert runs["s"].info.status == "FINISHED"
+    assert runs["s"].data.metrics == {"complete": 1.0}
+    assert runs["s"].data.params == {"n_trials": "2"}
+
+
+def test_a_refused_write_is_not_an_outage(
+    store_uri: str, experiment: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracker = MlflowTracker(store_uri, experiment)
+    tracker.start_study(experiment, "s", "looksam", {})
+    monkeypatch.setattr(tracker._client, "create_run", _outage("INVALID_PARAMETER_VALUE"))
+    with pytest.raises(TrackingUnavailable, match="store is down"):
+        tracker.log_trial(complete_trial("s", 0))
+    assert tracker.pending == 0  # retrying a refused record could never succeed
+
+
+DIES_DURING_AN_OUTAGE = """
+import os, sys
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import ErrorCode
+sys.path.insert(0, sys.argv[4])
+from test_tracking import complete_trial
+from looksam.sweeps.tracking import MlflowTracker
+
+tracker = MlflowTracker(sys.argv[1], sys.argv[2], outbox=__import__("pathlib").Path(sys.argv[3]))
+tracker.start_study(sys.argv[2], "s", "looksam", {})
+
+def down(*args, **kwargs):
+    raise MlflowException("store is down", error_code=ErrorCode.Value("TEMPORARILY_UNAVAILABLE"))
+
+tracker._client.log_batch = down  # the run is created, its metrics are not: cut short
+assert tracker.log_trial(complete_trial("s", 0)) is None
+os._exit(0)  # dies without close()
+"""
+
+
+@pytest.mark.slow
+def test_what_a_dead_worker_kept_is_written_once_by_the_next_run(
+    store_uri: str, experiment: str, tmp_path: Path
+) -> None:
+    outbox = tmp_path / "sweep.mlflow-outbox.jsonl"
+    died = subprocess.run(
+        [
+            sys.executable, "-c", DIES_DURING_AN_OUTAGE, store_uri, experiment, str(outbox),
+            str(Path(__file__).parent),
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert died.returncode == 0, died.stderr[-2000:]
+    assert len(_outbox_lines(outbox)) == 1
+    cut_short = _trial_runs(store_uri, experiment)
+    assert [r.info.status for r in cut_short] == ["RUNNING"]
+
+    other = MlflowTracker(store_uri, "another-sweep", outbox=outbox)
+    assert other.pending == 0  # not its experiment
+    resumed = MlflowTracker(store_uri, experiment, outbox=outbox)
+    assert resumed.pending == 1  # taken over from the process that is gone
+    assert resumed.backfill() == 0
+    assert not outbox.exists()
+    trials = _trial_runs(store_uri, experiment)
+    assert len(trials) == 1  # the cut-short run was replaced, not doubled
+    assert trials[0].info.run_id != cut_short[0].info.run_id
+    assert trials[0].info.status == "FINISHED"
+    assert trials[0].data.metrics["final_accuracy"] == pytest.approx(0.75)
+
+
+def test_two_parents_created_at_once_settle_on_the_earliest(
+    store_uri: str, experiment: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a shared lock (a tracking server), a worker that searched before another's
+    parent existed creates its own, sees both, keeps the earliest and deletes its own."""
+    first = MlflowTracker(store_uri, experiment)
+    first.start_study(experiment, "s", "looksam", {})
+    second = MlflowTracker(store_uri, experiment)
+    real = second._parent_run
+    searches: list[str] = []
+
+    def late_search(study: str) -> Run | None:
+        searches.append(study)  # the first ran before the first worker's create
+        return None if len(searches) == 1 else real(study)
+
+    monkeypatch.setattr(second, "_parent_run", late_search)
+    monkeypatch.setattr(second, "_lock_path", None)
+    second.start_study(experiment, "s", "looksam", {})
+    second.log_trial(complete_trial("s", 1))
+    first.log_trial(complete_trial("s", 0))
+    runs = runs_of(store_uri, experiment)  # active runs only: the deleted one is gone
+    parents = [r for r in runs if r.data.tags.get("looksam.role") == "study"]
+    assert len(parents) == 1
+    deleted = MlflowClient(tracking_uri=store_uri).search_runs(
+        [first.experiment_id], run_view_type=ViewType.DELETED_ONLY
+    )
+    assert len(deleted) == 1
+    children = [r for r in runs if r.data.tags.get("looksam.role") == "trial"]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+
+
+@pytest.mark.slow
+def test_a_dead_tracking_server_loses_no_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real server dies mid-sweep and comes back on the same store and port."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail at once, not in 6 s
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    outbox = tmp_path / "runs" / "outage.mlflow-outbox.jsonl"
+    server = start_mlflow_server(tmp_path, port)
+    try:
+        tracker = MlflowTracker(url, "outage", outbox=outbox)
+        tracker.start_study("outage", "s", "looksam", {})
+        assert tracker.log_trial(complete_trial("s", 0)) is not None
+        stop_mlflow_server(server, signal.SIGKILL)  # dies, as a crashed server does
+        with caplog.at_level(logging.WARNING, logger="looksam.sweeps.tracking"):
+            assert tracker.log_trial(complete_trial("s", 1)) is None
+            assert tracker.log_trial(complete_trial("s", 2)) is None
+        assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+        assert len(_outbox_lines(outbox)) == 2
+        server = start_mlflow_server(tmp_path, port)
+        assert tracker.log_trial(complete_trial("s", 3)) is not None
+        assert tracker.pending == 0
+        tracker.end_study("s", {"complete": 4.0})
+        tracker.close()
+        runs = by_name(runs_of(url, "outage"))
+    finally:
+        stop_mlflow_server(server)
+    assert set(runs) == {"s"} | {f"looksam-t{n}" for n in range(4)}
+    for n in range(4):
+        run = runs[f"looksam-t{n}"]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == runs["s"].info.run_id
+        assert run.data.metrics["final_accuracy"] == pytest.approx(0.75)
+    assert runs["s"].info.status == "FINISHED"
+    assert not outbox.exists()
+
+
+@pytest.mark.slow
+def test_a_store_left_half_upgraded_by_a_crash_opens_again(tmp_path: Path) -> None:
+    """A crash mid-upgrade leaves alembic's copy of a table; the tracker drops it, upgrades."""
+    import sqlalchemy
+    from alembic import command
+    from mlflow.store.db.utils import _get_alembic_config
+    from mlflow.store.tracking.dbmodels.initial_models import Base as InitialBase
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    engine = sqlalchemy.create_engine(uri)
+    InitialBase.metadata.create_all(engine)
+    config = _get_alembic_config(uri)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        # the revision before the one that rebuilds latest_metrics (39d1c3be5f05)
+        command.upgrade(config, "a8c4a736bde6")
+    engine.dispose()
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        connection.execute("CREATE TABLE _alembic_tmp_latest_metrics (key VARCHAR(250))")
+        connection.commit()
+
+    tracker = MlflowTracker(uri, "healed")  # without the repair: "... already exists"
+    tracker.start_study("healed", "s", "looksam", {})
+    assert tracker.log_trial(complete_trial("s", 0)) is not None
+    tracker.end_study("s", {})
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master")}
+        assert not {t for t in tables if t.startswith("_alembic_tmp_")}
+        # a copy whose table is gone holds the only data: refused, and left alone
+        connection.execute("CREATE TABLE _alembic_tmp_widgets (x INTEGER)")
+        connection.commit()
+    with pytest.raises(TrackingUnavailable, match="_alembic_tmp_widgets holds the data"):
+        MlflowTracker(uri, "healed")
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master")}
+    assert "_alembic_tmp_widgets" in tables
+
+
+def test_outbox_path_sits_beside_the_optuna_storage() -> None:
+    assert outbox_path("sqlite:///runs/optuna.db", "quick") == Path(
+        "runs/quick.mlflow-outbox.jsonl"
+    )
+    assert outbox_path("journal:/data/j.log", "q") == Path("/data/q.mlflow-outbox.jsonl")
+    assert outbox_path(PG_URL, "q") == Path("runs/q.mlflow-outbox.jsonl")

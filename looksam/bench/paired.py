@@ -1,0 +1,174 @@
+"""Paired speed of one training configuration, and the rule that calls a trial contended.
+
+A sweep's trials run minutes apart on machines whose load changes, so their wall-clock totals
+cannot be divided (a busy minute once made LookSAM look 13× faster than SGD). Instead each trial
+times a few short rounds of its own configuration interleaved with the reference optimizer at
+the same batch size, and at the sweep's reference batch size, in one process (as ``bench``
+does), and keeps every round's ratio. Load that lasts a round slows both sides of it; the median
+over rounds drops the rounds it did not.
+
+A trial is *contended* when its own training steps disagree with that paired expectation:
+much slower than the paired step cost times the sweep's quiet reference speed, drifting during
+the run, or paired while the reference itself ran far slower than usual. Its raw seconds are
+then a measurement of the machine, not of the optimizer, and no speed claim may use it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from looksam.bench.runner import RunConfig, RunResult, TrainingSession, resolve_device
+from looksam.bench.timing import quartiles, time_relative
+from looksam.bench.workloads import Workload, create_workload
+
+#: A trial whose median step takes this many times the paired expectation is contended.
+SLOW_FACTOR = 1.5
+#: Slowest over fastest quarter of a run's step-time medians beyond this: the load changed.
+DRIFT_FACTOR = 1.5
+#: The reference, timed in the trial's own rounds, this many times slower than its sweep median.
+BUSY_FACTOR = 1.5
+#: Defaults of the per-trial measurement: a few per cent of a digits-noisy trial.
+ROUNDS = 9
+STEPS_PER_ROUND = 16
+WARMUP_STEPS = 5
+
+
+@dataclass(frozen=True)
+class PairedCost:
+    """One configuration timed against the reference in interleaved rounds.
+
+    ``same_batch_ratios[r]`` is round r's step time over the reference's at the same batch size
+    (what ``bench`` reports); ``per_sample_ratios[r]`` is round r's time per sample over the
+    reference's at the sweep's reference batch size, so configurations with different batch
+    sizes compare per sample, every factor of it paired within the round.
+    """
+
+    same_batch_ratios: tuple[float, ...]
+    per_sample_ratios: tuple[float, ...]
+    reference_seconds_per_sample: float  # median over rounds, at the reference batch size
+    step_seconds: float  # median over rounds of this configuration's step time
+
+    @property
+    def ratio(self) -> float:
+        """Median step-cost ratio to the reference at the same batch size."""
+        return statistics.median(self.same_batch_ratios)
+
+    @property
+    def per_sample_ratio(self) -> float:
+        """Median per-sample cost relative to the reference at the reference batch size."""
+        return statistics.median(self.per_sample_ratios)
+
+    def to_attrs(self) -> dict[str, Any]:
+        """JSON-ready values for a trial's stored attributes."""
+        q1, q3 = quartiles(list(self.same_batch_ratios))
+        return {
+            "paired_ratio": self.ratio,
+            "paired_ratio_iqr": [q1, q3],
+            "paired_ratios": list(self.same_batch_ratios),
+            "paired_cost": self.per_sample_ratio,
+            "paired_costs": list(self.per_sample_ratios),
+            "reference_seconds_per_sample": self.reference_seconds_per_sample,
+            "paired_step_seconds": self.step_seconds,
+        }
+
+
+def measure_paired_cost(
+    config: RunConfig,
+    reference: str,
+    reference_batch_size: int,
+    *,
+    rounds: int = ROUNDS,
+    steps_per_round: int = STEPS_PER_ROUND,
+    warmup_steps: int = WARMUP_STEPS,
+    workload: Workload | None = None,
+) -> PairedCost:
+    """Time ``config`` against ``reference`` at its batch size and at ``reference_batch_size``.
+
+    Each round runs the same number of steps per contender, a multiple of the configuration's
+    k, so every round sees the same mix of look and plain steps. The sessions are fresh (the
+    step's cost does not depend on the trained weights) and train nothing that is kept.
+    """
+    k = int(config.hyperparameters.get("k", 1))
+    steps = max(k, math.ceil(steps_per_round / k) * k)
+    data_dir = None if config.data_dir is None else Path(config.data_dir)
+    shared = workload or create_workload(config.workload, data_dir=data_dir)
+    batch = config.batch_size or shared.info().default_batch_size
+    timing = replace(config, epochs=10_000, max_steps=None)  # the LR must not reach zero
+    ref = RunConfig(
+        workload=config.workload,
+        optimizer=reference,
+        batch_size=batch,
+        epochs=10_000,
+        seed=config.seed,
+        device=config.device,
+        amp=config.amp,
+        data_dir=config.data_dir,
+    )
+    configs = {"trial": timing}
+    if config.optimizer != reference:
+        configs["reference"] = ref
+    if batch != reference_batch_size:
+        configs["reference@batch"] = replace(ref, batch_size=reference_batch_size)
+    sessions = {name: TrainingSession(c, shared) for name, c in configs.items()}
+
+    def stepper(session: TrainingSession) -> Any:
+        batches = session.batches()
+        return lambda: session.train_step(*next(batches))
+
+    timings = {
+        t.name: t
+        for t in time_relative(
+            {name: stepper(s) for name, s in sessions.items()},
+            "trial",
+            device=resolve_device(config.device),
+            steps_per_round=steps,
+            rounds=rounds,
+            warmup_steps=warmup_steps,
+        )
+    }
+    mine = timings["trial"].round_seconds
+    same = timings.get("reference", timings["trial"]).round_seconds
+    at_reference = timings.get("reference@batch", timings.get("reference", timings["trial"]))
+    ref_per_sample = [s / reference_batch_size for s in at_reference.round_seconds]
+    return PairedCost(
+        same_batch_ratios=tuple(m / r for m, r in zip(mine, same, strict=True)),
+        per_sample_ratios=tuple(
+            (m / batch) / r for m, r in zip(mine, ref_per_sample, strict=True)
+        ),
+        reference_seconds_per_sample=statistics.median(ref_per_sample),
+        step_seconds=statistics.median(mine),
+    )
+
+
+def contention(
+    result: RunResult, paired: PairedCost, quiet_seconds_per_sample: float
+) -> str | None:
+    """Why a run's own step times disagree with the paired expectation; None if they agree.
+
+    Args:
+        result: the trained run (its median step time and per-step distribution).
+        paired: the configuration's paired measurement.
+        quiet_seconds_per_sample: the reference's seconds per sample at the reference batch
+            size on this machine when it is not busy (the sweep's median over its trials).
+    """
+    batch = result.config.batch_size
+    if batch is None or quiet_seconds_per_sample <= 0:
+        return None
+    expected = paired.per_sample_ratio * quiet_seconds_per_sample * batch
+    if result.median_step_seconds > SLOW_FACTOR * expected:
+        return (
+            f"training steps took {result.median_step_seconds / expected:.1f}× "
+            "the paired expectation"
+        )
+    for kind in ("plain", "look"):
+        quarters = (result.step_times.get(kind) or {}).get("quarter_medians") or []
+        if quarters and min(quarters) > 0 and max(quarters) > DRIFT_FACTOR * min(quarters):
+            return f"{kind} step times drifted {max(quarters) / min(quarters):.1f}× during the run"
+    busy = paired.reference_seconds_per_sample / quiet_seconds_per_sample
+    if busy > BUSY_FACTOR:
+        return f"the reference ran {busy:.1f}× slower than usual while pairing"
+    return None

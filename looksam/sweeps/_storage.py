@@ -1,0 +1,63 @@
+"""Opening an Optuna storage: SQLite/PostgreSQL through its RDB storage, or a journal file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.storages.journal import JournalFileBackend
+
+from looksam.sweeps.redact import redact_url
+from looksam.sweeps.spec import SpecError
+
+#: Workers starting together on a fresh database race to create Optuna's tables; the loser
+#: sees a duplicate-object error once the winner has committed, and simply tries again.
+_SCHEMA_RACE = ("already exists", "duplicate key", "UniqueViolation")
+
+
+def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
+    """SQLite/PostgreSQL via Optuna's RDB storage, ``journal:PATH`` via its JournalStorage.
+
+    Args:
+        url: the storage URL.
+        create: make a missing SQLite or journal file (and its folder); readers such as
+            ``report`` pass False, so a mistyped path is an error rather than a new, empty store.
+
+    Raises:
+        SpecError: the storage cannot be opened (the message never shows a password).
+    """
+    local = _local_file(url)
+    if local is not None and not create and not local.exists():
+        raise SpecError(f"no Optuna storage at {redact_url(url)}: run the sweep first")
+    try:
+        if url.startswith("journal:"):
+            path = Path(url.removeprefix("journal:"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        if local is not None:
+            local.parent.mkdir(parents=True, exist_ok=True)
+        return _rdb_storage(url)
+    except Exception as error:  # SQLAlchemy raises many kinds; all mean "cannot use it"
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise SpecError(f"cannot open storage {redact_url(url)}: {redact_url(first)}") from None
+
+
+def _local_file(url: str) -> Path | None:
+    """The file behind a journal or SQLite URL (None for servers and in-memory SQLite)."""
+    if url.startswith("journal:"):
+        return Path(url.removeprefix("journal:"))
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///").split("?", 1)[0]
+        return Path(path) if path and path != ":memory:" else None
+    return None
+
+
+def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    engine_kwargs = {"pool_pre_ping": True} if not url.startswith("sqlite") else {}
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except Exception as error:
+            if attempt == attempts - 1 or not any(m in str(error) for m in _SCHEMA_RACE):
+                raise
+    raise AssertionError("unreachable")

@@ -1,0 +1,412 @@
+"""One trial of a sweep: train its seeds, time it paired against the base, judge contention.
+
+A search trial draws its hyperparameters from the study's sampler; a confirmation trial trains
+the chosen configuration once more on one fresh seed. Both end the same way: the paired
+measurement (:mod:`looksam.bench.paired`) gives the trial's cost relative to the base optimizer,
+every seed's own step times are checked against it, and the results go to Optuna (user
+attributes, objective values) and the tracker in one place.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from looksam.bench.paired import PairedCost, contention, measure_paired_cost
+from looksam.bench.runner import EpochRecord, RunConfig, RunResult, run_training
+from looksam.bench.workloads import get_workload_info
+from looksam.optim import get_optimizer_info
+from looksam.reports.model import TrialPoint
+from looksam.sweeps._liveness import (
+    Heartbeat,
+    fail_trial,
+    is_taken,
+    raise_if_interrupted,
+    requeue,
+)
+from looksam.sweeps.results import point_from_attrs
+from looksam.sweeps.spec import SweepSpec, scaled_lr, suggest
+from looksam.sweeps.tracking import Tracker, TrialRecord
+
+STAGES = ("search", "confirm")
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What one trial did, for the live display and the summary."""
+
+    optimizer: str
+    number: int
+    state: str
+    stage: str
+    params: dict[str, Any]
+    values: tuple[float, ...] | None
+    failure_reason: str | None
+    point: TrialPoint
+
+
+class SweepObserver(Protocol):
+    """Receives progress events (the CLI renders them live; tests may record them)."""
+
+    def study_started(self, optimizer: str, stage: str, counted: int, budget: int) -> None: ...
+    def trial_started(self, optimizer: str, number: int, params: dict[str, Any]) -> None: ...
+    def epoch(self, optimizer: str, seed: int, step: int, total: int) -> None: ...
+    def trial_finished(self, outcome: TrialOutcome, counted: int, budget: int) -> None: ...
+
+
+class QuietObserver:
+    """An observer that shows nothing (library use, tests)."""
+
+    def study_started(self, optimizer: str, stage: str, counted: int, budget: int) -> None:
+        pass
+
+    def trial_started(self, optimizer: str, number: int, params: dict[str, Any]) -> None:
+        pass
+
+    def epoch(self, optimizer: str, seed: int, step: int, total: int) -> None:
+        pass
+
+    def trial_finished(self, outcome: TrialOutcome, counted: int, budget: int) -> None:
+        pass
+
+
+def defaults(spec: SweepSpec, optimizer: str) -> dict[str, Any]:
+    """The registry's defaults for ``optimizer`` with the workload's SGD rate and batch size."""
+    info = get_optimizer_info(optimizer)
+    base = spec.base if info.wraps_base else None
+    values: dict[str, Any] = {hp.name: hp.default for hp in info.all_hyperparameters(base)}
+    wl = get_workload_info(spec.workload.name)
+    if (base or optimizer) == "sgd":
+        values["lr"] = wl.default_lr  # the workload's tuned SGD rate, as `run` uses
+    values["batch_size"] = spec.workload.batch_size or wl.default_batch_size
+    return values
+
+
+def reference_batch_size(spec: SweepSpec) -> int:
+    """The batch size at which every trial's per-sample cost is expressed (and LR scaled)."""
+    wl = get_workload_info(spec.workload.name)
+    return spec.reference_batch_size or spec.workload.batch_size or wl.default_batch_size
+
+
+def trial_configs(
+    spec: SweepSpec, optimizer: str, params: dict[str, Any], seeds: Sequence[int] | None = None
+) -> list[RunConfig]:
+    """The runs (one per seed; the spec's seeds unless given) a trial's parameters stand for."""
+    info = get_optimizer_info(optimizer)
+    fixed = {**spec.fixed.get("common", {}), **spec.fixed.get(optimizer, {})}
+    accepted = {hp.name for hp in info.all_hyperparameters(spec.base if info.wraps_base else None)}
+    values = {k: v for k, v in {**fixed, **params}.items() if k in accepted or k == "batch_size"}
+    wl = get_workload_info(spec.workload.name)
+    batch_size = int(values.pop("batch_size", spec.workload.batch_size or wl.default_batch_size))
+    lr = values.pop("lr", None)
+    if spec.lr_scaling != "none":
+        base_lr = lr if lr is not None else defaults(spec, optimizer).get("lr")
+        reference = spec.reference_batch_size or wl.default_batch_size
+        if base_lr is not None:
+            lr = scaled_lr(float(base_lr), batch_size, spec.lr_scaling, reference)
+    warmup = RunConfig.warmup_fraction if spec.warmup_fraction is None else spec.warmup_fraction
+    return [
+        RunConfig(
+            workload=spec.workload.name,
+            optimizer=optimizer,
+            base=spec.base if info.wraps_base else None,
+            hyperparameters=values,
+            lr=lr,
+            batch_size=batch_size,
+            epochs=spec.workload.epochs,
+            seed=seed,
+            device=spec.workload.device,
+            amp=spec.workload.amp,
+            data_dir=spec.workload.data_dir,
+            warmup_fraction=warmup,
+            rho_warmup_fraction=spec.rho_warmup_fraction,
+        )
+        for seed in (spec.seeds if seeds is None else seeds)
+    ]
+
+
+def used_hyperparameters(
+    spec: SweepSpec, optimizer: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    """Everything the trial trained with, fixed values included (trial.params holds only the
+    searched ones): reports show this, so a grid of fixed points still names its settings."""
+    config = trial_configs(spec, optimizer, params)[0]
+    used = dict(config.hyperparameters)
+    if config.lr is not None:
+        used["lr"] = config.lr
+    if "batch_size" in params or spec.workload.batch_size is not None:
+        used["batch_size"] = config.batch_size
+    return used
+
+
+def mean_curve(results: Sequence[RunResult]) -> list[float]:
+    """Test accuracy per epoch, averaged over the seeds that reached that epoch."""
+    by_epoch: dict[int, list[float]] = {}
+    for result in results:
+        for record in result.history:
+            if record.test_accuracy is not None:
+                by_epoch.setdefault(record.epoch, []).append(record.test_accuracy)
+    return [round(statistics.fmean(v), 5) for _, v in sorted(by_epoch.items())]
+
+
+def paired_costs(
+    spec: SweepSpec, results: Sequence[RunResult], paired: PairedCost
+) -> tuple[float, float | None]:
+    """The trial's paired cost, and its cost until the target, in reference steps.
+
+    A run's cost is the samples it trained times its paired per-sample cost, over the reference
+    batch size: how many steps of the base optimizer at that batch size take as long. It rests
+    on paired ratios only, never on how busy the machine was while the run trained. The cost to
+    the target is None unless every seed reached it (AlgoPerf: else the target was failed).
+    """
+    per_sample = paired.per_sample_ratio / reference_batch_size(spec)
+    cost = statistics.fmean(r.steps * (r.config.batch_size or 0) for r in results) * per_sample
+    reached = [r.target_step for r in results]
+    if not results or any(t is None for t in reached):
+        return cost, None
+    samples = [
+        (t or 0) * (r.config.batch_size or 0) for t, r in zip(reached, results, strict=True)
+    ]
+    return cost, statistics.fmean(samples) * per_sample
+
+
+def objective_values(
+    spec: SweepSpec, results: Sequence[RunResult], paired: PairedCost
+) -> tuple[float, ...]:
+    """What Optuna optimises: mean accuracy over the seeds, and/or the paired cost."""
+    accuracy = statistics.fmean(r.final_accuracy or 0.0 for r in results)
+    cost, to_target = paired_costs(spec, results, paired)
+    if spec.objective == "pareto":
+        return (accuracy, cost)
+    if spec.objective == "accuracy":
+        return (accuracy,)
+    return (math.inf if to_target is None else to_target,)
+
+
+def repeats_a_point(study: optuna.Study, trial: optuna.Trial, params: dict[str, Any]) -> bool:
+    """Whether an earlier trial that counts or runs already has exactly these parameters.
+
+    A re-queued trial repeats its own interrupted attempt on purpose (``retry_of``); that
+    attempt failed and holds no slot, so it is not matched here.
+    """
+    if not params:
+        return False
+    return any(
+        t.number < trial.number and is_taken(t) and t.params == params
+        for t in study.get_trials(deepcopy=False)
+    )
+
+
+@dataclass
+class TrialRun:
+    """Train, time and record one trial of ``study`` (search or confirmation)."""
+
+    spec: SweepSpec
+    optimizer: str
+    study: optuna.Study
+    trial: optuna.Trial
+    observer: SweepObserver
+    tracker: Tracker
+    parent_study: str  # the search study's name: MLflow's parent run
+    quiet_pool: Callable[[], list[float]]  # reference seconds/sample measured so far
+    stage: str = "search"
+    source_params: dict[str, Any] | None = None  # confirm: the chosen configuration
+    seeds: tuple[int, ...] | None = None  # confirm: its one fresh seed
+    results: list[RunResult] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    told: bool = False  # the storage has this trial's final state
+
+    def _progress(self, seed: int) -> Callable[[int, int, EpochRecord | None], None]:
+        prune = self.stage == "search" and self.spec.objective == "accuracy"
+
+        def report(step: int, total: int, record: EpochRecord | None) -> None:
+            raise_if_interrupted()
+            self.observer.epoch(self.optimizer, seed, step, total)
+            if (
+                prune
+                and record is not None
+                and seed == self.spec.seeds[0]
+                and record.test_accuracy is not None
+            ):
+                self.trial.report(record.test_accuracy, record.epoch)
+                if self.trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at epoch {record.epoch}")
+
+        return report
+
+    def run(self) -> TrialOutcome:
+        """Train every seed, then measure and record; Ctrl-C re-queues the trial."""
+        if self.source_params is None:
+            params = suggest(self.trial, self.spec.space_for(self.optimizer))
+        else:
+            params = dict(self.source_params)
+        if self.stage == "search" and repeats_a_point(self.study, self.trial, params):
+            return self._finish(params, TrialState.FAIL, "duplicate", None, None)
+        self.observer.trial_started(self.optimizer, self.trial.number, params)
+        state, reason, values, paired = TrialState.COMPLETE, None, None, None
+        try:
+            with Heartbeat(self.trial):
+                configs = trial_configs(self.spec, self.optimizer, params, self.seeds)
+                for config in configs:
+                    result = run_training(config, progress=self._progress(config.seed))
+                    self.results.append(result)
+                    if result.status != "ok":
+                        state, reason = TrialState.FAIL, result.status
+                        break
+                if state == TrialState.COMPLETE:
+                    paired = measure_paired_cost(
+                        configs[0],
+                        self.spec.base,
+                        reference_batch_size(self.spec),
+                        rounds=self.spec.timing_rounds,
+                        steps_per_round=self.spec.timing_steps,
+                    )
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except KeyboardInterrupt:
+            self._finish(params, TrialState.FAIL, "interrupted", None, None)
+            requeue(self.study, self.trial.number, self.trial.params, self.trial.user_attrs)
+            raise
+        except Exception as error:  # a bug or bad data: record it, then let it surface
+            self._finish(params, TrialState.FAIL, f"error: {type(error).__name__}", None, None)
+            raise
+        if paired is not None:
+            values = objective_values(self.spec, self.results, paired)
+        return self._finish(params, state, reason, values, paired)
+
+    def _finish(
+        self,
+        params: dict[str, Any],
+        state: TrialState,
+        reason: str | None,
+        values: tuple[float, ...] | None,
+        paired: PairedCost | None,
+    ) -> TrialOutcome:
+        results = self.results
+        attrs: dict[str, Any] = {
+            "stage": self.stage,
+            "seed_accuracies": [r.final_accuracy for r in results if r.final_accuracy is not None],
+            "seed_train_seconds": [r.train_seconds for r in results],
+            "seed_samples_per_second": [r.samples_per_second for r in results],
+            "seed_time_to_target": [r.time_to_target_seconds for r in results],
+            "seed_samples": [r.steps * (r.config.batch_size or 0) for r in results],
+            "seed_target_samples": [
+                None if r.target_step is None else r.target_step * (r.config.batch_size or 0)
+                for r in results
+            ],
+            "seed_median_step_seconds": [r.median_step_seconds for r in results],
+            "seed_step_times": [r.step_times for r in results],
+            "passes_per_step": (
+                statistics.fmean(r.forward_backward_passes / r.steps for r in results if r.steps)
+                if any(r.steps for r in results)
+                else None
+            ),
+            "seeds": [r.config.seed for r in results],
+            "curve_accuracy": mean_curve(results),  # reports draw learning curves from it
+            "hyperparameters": used_hyperparameters(self.spec, self.optimizer, params),
+        }
+        if self.source_params is not None:
+            attrs["source_params"] = self.source_params
+        if reason is not None:
+            attrs["failure_reason"] = reason
+        tags = {"looksam.stage": self.stage}
+        metrics: dict[str, float] = {}
+        if paired is not None:
+            attrs.update(paired.to_attrs())
+            attrs["cost"], attrs["cost_to_target"] = paired_costs(self.spec, results, paired)
+            pool = [*self.quiet_pool(), paired.reference_seconds_per_sample]
+            quiet = statistics.median(pool)
+            reasons = [why for r in results if (why := contention(r, paired, quiet))]
+            attrs["contended"] = bool(reasons)
+            attrs["contention"] = reasons[0] if reasons else None
+            tags["looksam.contended"] = "true" if reasons else "false"
+            if reasons:
+                tags["looksam.contention"] = reasons[0]
+            metrics = {
+                "paired_ratio": paired.ratio,
+                "speed_vs_base": 1.0 / paired.ratio,
+                "paired_cost": paired.per_sample_ratio,
+            }
+        point = point_from_attrs(
+            self.optimizer, self.trial.number, state.name, params, attrs, values
+        )
+        if reason != "duplicate":  # it trained nothing: no run to track
+            run_id = self._track(params, state, reason, values, tags, metrics)
+            if run_id is not None:
+                attrs["mlflow_run_id"] = run_id
+        attrs["trial_seconds"] = time.perf_counter() - self.started
+        for key, value in attrs.items():
+            self.trial.set_user_attr(key, value)
+        if state == TrialState.COMPLETE:
+            self.study.tell(self.trial, list(values or ()))
+        elif reason is not None and state == TrialState.FAIL:
+            fail_trial(self.study, self.trial, reason)
+        else:
+            self.study.tell(self.trial, state=state)
+        self.told = True
+        return TrialOutcome(
+            optimizer=self.optimizer,
+            number=self.trial.number,
+            state=state.name,
+            stage=self.stage,
+            params=params,
+            values=values,
+            failure_reason=reason,
+            point=point,
+        )
+
+    def _track(
+        self,
+        params: dict[str, Any],
+        state: TrialState,
+        reason: str | None,
+        values: tuple[float, ...] | None,
+        tags: dict[str, str],
+        metrics: dict[str, float],
+    ) -> str | None:
+        if self.stage == "confirm":
+            tags["looksam.confirm_seed"] = str(self.trial.user_attrs.get("confirm_seed"))
+            tags["looksam.source_trial"] = str(self.trial.user_attrs.get("source_trial"))
+        return self.tracker.log_trial(
+            TrialRecord(
+                study_name=self.parent_study,
+                trial_number=self.trial.number,
+                optimizer=self.optimizer,
+                params=params,
+                state=state.name,
+                failure_reason=reason,
+                results=tuple(self.results),
+                objective_values=values,
+                tags=tags,
+                metrics=metrics,
+            )
+        )
+
+
+def outcome_of(optimizer: str, trial: FrozenTrial) -> TrialOutcome:
+    """A stored trial as an outcome (for summaries read back from the storage)."""
+    point = point_from_attrs(
+        optimizer,
+        trial.number,
+        trial.state.name,
+        dict(trial.params),
+        trial.user_attrs,
+        tuple(trial.values) if trial.values is not None else None,
+    )
+    return TrialOutcome(
+        optimizer=optimizer,
+        number=trial.number,
+        state=trial.state.name,
+        stage=str(trial.user_attrs.get("stage", "search")),
+        params=dict(trial.params),
+        values=point.values,
+        failure_reason=trial.user_attrs.get("failure_reason"),
+        point=point,
+    )
