@@ -9,6 +9,7 @@ import typer
 
 from looksam.cli._console import check_writable, console, fail
 from looksam.reports.findings import EQUIVALENCE_MARGIN, findings
+from looksam.reports.leaderboard import has_results
 from looksam.reports.model import SweepData
 from looksam.reports.terminal import terminal_report
 from looksam.sweeps.results import discover_spec, load_sweep_data, save_report
@@ -76,7 +77,7 @@ def report(
         data = load_sweep_data(spec)
     except (SpecError, ValueError) as error:
         fail(str(error))
-    if not any(s.complete for s in data.studies):
+    if not has_results(data):
         fail(f"sweep {spec.name!r} has no finished trial yet: nothing to report")
     if html is None:
         REPORTS_DIR.mkdir(exist_ok=True)  # the default place; an explicit --html must exist

@@ -23,16 +23,17 @@ from looksam.bench.workloads import WorkloadDataError
 from looksam.cli import _options as opt
 from looksam.cli._console import console, fail
 from looksam.cli.report import REPORTS_DIR, print_and_save
-from looksam.reports.leaderboard import format_params
+from looksam.reports.leaderboard import format_params, has_results
 from looksam.reports.model import TrialPoint
 from looksam.reports.summary import best_trial
+from looksam.sweeps._storage import open_storage
 from looksam.sweeps.plan import plan_sweep
 from looksam.sweeps.redact import redact_url
 from looksam.sweeps.results import load_sweep_data
 from looksam.sweeps.spec import SpecError, SweepSpec, load_spec, parse_spec
 from looksam.sweeps.study import TrialOutcome, run_sweep, validate_for_workload
 from looksam.sweeps.tracking import MlflowTracker, NullTracker, Tracker, outbox_path
-from looksam.sweeps.validate import validate_trial_space
+from looksam.sweeps.validate import check_outputs, validate_trial_space
 
 DEFAULT_SPEC = Path("sweeps/quick.toml")
 #: Exit status after Ctrl-C, as shells report SIGINT.
@@ -206,6 +207,8 @@ def sweep(
             spec = load_spec(spec_path or DEFAULT_SPEC, overrides)
         validate_for_workload(spec)
         validate_trial_space(spec)  # every value a trial could draw, before anything exists
+        report_path = REPORTS_DIR / f"{spec.name}.html"
+        check_outputs(spec, report_path)  # stores and report: writable before any training
         if dry_run:
             console.print(plan_table(spec))
             console.print(f"storage: {redact_url(spec.storage)}")
@@ -213,6 +216,7 @@ def sweep(
                 f"tracking: {redact_url(spec.tracking_uri) if spec.tracking_uri else 'off'}"
             )
             return
+        open_storage(spec.storage)  # an unreachable database: one line, before MLflow exists
         tracker = _tracker(spec)
     except (SpecError, ValueError, WorkloadDataError) as error:
         fail(str(error))
@@ -229,8 +233,8 @@ def sweep(
     except (SpecError, ValueError, WorkloadDataError) as error:
         fail(str(error))
     data = load_sweep_data(spec)
-    if any(study.complete for study in data.studies):
-        print_and_save(data, html=REPORTS_DIR / f"{spec.name}.html")
+    if has_results(data):
+        print_and_save(data, html=report_path)  # every trial failed: the report says why
     else:
         console.print("no trial has finished yet: no report")
     console.print(f"Optuna storage: {redact_url(spec.storage)}")

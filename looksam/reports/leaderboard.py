@@ -208,3 +208,46 @@ def front_rows(study: StudyData, data: SweepData) -> list[dict[str, str]]:
         }
         for t in pareto_front(study.trials)
     ]
+
+
+#: Failures that say nothing about the optimizer: a slot lost to another worker, a repeated draw.
+BOOKKEEPING_FAILURES = ("surplus", "duplicate")
+
+
+def has_results(data: SweepData) -> bool:
+    """Whether a report has something to say: a trial finished, was pruned, or failed for a
+    reason of its own (every trial diverging is a result; an interrupted one is not)."""
+    return any(
+        t.state in ("COMPLETE", "PRUNED")
+        or (t.state == "FAIL" and t.failure_reason not in (*BOOKKEEPING_FAILURES, "interrupted"))
+        for s in data.studies
+        for t in s.trials
+    )
+
+
+def failure_rows(data: SweepData) -> list[dict[str, str]]:
+    """Per optimizer, its failed trials by reason and the first one's settings; a sweep whose
+    every trial failed is reported through these rows instead of ending with no report."""
+    rows = []
+    for study in data.studies:
+        failed = [
+            t
+            for t in (*study.trials, *study.confirmations)
+            if t.state == "FAIL" and t.failure_reason not in BOOKKEEPING_FAILURES
+        ]
+        if not failed:
+            continue
+        reasons: dict[str, int] = {}
+        for t in failed:
+            reasons[t.failure_reason or "unknown"] = (
+                reasons.get(t.failure_reason or "unknown", 0) + 1
+            )
+        rows.append(
+            {
+                "optimizer": study.optimizer,
+                "failed": str(len(failed)),
+                "reasons": ", ".join(f"{r} ×{n}" for r, n in reasons.items()),
+                "first failed": f"#{failed[0].number} {format_params(failed[0].params)}",
+            }
+        )
+    return rows

@@ -8,7 +8,12 @@ from rich.text import Text
 
 from looksam.reports.findings import Finding
 from looksam.reports.grid import GridCell, GridTable, grid_tables
-from looksam.reports.leaderboard import contended_total, front_rows, leaderboard_rows
+from looksam.reports.leaderboard import (
+    contended_total,
+    failure_rows,
+    front_rows,
+    leaderboard_rows,
+)
 from looksam.reports.model import SweepData
 
 #: What fits 80 columns; the raw seconds, trial counts and time to target are in the HTML,
@@ -87,6 +92,10 @@ def terminal_report(data: SweepData, findings: list[Finding]) -> RenderableType:
                     ("trial", "accuracy", "est. train s", "hyperparameters"),
                 )
             )
+    failures = failure_rows(data)
+    if failures:
+        columns = ("optimizer", "failed", "reasons", "first failed")
+        parts.append(rows_table("Failed trials", failures, columns))
     if findings:
         parts.append(Text("Findings", style="bold"))
         parts.extend(Text(f"• {finding.text}") for finding in findings)

@@ -26,7 +26,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
     Raises:
         SpecError: the storage cannot be opened (the message never shows a password).
     """
-    local = _local_file(url)
+    local = local_file(url)
     if local is not None and not create and not local.exists():
         raise SpecError(f"no Optuna storage at {redact_url(url)}: run the sweep first")
     try:
@@ -42,7 +42,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
         raise SpecError(f"cannot open storage {redact_url(url)}: {redact_url(first)}") from None
 
 
-def _local_file(url: str) -> Path | None:
+def local_file(url: str) -> Path | None:
     """The file behind a journal or SQLite URL (None for servers and in-memory SQLite)."""
     if url.startswith("journal:"):
         return Path(url.removeprefix("journal:"))

@@ -306,6 +306,7 @@ class _Sweep:
         )
         _describe(study, self.spec)
         study.set_user_attr("stage", "confirm")
+        reap_stale_trials(study)  # a killed worker's run comes back with its seed
         _queue_missing_seeds(study, source.number, self.spec.confirm_seeds)
         return study
 

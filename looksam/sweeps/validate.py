@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,42 @@ def validate_trial_space(spec: SweepSpec) -> None:
                 f"n_trials = {budget}: every further trial would repeat one (use the grid "
                 "sampler, widen the space or lower n_trials)"
             )
+
+
+def check_outputs(spec: SweepSpec, *files: Path) -> None:
+    """Raise SpecError (one line) unless every local file the sweep will write can be written.
+
+    The Optuna and MLflow stores, MLflow's outbox and ``files`` (the report) are checked before
+    anything is created: a folder that is a file, or one this user cannot write, would otherwise
+    surface after training (the report) or as minutes of MLflow retries (the store).
+    """
+    from looksam.sweeps._storage import local_file
+    from looksam.sweeps.tracking import outbox_path, sqlite_db_path
+
+    targets = [local_file(spec.storage), *files]
+    if spec.tracking_uri is not None:
+        targets += [sqlite_db_path(spec.tracking_uri), outbox_path(spec.storage, spec.name)]
+    for target in targets:
+        if target is not None:
+            problem = _unwritable(target)
+            if problem:
+                raise SpecError(f"cannot write {target}: {problem}")
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why ``path`` could not be created or written, or None if it can."""
+    if path.is_dir():
+        return "it is a directory"
+    folder = path.parent
+    while not folder.exists():  # the nearest folder that exists must take the new ones
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is read-only"
+    if not path.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        return f"folder {folder} is not writable"
+    return None
 
 
 def distinct_points(space: Sequence[Dimension]) -> int | None:

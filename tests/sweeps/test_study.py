@@ -6,6 +6,7 @@ they are killed with real signals. Waiting is always for a condition in the stor
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -22,9 +23,11 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from looksam.cli.app import app
+from looksam.reports.leaderboard import leaderboard
 from looksam.sweeps._liveness import counts_toward_budget
 from looksam.sweeps._storage import open_storage
-from looksam.sweeps.spec import SweepSpec, parse_spec
+from looksam.sweeps.results import load_sweep_data
+from looksam.sweeps.spec import SweepSpec, load_spec, parse_spec
 from looksam.sweeps.study import run_sweep
 from looksam.sweeps.tracking import MlflowTracker
 
@@ -111,7 +114,9 @@ def test_rerun_resumes_without_duplicates_and_extends_the_budget(tmp_path: Path)
     assert all(t.state == TrialState.COMPLETE for t in study.get_trials())
 
 
-def _spec_file(tmp_path: Path, name: str, epochs: int, n_trials: int, optimizer: str) -> Path:
+def _spec_file(
+    tmp_path: Path, name: str, epochs: int, n_trials: int, optimizer: str, extra: str = ""
+) -> Path:
     path = tmp_path / f"{name}.toml"
     path.write_text(
         f"[sweep]\nname = '{name}'\n"
@@ -119,14 +124,18 @@ def _spec_file(tmp_path: Path, name: str, epochs: int, n_trials: int, optimizer:
         f"[optimizers]\nnames = ['{optimizer}']\n"
         "[space.common]\nlr = {low = 0.01, high = 0.1, log = true}\n"
         f"[budget]\nn_trials = {n_trials}\n"
-        "[timing]\nrounds = 3\nsteps = 4\n"
+        "[timing]\nrounds = 3\nsteps = 4\n" + extra
     )
     return path
 
 
-def _worker(spec: Path, storage: str, cwd: Path) -> subprocess.Popen[str]:
+def _worker(
+    spec: Path, storage: str, cwd: Path, *extra: str, mlflow: bool = False
+) -> subprocess.Popen[str]:
+    tracking = [] if mlflow else ["--no-mlflow"]
+    command = ["-m", "looksam", "sweep", str(spec), "--storage", storage, *tracking, *extra]
     return subprocess.Popen(
-        [sys.executable, "-m", "looksam", "sweep", str(spec), "--storage", storage, "--no-mlflow"],
+        [sys.executable, *command],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -193,6 +202,52 @@ def test_killed_worker_trial_is_failed_as_interrupted_and_the_budget_completed(
     assert sum(counts_toward_budget(t) for t in trials) == 2
 
 
+def _confirm_trials(storage: str, study_name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    except KeyError:
+        return []
+    return study.get_trials(deepcopy=False)
+
+
+def test_kill_9_during_confirmation_loses_and_repeats_no_run(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    spec_path = _spec_file(
+        tmp_path, "confirm9", epochs=150, n_trials=1, optimizer="sgd",
+        extra="[confirm]\nseeds = 3\n",
+    )  # fmt: skip
+    confirm = "confirm9/digits-noisy/sgd/confirm"
+
+    def one_done_one_running() -> bool:
+        states = [t.state for t in _confirm_trials(storage, confirm)]
+        return TrialState.COMPLETE in states and TrialState.RUNNING in states
+
+    proc = _worker(spec_path, storage, tmp_path)
+    try:
+        assert _wait_until(one_done_one_running, proc, 180), proc.stdout
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    killed = next(t for t in _confirm_trials(storage, confirm) if t.state == TrialState.RUNNING)
+    run_sweep(load_spec(spec_path, {"storage": storage, "no_mlflow": True}))
+    trials = _confirm_trials(storage, confirm)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.user_attrs["confirm_seed"] for t in done) == [1, 2, 3]  # once each
+    assert {t.user_attrs["source_trial"] for t in done} == {0}
+    stale = next(t for t in trials if t.number == killed.number)
+    assert stale.state == TrialState.FAIL
+    assert stale.user_attrs["failure_reason"] == "interrupted"
+    retry = next(t for t in done if t.user_attrs.get("retry_of") == killed.number)
+    assert retry.user_attrs["confirm_seed"] == killed.user_attrs["confirm_seed"]
+    assert all(t.state != TrialState.WAITING for t in trials)  # nothing left queued
+    data = load_sweep_data(load_spec(spec_path, {"storage": storage, "no_mlflow": True}))
+    headline = leaderboard(data)[0].headline
+    assert headline is not None
+    assert headline.confirmed
+    assert headline.seeds == (1, 2, 3)
+
+
 def test_ctrl_c_fails_the_trial_requeues_it_and_exits_130(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/optuna.db"
     slow = _spec_file(tmp_path, "ctrlc", epochs=2000, n_trials=2, optimizer="sgd")
@@ -214,9 +269,9 @@ def test_ctrl_c_fails_the_trial_requeues_it_and_exits_130(tmp_path: Path) -> Non
     assert [t.user_attrs.get("retry_of") for t in waiting] == [0]
 
 
-def _two_workers(tmp_path: Path, storage: str, name: str) -> None:
+def _two_workers(tmp_path: Path, storage: str, name: str, mlflow: bool = False) -> None:
     spec = _spec_file(tmp_path, name, epochs=3, n_trials=4, optimizer="sgd")
-    workers = [_worker(spec, storage, tmp_path) for _ in range(2)]
+    workers = [_worker(spec, storage, tmp_path, mlflow=mlflow) for _ in range(2)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     study = optuna.load_study(study_name=f"{name}/digits-noisy/sgd", storage=open_storage(storage))
@@ -227,10 +282,34 @@ def _two_workers(tmp_path: Path, storage: str, name: str) -> None:
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
     workers_seen = {t.user_attrs.get("worker") for t in trials if t.state == TrialState.COMPLETE}
     assert workers_seen  # every completed trial names the process that ran it
+    _assert_distinct_points(trials)
+    # a third process resuming to a larger budget adds only new points
+    third = _worker(spec, storage, tmp_path, "--n-trials", "6", mlflow=mlflow)
+    assert third.wait(timeout=300) == 0, third.communicate()[0]
+    trials = study.get_trials()
+    assert sum(counts_toward_budget(t) for t in trials) == 6
+    _assert_distinct_points(trials)
 
 
-def test_two_workers_share_one_journal_budget(tmp_path: Path) -> None:
-    _two_workers(tmp_path, f"journal:{tmp_path}/journal.log", "journal")
+def _assert_distinct_points(trials: list[optuna.trial.FrozenTrial]) -> None:
+    """No two trials that count hold the same parameters (a retry names what it repeats)."""
+    points = [
+        tuple(sorted(t.params.items()))
+        for t in trials
+        if counts_toward_budget(t) and "retry_of" not in t.user_attrs
+    ]
+    assert len(points) == len(set(points)), points
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_two_workers_on_a_fresh_folder_share_one_budget_with_mlflow(
+    tmp_path: Path, kind: str
+) -> None:
+    storage = (
+        f"journal:{tmp_path}/journal.log" if kind == "journal" else f"sqlite:///{tmp_path}/o.db"
+    )
+    _two_workers(tmp_path, storage, kind, mlflow=True)
+    assert (tmp_path / "runs" / "mlflow.db").exists()  # the default store, made by the race
 
 
 @pytest.mark.skipif(
@@ -372,3 +451,43 @@ def test_fixed_grid_trials_report_the_values_they_trained_with(tmp_path: Path) -
     (trial,) = load_sweep_data(spec).studies[0].trials
     assert trial.params == {"lr": 0.07, "rho": 0.3, "k": 4, "alpha": 0.5}
     assert len(trial.seed_accuracies) == 2
+
+
+def _start_order(spec: SweepSpec) -> list[str]:
+    trials = [
+        (t.datetime_start, o)
+        for o in spec.optimizers
+        for t in optuna.load_study(study_name=spec.study_name(o), storage=spec.storage).trials
+        if t.state == TrialState.COMPLETE
+    ]
+    return [o for _, o in sorted(trials)]
+
+
+def test_studies_take_turns_and_keep_taking_turns_after_a_resume(tmp_path: Path) -> None:
+    spec = tiny_spec(tmp_path, n_trials=1, no_mlflow=True)
+    run_sweep(spec)
+    run_sweep(dataclasses.replace(spec, n_trials=3))  # a resume to a larger budget
+    assert _start_order(spec) == ["sgd", "looksam"] * 3
+
+
+def test_sequential_order_fills_one_study_after_the_other(tmp_path: Path) -> None:
+    spec = tiny_spec(tmp_path, n_trials=2, no_mlflow=True, order="sequential")
+    run_sweep(spec)
+    assert _start_order(spec) == ["sgd", "sgd", "looksam", "looksam"]
+
+
+def test_next_study_is_the_least_advanced_share_of_its_budget() -> None:
+    from looksam.sweeps.study import next_study
+
+    spec = parse_spec({**TINY, "sweep": {"name": "n"}}, "n", {"no_mlflow": True})
+    budgets = {"sgd": 4, "looksam": 2}
+    assert next_study(spec, {"sgd": 0, "looksam": 0}, budgets, "interleaved") == "sgd"
+    assert next_study(spec, {"sgd": 1, "looksam": 0}, budgets, "interleaved") == "looksam"
+    # 1/4 of sgd's budget against 1/2 of looksam's: sgd is further behind
+    assert next_study(spec, {"sgd": 1, "looksam": 1}, budgets, "interleaved") == "sgd"
+    assert next_study(spec, {"sgd": 2, "looksam": 1}, budgets, "interleaved") == "sgd"
+    assert next_study(spec, {"sgd": 3, "looksam": 1}, budgets, "interleaved") == "looksam"
+    assert next_study(spec, {"sgd": 4, "looksam": 2}, budgets, "interleaved") is None
+    assert next_study(spec, {"sgd": 1, "looksam": 0}, budgets, "sequential") == "sgd"
+    assert next_study(spec, {"sgd": 4, "looksam": 0}, budgets, "sequential") == "looksam"
+    assert next_study(spec, {"sgd": 0, "looksam": 0}, {"looksam": 2}, "interleaved") == "looksam"

@@ -11,7 +11,7 @@ import pytest
 import looksam.sweeps.validate as validate_module
 from looksam.bench.runner import RunConfig
 from looksam.bench.workloads import WorkloadDataError
-from looksam.sweeps.spec import Dimension, SpecError, load_spec, parse_spec
+from looksam.sweeps.spec import Dimension, SpecError, SweepSpec, load_spec, parse_spec
 from looksam.sweeps.validate import (
     MAX_POINTS,
     check_workload_data,
