@@ -36,9 +36,13 @@ KINDS = (
 class Finding:
     """One sentence of the report, what kind of claim it is, and its test's p-value."""
 
-    kind: str
+    kind: str  # one of KINDS
     text: str
     p_value: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown finding kind {self.kind!r}; one of: {', '.join(KINDS)}")
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready (``report --json``)."""

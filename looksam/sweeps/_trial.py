@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from looksam.bench.paired import PairedCost, contention, measure_paired_cost
 from looksam.bench.runner import EpochRecord, RunConfig, RunResult, run_training
@@ -34,8 +34,6 @@ from looksam.sweeps._liveness import (
 from looksam.sweeps.results import point_from_attrs
 from looksam.sweeps.spec import SweepSpec, scaled_lr, suggest
 from looksam.sweeps.tracking import Tracker, TrialRecord
-
-STAGES = ("search", "confirm")
 
 
 @dataclass(frozen=True)
@@ -388,25 +386,3 @@ class TrialRun:
                 metrics=metrics,
             )
         )
-
-
-def outcome_of(optimizer: str, trial: FrozenTrial) -> TrialOutcome:
-    """A stored trial as an outcome (for summaries read back from the storage)."""
-    point = point_from_attrs(
-        optimizer,
-        trial.number,
-        trial.state.name,
-        dict(trial.params),
-        trial.user_attrs,
-        tuple(trial.values) if trial.values is not None else None,
-    )
-    return TrialOutcome(
-        optimizer=optimizer,
-        number=trial.number,
-        state=trial.state.name,
-        stage=str(trial.user_attrs.get("stage", "search")),
-        params=dict(trial.params),
-        values=point.values,
-        failure_reason=trial.user_attrs.get("failure_reason"),
-        point=point,
-    )

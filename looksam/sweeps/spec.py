@@ -19,14 +19,13 @@ import tomllib
 from looksam.bench.runner import AMP_MODES, DEVICES
 from looksam.bench.workloads import get_workload_info
 from looksam.optim import BASE_OPTIMIZERS, get_optimizer_info, list_optimizers
+from looksam.reports.summary import PICKS  # which configuration the confirmation re-runs
 
 OBJECTIVES = ("pareto", "accuracy", "time-to-target")
 SAMPLERS = ("tpe", "random", "nsga2", "gp", "grid")
 PRUNERS = ("none", "median", "hyperband")
 #: How studies share the machine: take turns trial by trial, or one after another.
 ORDERS = ("interleaved", "sequential")
-#: Which configuration the confirmation stage re-runs (see looksam.reports.summary).
-CONFIRM_PICKS = ("best", "knee")
 LR_SCALING = ("none", "linear", "sqrt")
 #: The paper's operating point: the first trial of every study, where the dimension exists.
 REFERENCE_POINT = {"k": 5, "alpha": 0.7, "rho": 0.05}
@@ -330,9 +329,7 @@ def parse_spec(
 
     raw_opt = _table(where, data, "optimizers")
     _check_keys(f"{where} [optimizers]", raw_opt, {"names", "base"})
-    names, given = _take(
-        overrides, "optimizers", raw_opt.get("names", ["sgd", "sam", "samk", "looksam"])
-    )
+    names, given = _take(overrides, "optimizers", raw_opt.get("names", list(SweepSpec.optimizers)))
     at_names = _at(where, "[optimizers]", "optimizers", given)
     if not isinstance(names, list | tuple) or not names:
         raise _fail(at_names, f"names must be a non-empty list, got {names!r}")
@@ -560,10 +557,10 @@ def _confirmation(
             f"seeds must be an integer >= 0 (0: no confirmation stage), got {count!r}",
         )
     pick = raw.get("pick", "best")
-    if pick not in CONFIRM_PICKS:
+    if pick not in PICKS:
         raise _fail(
             f"{where} [confirm]",
-            f"unknown pick {pick!r}; choose one of: {', '.join(CONFIRM_PICKS)}",
+            f"unknown pick {pick!r}; choose one of: {', '.join(PICKS)}",
         )
     first = max(seeds) + 1
     return order, tuple(range(first, first + count)), pick

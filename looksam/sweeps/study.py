@@ -18,12 +18,12 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from looksam.bench.workloads import get_workload_info
 from looksam.reports.model import TrialPoint
@@ -52,7 +52,6 @@ from looksam.sweeps._trial import (
     TrialOutcome,
     TrialRun,
     defaults,
-    outcome_of,
 )
 from looksam.sweeps.results import point_from_trial
 from looksam.sweeps.spec import ORDERS, SpecError, SweepSpec, reference_params
@@ -232,7 +231,7 @@ class _Sweep:
             trial = study.ask()
             trial.set_user_attr("worker", WORKER_ID)
             seed = trial.user_attrs.get("confirm_seed")
-            if stage == "confirm" and not self._claims_seed(study, trial, source):
+            if stage == "confirm" and not _claims_seed(study, trial, source):
                 fail_trial(study, trial, "surplus")  # another worker runs that seed
                 return None
             if budget is not None and lost_the_last_slot(study, trial.number, budget):
@@ -248,7 +247,7 @@ class _Sweep:
                 parent_study=self.spec.study_name(optimizer),
                 quiet_pool=self.quiet_pool,
                 stage=stage,
-                source_params=None if source is None else _searched(source),
+                source_params=None if source is None else dict(source.searched_params),
                 seeds=None if seed is None else (int(seed),),
             )
             return run.run()
@@ -277,13 +276,11 @@ class _Sweep:
             sources[optimizer] = chosen
             self.confirm[optimizer] = self._open_confirm(optimizer, chosen)
         for optimizer, study in self.confirm.items():
-            counted = len(_confirmed_seeds(study, sources[optimizer].number))
+            counted = len(_seeds(study, sources[optimizer].number, counts_toward_budget))
             self.observer.study_started(optimizer, "confirm", counted, len(seeds))
         while True:
             raise_if_interrupted()
-            taken = {
-                o: len(_taken_seeds(study, sources[o].number)) for o, study in self.confirm.items()
-            }
+            taken = {o: len(_seeds(study, sources[o].number)) for o, study in self.confirm.items()}
             budgets = dict.fromkeys(self.confirm, len(seeds))
             turn = next_study(self.spec, taken, budgets, order)
             if turn is None:
@@ -293,7 +290,7 @@ class _Sweep:
             _queue_missing_seeds(study, source.number, seeds)
             outcome = self._one(optimizer, study, None, "confirm", source)
             if outcome is not None:
-                counted = len(_confirmed_seeds(study, source.number))
+                counted = len(_seeds(study, source.number, counts_toward_budget))
                 self.observer.trial_finished(outcome, counted, len(seeds))
 
     def _open_confirm(self, optimizer: str, source: TrialPoint) -> optuna.Study:
@@ -326,45 +323,31 @@ class _Sweep:
             waited.wait(WAIT_POLL_SECONDS)
             raise_if_interrupted()
 
-    # ------------------------------------------------------------------ claims
 
-    def _claims_seed(
-        self, study: optuna.Study, trial: optuna.Trial, source: TrialPoint | None
-    ) -> bool:
-        """A confirmation trial trains only a queued seed of the current choice that no
-        earlier trial holds (two workers may both have queued it, or raced for one)."""
-        seed = trial.user_attrs.get("confirm_seed")
-        if source is None or seed is None or trial.user_attrs.get("source_trial") != source.number:
-            return False
-        return not any(
-            t.number < trial.number
-            and is_taken(t)
-            and t.user_attrs.get("confirm_seed") == seed
-            and t.user_attrs.get("source_trial") == source.number
-            for t in study.get_trials(deepcopy=False)
-        )
+def _claims_seed(study: optuna.Study, trial: optuna.Trial, source: TrialPoint | None) -> bool:
+    """A confirmation trial trains only a queued seed of the current choice that no earlier
+    trial holds (two workers may both have queued it, or raced for one)."""
+    seed = trial.user_attrs.get("confirm_seed")
+    if source is None or seed is None or trial.user_attrs.get("source_trial") != source.number:
+        return False
+    return not any(
+        t.number < trial.number
+        and is_taken(t)
+        and t.user_attrs.get("confirm_seed") == seed
+        and t.user_attrs.get("source_trial") == source.number
+        for t in study.get_trials(deepcopy=False)
+    )
 
 
-def _searched(source: TrialPoint) -> dict[str, Any]:
-    """The chosen trial's searched parameters (fixed values are re-derived from the spec)."""
-    return dict(source.searched_params)
-
-
-def _taken_seeds(study: optuna.Study, source: int) -> set[int]:
+def _seeds(
+    study: optuna.Study, source: int, holds: Callable[[FrozenTrial], bool] = is_taken
+) -> set[int]:
+    """Confirmation seeds of ``source`` held by a trial: taken (counted or running), or with
+    ``holds=counts_toward_budget`` counted only."""
     return {
         int(t.user_attrs["confirm_seed"])
         for t in study.get_trials(deepcopy=False)
-        if is_taken(t)
-        and t.user_attrs.get("source_trial") == source
-        and t.user_attrs.get("confirm_seed") is not None
-    }
-
-
-def _confirmed_seeds(study: optuna.Study, source: int) -> set[int]:
-    return {
-        int(t.user_attrs["confirm_seed"])
-        for t in study.get_trials(deepcopy=False)
-        if counts_toward_budget(t)
+        if holds(t)
         and t.user_attrs.get("source_trial") == source
         and t.user_attrs.get("confirm_seed") is not None
     }
@@ -372,7 +355,7 @@ def _confirmed_seeds(study: optuna.Study, source: int) -> set[int]:
 
 def _queue_missing_seeds(study: optuna.Study, source: int, seeds: tuple[int, ...]) -> None:
     """Queue every seed of the current choice that no trial holds or waits for."""
-    held = _taken_seeds(study, source) | {
+    held = _seeds(study, source) | {
         int(t.user_attrs["confirm_seed"])
         for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if t.user_attrs.get("source_trial") == source and "confirm_seed" in t.user_attrs
@@ -466,7 +449,6 @@ __all__ = [
     "confirm_study_name",
     "next_study",
     "open_study",
-    "outcome_of",
     "run_sweep",
     "summarize",
     "validate_for_workload",
