@@ -16,11 +16,11 @@ from looksam.reports.leaderboard import (
 )
 from looksam.reports.model import SweepData
 
-#: What fits 80 columns; the raw seconds, trial counts and time to target are in the HTML,
-#: Markdown and JSON reports.
+#: What fits 80 columns (the hyperparameters follow in a table of their own); the raw seconds,
+#: trial counts and time to target are in the HTML, Markdown and JSON reports.
 TERMINAL_COLUMNS = (
     "optimizer", "accuracy (95% CI)", "search best", "speed vs base (IQR)", "est. train s",
-    "best hyperparameters",
+    "contended",
 )  # fmt: skip
 
 
@@ -71,14 +71,16 @@ def grid_table(table: GridTable) -> Table:
 def terminal_report(data: SweepData, findings: list[Finding]) -> RenderableType:
     """Leaderboard, grid tables (or, for a search, each Pareto front) and the findings."""
     contended = contended_total(data)
-    busy = f", {contended} contended trials" if contended else ""
+    busy = f"; {contended} trials contended" if contended else ""
+    rows = leaderboard_rows(data)
     parts: list[RenderableType] = [
         rows_table(
             f"Leaderboard: {data.name} on {data.workload} ({data.objective}; speed paired "
             f"against {data.reference}{busy})",
-            leaderboard_rows(data),
+            rows,
             TERMINAL_COLUMNS,
-        )
+        ),
+        rows_table("Best hyperparameters", rows, ("optimizer", "best hyperparameters")),
     ]
     grids = grid_tables(data)
     parts.extend(grid_table(g) for g in grids)
