@@ -3,7 +3,7 @@
 It drives optimizers only through ``step(closure)`` (fp16 adds the documented GradScaler recipe)
 and the registry, times only training (warm-up excluded, device synchronised before every clock
 read, evaluation outside the clock), and turns every ending — finished, diverged, out of memory —
-into a frozen :class:`RunResult`.
+into a frozen :class:`RunResult`. What counts as diverged is :func:`divergence`.
 
 Under torchrun (or inside an existing process group) the same loop trains data-parallel: the
 model is wrapped in ``DistributedDataParallel``, every rank takes its contiguous slice of each
@@ -632,6 +632,48 @@ class _Clock:
 
 ProgressCallback = Callable[[int, int, EpochRecord | None], None]
 
+#: An epoch whose mean training loss exceeds this many times the loss of a uniform guess over the
+#: classes has diverged, even though every loss was finite. Training starts near the uniform loss
+#: and a run that learns goes below it; a learning rate far too large sends the loss orders of
+#: magnitude above it while accuracy sits at chance (digits-noisy, SGD at lr 37: ~6,600× in the
+#: first epoch of a 3-epoch run), and such a run used to end "ok". 10× leaves room for a brief
+#: climb a few times above the uniform loss that training recovers from.
+DIVERGENCE_LOSS_FACTOR = 10.0
+
+
+def divergence(mean_loss: float, num_classes: int, *, epoch_end: bool) -> str | None:
+    """Which divergence rule ``mean_loss`` breaks, or None when the run may go on.
+
+    Two rules, so a run at chance accuracy with an exploding loss ends "diverged" instead of
+    finishing as if it had trained:
+
+    1. *non-finite*: the loss is NaN or ±inf (checked every time the runner reads the clock).
+    2. *exploding*: at the end of an epoch (or of a run stopped mid-epoch by ``max_steps``),
+       its mean training loss exceeds :data:`DIVERGENCE_LOSS_FACTOR` × ln(``num_classes``), the
+       cross-entropy of a uniform guess (a loss exactly at that limit is not divergence). The
+       reference assumes the workload's loss is the mean cross-entropy (``Workload.loss``).
+
+    Args:
+        mean_loss: the mean training loss of the epoch so far (of the whole epoch at its end).
+        num_classes: the workload's number of classes (``Workload.num_classes``).
+        epoch_end: whether ``mean_loss`` covers a whole epoch; rule 2 only judges whole epochs.
+
+    Returns:
+        The rule that fired, worded for ``RunResult.message``, or None.
+    """
+    if not math.isfinite(mean_loss):
+        return "non-finite training loss"
+    if not epoch_end:
+        return None
+    limit = DIVERGENCE_LOSS_FACTOR * math.log(num_classes)
+    if mean_loss > limit:
+        return (
+            f"exploding training loss: epoch mean {mean_loss:.4g} > "
+            f"{DIVERGENCE_LOSS_FACTOR:g} × ln({num_classes} classes) = {limit:.4g}"
+        )
+    return None
+
+
 #: Steps between clock reads (each read synchronises the device; the median is over chunks).
 TIMING_CHUNK = 10
 
@@ -688,6 +730,7 @@ def _train(session: TrainingSession, progress: ProgressCallback | None) -> RunRe
     check_every = config.replica_check_every if dist is not None else 0
     named_parameters = list(session.model.named_parameters())
     measures = session.workload.measures_accuracy
+    num_classes = session.workload.num_classes
     target = session.workload.target_accuracy
     warmup_clock = _Clock(device)
     clock = _Clock(device, steps=StepTimes(device))
@@ -727,8 +770,10 @@ def _train(session: TrainingSession, progress: ProgressCallback | None) -> RunRe
             active.stop()
             # Data-parallel: the mean over ranks, so every rank takes the same decision.
             epoch_loss = float((loss_sum if dist is None else dist.mean(loss_sum)).item())
-            if not math.isfinite(epoch_loss):  # checked per chunk: one sync
-                status, message = "diverged", f"non-finite training loss by step {step}"
+            # Checked per chunk (one sync); the exploding-loss rule only at an epoch's end.
+            why = divergence(epoch_loss / max(loss_count, 1), num_classes, epoch_end=epoch_end)
+            if why is not None:
+                status, message = "diverged", f"{why} by step {step}"
                 break
             if epoch_end:
                 record = EpochRecord(

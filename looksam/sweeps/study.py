@@ -189,6 +189,8 @@ class _Sweep:
         while True:
             raise_if_interrupted()
             live = {o: b for o, b in budgets.items() if not self._out_of_time(o)}
+            for o in live:  # a worker that died mid-sweep must not keep holding its slot
+                reap_stale_trials(self.studies[o])
             taken = {o: _taken(self.studies[o]) for o in live}
             turn = next_study(self.spec, taken, live, order)
             if turn is None:

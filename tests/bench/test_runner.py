@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -253,3 +254,32 @@ def test_time_to_target_is_none_when_no_epoch_reaches_it(monkeypatch: pytest.Mon
     workload.clock = _FakeClock()
     result = run_training(digits("sgd", epochs=2), workload=workload)
     assert result.time_to_target_seconds is None
+
+
+class _LossTurnsNonFinite(DigitsNoisy):
+    """From the 4th training step on, the reported loss is ``value`` (+inf or NaN); gradients
+    stay finite, so only the loss check can notice (the weights never go bad)."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+        self.steps = 0
+
+    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        loss = super().loss(logits, targets)
+        if not torch.is_grad_enabled():
+            return loss
+        self.steps += 1
+        return loss + self.value if self.steps > 3 else loss  # the constant has no gradient
+
+
+@pytest.mark.parametrize("value", [math.inf, math.nan], ids=["inf", "nan"])
+def test_an_infinite_or_nan_loss_ends_the_run_at_the_next_check(value: float) -> None:
+    # Checks come at step 2 (end of the timing warm-up), then every TIMING_CHUNK = 10 steps:
+    # the first one after step 4 is step 12, well before the epoch ends (step 19).
+    result = run_training(digits("sgd"), workload=_LossTurnsNonFinite(value))
+    assert result.status == "diverged"
+    assert result.message == "non-finite training loss by step 12"
+    assert result.steps == 12
+    assert result.final_accuracy is None
+    assert result.history == ()

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from ddp_workers import free_port, loopback_env
 from torch import Tensor, nn
 
+from looksam.bench import runner
 from looksam.bench.distributed import (
     Launch,
     check_global_batch,
@@ -20,6 +25,7 @@ from looksam.bench.distributed import (
     threads_per_rank,
 )
 from looksam.bench.runner import RunConfig, RunResult, run_training, validate_config
+from looksam.bench.workloads.synthetic import SyntheticMLP
 from looksam.optim import LayerLookSAM, LookSAM
 
 
@@ -190,3 +196,75 @@ def test_gv_hook_is_called_even_when_this_ranks_gradient_overflowed() -> None:
 def test_sync_gv_must_be_callable() -> None:
     with pytest.raises(ValueError, match="sync_gv must be None or a callable"):
         LookSAM(torch.optim.SGD(_model().parameters(), lr=0.1), sync_gv=3)  # type: ignore[arg-type]
+
+
+class _PassClock:
+    """The runner's clock in a spawned rank: one fake second per training pass, nothing else."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class _ClockedMLP(SyntheticMLP):
+    """Random data (no data set to load in each rank); each training pass costs 1 fake second."""
+
+    def __init__(self, clock: _PassClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            self.clock.t += 1.0
+        return super().loss(logits, targets)
+
+
+THROUGHPUT_STEPS, THROUGHPUT_WARMUP, GLOBAL_BATCH = 6, 2, 64
+
+
+def _throughput_rank(rank: int, world: int, port: int, out_dir: str) -> None:
+    """One spawned gloo rank: a short SGD run on the fake clock, its result written as JSON."""
+    os.environ.update(loopback_env())
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        clock = _PassClock()
+        runner.now = clock  # a process of its own: nothing to restore
+        config = RunConfig(
+            "synthetic-mlp",
+            "sgd",
+            batch_size=GLOBAL_BATCH,
+            max_steps=THROUGHPUT_STEPS,
+            device="cpu",
+            timing_warmup_steps=THROUGHPUT_WARMUP,
+        )
+        run_training(config, workload=_ClockedMLP(clock)).write_json(
+            Path(out_dir) / f"rank{rank}.json"
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_each_rank_reports_the_samples_of_its_own_share_of_the_batch(tmp_path: Path) -> None:
+    """Two gloo ranks on a clock that moves one second per pass: 4 timed SGD steps take 4 s on
+    every rank, so each rank trains 4 × 32 / 4 = 32 samples/s and the run 4 × 64 / 4 = 64."""
+    world = 2
+    mp.spawn(_throughput_rank, args=(world, free_port(), str(tmp_path)), nprocs=world)
+    results = [
+        RunResult.from_dict(json.loads((tmp_path / f"rank{r}.json").read_text()))
+        for r in range(world)
+    ]
+    timed_steps = THROUGHPUT_STEPS - THROUGHPUT_WARMUP
+    local_batch = GLOBAL_BATCH // world
+    for rank, result in enumerate(results):
+        assert (result.status, result.rank, result.world_size) == ("ok", rank, world)
+        timed_seconds = result.train_seconds - result.warmup_seconds
+        assert timed_seconds == timed_steps  # SGD: one pass, one fake second, per step
+        assert result.samples_per_second == timed_steps * GLOBAL_BATCH / timed_seconds
+        share = timed_steps * local_batch / timed_seconds  # this rank's slice, same timings
+        assert result.per_rank_samples_per_second == (share,) * world
+        assert sum(result.per_rank_samples_per_second) == result.samples_per_second

@@ -13,6 +13,7 @@ weights exactly as they were (never at w + ε, never NaN) while the scale backs 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -193,3 +194,40 @@ def test_grad_scaler_recipe_keeps_gv_direction(
     a, b = stored_gv(scaled, scaled_model), stored_gv(plain, plain_model)
     cosine = (torch.dot(a, b) / (a.norm() * b.norm())).item()
     assert cosine >= 1 - 1e-6
+
+
+def test_an_overflow_in_gs_keeps_the_old_gv_for_the_next_plain_steps(
+    make_mlp: Callable[..., Any],
+    make_batch: Callable[..., Any],
+    flatten: Callable[[Any], Tensor],
+) -> None:
+    """float64 and power-of-two scales (the scaler's arithmetic is exact). The look step at
+    t = 2 overflows in g_s only; the plain step at t = 3 must still add α‖g‖/‖g_v‖·g_v with the
+    g_v and ‖g_v‖ of t = 0. Zeroing ‖g_v‖ on the overflow would silently make it SAM-k's step."""
+    model = make_mlp()
+    x, y = make_batch()
+    lr, alpha = 0.1, 0.7
+    opt = LookSAM(torch.optim.SGD(model.parameters(), lr=lr), rho=0.05, k=2, alpha=alpha)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    params = list(model.parameters())
+    _readme_recipe_step(model, opt, scaler, x, y)  # t = 0: look, stores g_v
+    old_gv = [opt.state[p]["g_v"].clone() for p in params]
+    old_norm = opt.gv_norm
+    assert old_norm == pytest.approx(flatten(old_gv).norm().item(), rel=1e-12)
+    assert old_norm > 0.0
+    _readme_recipe_step(model, opt, scaler, x, y)  # t = 1: plain
+    before = [p.detach().clone() for p in params]
+
+    _readme_recipe_step(model, opt, scaler, x, y, second_loss_factor=math.inf)  # t = 2
+
+    assert scaler.get_scale() == 0.5  # the overflow was seen and the step skipped
+    assert all(torch.equal(p, w) for p, w in zip(params, before, strict=True))
+    assert opt.gv_norm == old_norm
+    for p, v in zip(params, old_gv, strict=True):
+        assert torch.equal(opt.state[p]["g_v"], v)
+
+    g = torch.autograd.grad(nn.functional.mse_loss(model(x), y), params)
+    coef = alpha * flatten(g).norm().item() / old_norm
+    expected = [w - lr * (gi + coef * v) for w, gi, v in zip(before, g, old_gv, strict=True)]
+    _readme_recipe_step(model, opt, scaler, x, y)  # t = 3: plain, reuses the g_v of t = 0
+    assert_close(params, expected, rtol=1e-12, atol=1e-14)
