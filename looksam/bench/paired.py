@@ -8,8 +8,9 @@ does), and keeps every round's ratio. Load that lasts a round slows both sides o
 over rounds drops the rounds it did not.
 
 A trial is *contended* when its own training steps disagree with that paired expectation:
-much slower than the paired step cost times the sweep's quiet reference speed, drifting during
-the run, or paired while the reference itself ran far slower than usual. Its raw seconds are
+its median step or its mean time per step (stalls) much slower than the paired step cost times
+the sweep's quiet reference speed, step times drifting during the run, or pairing done while the
+reference itself ran far slower than usual. Its raw seconds are
 then a measurement of the machine, not of the optimizer, and no speed claim may use it.
 """
 
@@ -159,11 +160,12 @@ def contention(
     if batch is None or quiet_seconds_per_sample <= 0:
         return None
     expected = paired.per_sample_ratio * quiet_seconds_per_sample * batch
-    if result.median_step_seconds > SLOW_FACTOR * expected:
-        return (
-            f"training steps took {result.median_step_seconds / expected:.1f}× "
-            "the paired expectation"
-        )
+    # The median catches a slow stretch; the mean (total time over steps) catches stalls that
+    # leave most steps alone yet multiply the wall-clock.
+    mean = batch / result.samples_per_second if result.samples_per_second > 0 else 0.0
+    for what, seconds in (("steps", result.median_step_seconds), ("time per step", mean)):
+        if seconds > SLOW_FACTOR * expected:
+            return f"training {what} took {seconds / expected:.1f}× the paired expectation"
     for kind in ("plain", "look"):
         quarters = (result.step_times.get(kind) or {}).get("quarter_medians") or []
         if quarters and min(quarters) > 0 and max(quarters) > DRIFT_FACTOR * min(quarters):

@@ -39,6 +39,16 @@ def test_slow_threshold_is_exclusive() -> None:
     assert "paired expectation" in why
 
 
+def test_stalls_that_spare_the_median_are_caught_by_the_mean_time_per_step() -> None:
+    expected = 2.0 * 1.0 * 10
+    at_limit = replace(_result(20.0), samples_per_second=10 / (SLOW_FACTOR * expected))
+    assert contention(at_limit, PAIRED, 1.0) is None
+    stalled = replace(_result(20.0), samples_per_second=10 / (SLOW_FACTOR * expected * 1.001))
+    why = contention(stalled, PAIRED, 1.0)
+    assert why is not None
+    assert "time per step" in why
+
+
 def test_drift_threshold_is_exclusive() -> None:
     assert contention(_result(20.0, [1.0, 1.0, DRIFT_FACTOR, 1.0]), PAIRED, 1.0) is None
     why = contention(_result(20.0, [1.0, 1.0, DRIFT_FACTOR * 1.001, 1.0]), PAIRED, 1.0)
