@@ -23,7 +23,7 @@ import random
 import statistics
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -645,7 +645,7 @@ def divergence(mean_loss: float, num_classes: int, *, epoch_end: bool) -> str | 
     """Which divergence rule ``mean_loss`` breaks, or None when the run may go on.
 
     Two rules, so a run at chance accuracy with an exploding loss ends "diverged" instead of
-    finishing as if it had trained:
+    finishing as if it had trained (a third, :func:`stuck_at_chance`, judges the run's end):
 
     1. *non-finite*: the loss is NaN or ±inf (checked every time the runner reads the clock).
     2. *exploding*: at the end of an epoch (or of a run stopped mid-epoch by ``max_steps``),
@@ -670,6 +670,34 @@ def divergence(mean_loss: float, num_classes: int, *, epoch_end: bool) -> str | 
         return (
             f"exploding training loss: epoch mean {mean_loss:.4g} > "
             f"{DIVERGENCE_LOSS_FACTOR:g} × ln({num_classes} classes) = {limit:.4g}"
+        )
+    return None
+
+
+#: A run that ends within this many times chance accuracy (1 / classes) ...
+CHANCE_FACTOR = 1.5
+#: ... after at least this many evaluated epochs, with a loss no better than a uniform guess,
+#: learned nothing: it ends "diverged" too (rule 3), since its hyperparameters killed it.
+CHANCE_MIN_EPOCHS = 2
+
+
+def stuck_at_chance(history: Sequence[EpochRecord], num_classes: int) -> str | None:
+    """Rule 3 of divergence: the run trained, yet ends at chance with a uniform-guess loss.
+
+    A learning rate that kills the network without making the loss explode (SGD at lr 7 on
+    digits-noisy) leaves the loss near ln(classes) and the accuracy at chance; such a run would
+    otherwise finish "ok" and be ranked as if it had trained. Judged on the last epoch, once at
+    least :data:`CHANCE_MIN_EPOCHS` were evaluated; both limits are inclusive.
+    """
+    last = history[-1] if len(history) >= CHANCE_MIN_EPOCHS else None
+    accuracy = None if last is None else last.test_accuracy
+    if last is None or accuracy is None:
+        return None
+    if accuracy <= CHANCE_FACTOR / num_classes and last.train_loss >= math.log(num_classes):
+        return (
+            f"stuck at chance: final accuracy {accuracy:.3f} <= "
+            f"{CHANCE_FACTOR:g} / {num_classes} classes with training loss "
+            f"{last.train_loss:.3f} >= ln({num_classes})"
         )
     return None
 
@@ -804,6 +832,10 @@ def _train(session: TrainingSession, progress: ProgressCallback | None) -> RunRe
             torch.cuda.empty_cache()
     if active.pending:
         active.stop()
+    if status == "ok":
+        why = stuck_at_chance(history, num_classes)
+        if why is not None:
+            status, message = "diverged", why
     timed_steps = sum(n for _, n in clock.chunks)
     accuracies = [h.test_accuracy for h in history if h.test_accuracy is not None]
     samples_per_second = timed_steps * session.batch_size / clock.total if clock.total else 0.0

@@ -177,8 +177,11 @@ def findings(data: SweepData, margin: float = EQUIVALENCE_MARGIN) -> list[Findin
     for full in fulls:
         found.extend(compare_sentence(c, full) for c in cheap)
         for c in cheap:
-            found.append(difference_sentence(c, full))
-            found.append(equivalence_sentence(c, full, margin))
+            difference = difference_sentence(c, full)
+            found.append(difference)
+            if difference is None or difference.kind != "difference":
+                # a shown difference answers the question: no "more seeds could show a match"
+                found.append(equivalence_sentence(c, full, margin))
     base = next((e for e in entries if e.optimizer == data.reference), None)
     if base is not None:
         for other in fulls or cheap:

@@ -11,7 +11,16 @@ import math
 import pytest
 from torch import Tensor
 
-from looksam.bench.runner import DIVERGENCE_LOSS_FACTOR, RunConfig, divergence, run_training
+from looksam.bench.runner import (
+    CHANCE_FACTOR,
+    CHANCE_MIN_EPOCHS,
+    DIVERGENCE_LOSS_FACTOR,
+    EpochRecord,
+    RunConfig,
+    divergence,
+    run_training,
+    stuck_at_chance,
+)
 from looksam.bench.workloads.digits import DigitsNoisy
 
 LIMIT_10 = DIVERGENCE_LOSS_FACTOR * math.log(10)  # digits: ten classes
@@ -96,9 +105,37 @@ def test_the_runner_applies_the_rule_to_each_epochs_mean(
     value: float, workload: type[_ConstantLoss], status: str
 ) -> None:
     result = run_training(digits_sgd(epochs=2), workload=workload(value))
-    assert result.status == status
     if status == "diverged":
+        assert result.status == "diverged"
         assert result.steps == DigitsNoisy().steps_per_epoch(64)
         assert f"ln({workload.num_classes} classes)" in result.message
-    else:
+    else:  # no explosion: both epochs run (a zero gradient then leaves it stuck at chance)
+        assert "exploding" not in result.message
         assert [h.train_loss for h in result.history] == pytest.approx([value, value])
+
+
+def _epochs(*pairs: tuple[float, float | None]) -> list[EpochRecord]:
+    return [
+        EpochRecord(epoch=i + 1, step=10 * (i + 1), train_loss=loss, test_accuracy=acc,
+                    train_seconds=float(i + 1))
+        for i, (loss, acc) in enumerate(pairs)
+    ]  # fmt: skip
+
+
+def test_stuck_at_chance_limits_are_inclusive_and_need_two_epochs() -> None:
+    ln10 = math.log(10)
+    assert stuck_at_chance(_epochs((3.0, 0.1), (ln10, CHANCE_FACTOR / 10)), 10) is not None
+    above = math.nextafter(CHANCE_FACTOR / 10, 1.0)
+    assert stuck_at_chance(_epochs((3.0, 0.1), (ln10, above)), 10) is None  # it learned a bit
+    below = math.nextafter(ln10, 0.0)
+    assert stuck_at_chance(_epochs((3.0, 0.1), (below, 0.1)), 10) is None  # loss improved
+    assert stuck_at_chance(_epochs((ln10, 0.1)), 10) is None  # one epoch is too early to say
+    assert stuck_at_chance(_epochs((3.0, None), (3.0, None)), 10) is None  # no accuracy
+    assert CHANCE_MIN_EPOCHS == 2
+
+
+def test_a_learning_rate_that_kills_the_network_ends_diverged_not_ok() -> None:
+    dead = run_training(RunConfig("digits-noisy", "sgd", lr=7.0, epochs=3, device="cpu"))
+    assert dead.status == "diverged"
+    assert dead.message.startswith("stuck at chance")
+    assert dead.final_accuracy is None

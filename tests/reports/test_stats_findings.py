@@ -324,3 +324,14 @@ def test_too_few_seeds_on_either_side() -> None:
     sentence = _said(difference_sentence(entries["looksam"], entries["sam"]))
     assert "too few seeds (3 and 2)" in sentence
     assert equivalence_sentence(entries["looksam"], entries["sam"]) is None
+
+
+def test_a_shown_difference_is_not_followed_by_an_inconclusive_match() -> None:
+    data = _data(
+        _study("sam", _point("sam", 0, (0.95, 0.96, 0.97), 10.0, rho=0.5)),
+        _study("samk", _point("samk", 0, (0.88, 0.89, 0.90), 4.0, k=5, rho=0.5)),
+    )
+    kinds = [f.kind for f in findings(data)]
+    assert "difference" in kinds
+    assert "inconclusive" not in kinds
+    assert "equivalence" not in kinds
