@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,16 @@ def measure_paired_cost(
     )
 
 
+def quiet_speed(reference_seconds_per_sample: Sequence[float]) -> float | None:
+    """The reference's seconds per sample on this machine when it is quiet: the first quartile
+    of every paired measurement so far, so a busy stretch covering up to three quarters of a
+    sweep cannot move it (a median would give way at half). None before any measurement."""
+    values = [v for v in reference_seconds_per_sample if v > 0 and math.isfinite(v)]
+    if len(values) < 2:
+        return values[0] if values else None
+    return statistics.quantiles(values, n=4, method="inclusive")[0]
+
+
 def contention(
     result: RunResult, paired: PairedCost, quiet_seconds_per_sample: float
 ) -> str | None:
@@ -154,7 +165,7 @@ def contention(
         result: the trained run (its median step time and per-step distribution).
         paired: the configuration's paired measurement.
         quiet_seconds_per_sample: the reference's seconds per sample at the reference batch
-            size on this machine when it is not busy (the sweep's median over its trials).
+            size on this machine when it is not busy (:func:`quiet_speed` of the sweep's).
     """
     batch = result.config.batch_size
     if batch is None or quiet_seconds_per_sample <= 0:

@@ -18,6 +18,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from looksam.bench.paired import quiet_speed
 from looksam.reports.model import BUDGET_FAILURES, TrialPoint
 from looksam.reports.stats import MeanCI, mean_ci
 from looksam.reports.svg import pareto_front as _front_of
@@ -208,12 +209,9 @@ def relative_time(
 
 
 def quiet_seconds_per_sample(points: Iterable[TrialPoint]) -> float | None:
-    """The base's seconds per sample at the reference batch size on a quiet machine: the
-    median over every trial's paired rounds, so a busy stretch shorter than half the sweep
-    cannot move it."""
-    values = [p.reference_seconds_per_sample for p in points]
-    finite = [v for v in values if v is not None and v > 0]
-    return statistics.median(finite) if finite else None
+    """The base's seconds per sample at the reference batch size on a quiet machine, from every
+    trial's paired rounds (:func:`looksam.bench.paired.quiet_speed`: the rule contention uses)."""
+    return quiet_speed([p.reference_seconds_per_sample or 0.0 for p in points])
 
 
 def estimated_seconds(

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import TrialState
 
-from looksam.bench.paired import PairedCost, contention, measure_paired_cost
+from looksam.bench.paired import PairedCost, contention, measure_paired_cost, quiet_speed
 from looksam.bench.runner import EpochRecord, RunConfig, RunResult, run_training
 from looksam.bench.workloads import get_workload_info
 from looksam.optim import get_optimizer_info
@@ -319,9 +319,8 @@ class TrialRun:
         if paired is not None:
             attrs.update(paired.to_attrs())
             attrs["cost"], attrs["cost_to_target"] = paired_costs(self.spec, results, paired)
-            pool = [*self.quiet_pool(), paired.reference_seconds_per_sample]
-            quiet = statistics.median(pool)
-            reasons = [why for r in results if (why := contention(r, paired, quiet))]
+            quiet = quiet_speed([*self.quiet_pool(), paired.reference_seconds_per_sample])
+            reasons = [why for r in results if quiet and (why := contention(r, paired, quiet))]
             attrs["contended"] = bool(reasons)
             attrs["contention"] = reasons[0] if reasons else None
             tags["looksam.contended"] = "true" if reasons else "false"

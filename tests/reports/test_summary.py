@@ -148,10 +148,13 @@ def test_relative_time_is_a_ratio_of_paired_costs() -> None:
     assert relative_time(a, (point(2, 0.9, 1.0, contended=True, paired_costs=(1.0,)), [])) is None
 
 
-def test_quiet_speed_is_the_median_so_a_short_busy_stretch_cannot_move_it() -> None:
-    speeds = [1.0, 1.1, 0.9, 10.0, 12.0]
+def test_quiet_speed_is_the_first_quartile_so_a_long_busy_stretch_cannot_move_it() -> None:
+    # three of five pairings busy: a median would say 10; the first quartile stays quiet
+    speeds = [1.0, 0.9, 10.0, 12.0, 11.0]
     points = [point(i, 0.9, 1.0, reference_seconds_per_sample=s) for i, s in enumerate(speeds)]
-    assert quiet_seconds_per_sample(points) == pytest.approx(1.1)
+    assert quiet_seconds_per_sample(points) == pytest.approx(1.0)
+    one = [point(0, 0.9, 1.0, reference_seconds_per_sample=2.0)]
+    assert quiet_seconds_per_sample(one) == pytest.approx(2.0)
     assert quiet_seconds_per_sample([point(0, 0.9, 1.0)]) is None
     assert estimated_seconds(100.0, 1e-3, 64) == pytest.approx(6.4)
     assert estimated_seconds(None, 1e-3, 64) is None
