@@ -183,14 +183,20 @@ def sweep(
         bool, typer.Option("--dry-run", help="Validate and print the plan; train nothing.")
     ] = False,
 ) -> None:
-    """Tune every optimizer with the same budget and compare accuracy against wall-clock.
+    """Tune every optimizer with the same budget and compare accuracy against paired cost.
 
-    One Optuna study per optimizer (resumable: re-running continues it; several processes or
-    machines on one storage share the budget), every trial logged to MLflow. Flags override the
+    One Optuna study per optimizer, taking turns trial by trial (resumable: re-running continues
+    it; several processes or machines on one storage share the budget), every trial logged to
+    MLflow. Each trial times its own steps against the base optimizer in interleaved rounds, so
+    speeds stay true on a busy machine (trials the load disturbed are flagged contended); then
+    each optimizer's best configuration is re-run on fresh seeds, and the leaderboard's accuracy
+    is their mean ± 95 % CI. Every value a trial could draw is checked first. Flags override the
     spec's keys. Examples:
 
       looksam-bench sweep                               # sweeps/quick.toml
-      looksam-bench sweep sweeps/quick.toml --n-trials 20 --storage journal:runs/journal.log
+      looksam-bench sweep --dry-run                     # the plan and its cost; trains nothing
+      looksam-bench sweep sweeps/quick.toml --n-trials 20 --confirm-seeds 5
+      looksam-bench sweep sweeps/quick.toml --storage journal:runs/journal.log   # one per worker
     """
     overrides = {
         "n_trials": n_trials, "timeout": timeout, "seeds": seeds, "workload": workload,
