@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from looksam.bench.runner import AMP_MODES, DEVICES
 from looksam.bench.workloads import get_workload_info
