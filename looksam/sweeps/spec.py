@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +151,13 @@ def _take(overrides: dict[str, Any], key: str, default: Any) -> tuple[Any, bool]
         return overrides.pop(key), True
     overrides.pop(key, None)
     return default, False
+
+
+def _one_of(where: str, name: str, value: Any, allowed: Sequence[str]) -> str:
+    """``value`` if it is one of ``allowed``; else a one-line SpecError listing them."""
+    if not isinstance(value, str) or value not in allowed:
+        raise _fail(where, f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")
+    return value
 
 
 def _at(where: str, section: str, key: str, overridden: bool) -> str:
@@ -313,11 +320,7 @@ def parse_spec(
         if value is not None and (not _is_count(value)):
             raise _fail(at_workload(key), f"{key} must be an integer >= 1, got {value!r}")
     for key, allowed in (("device", DEVICES), ("amp", AMP_MODES)):
-        value = getattr(workload, key)
-        if value not in allowed:
-            raise _fail(
-                at_workload(key), f"unknown {key} {value!r}; choose one of: {', '.join(allowed)}"
-            )
+        _one_of(at_workload(key), key, getattr(workload, key), allowed)
     if workload.data_dir is not None and (
         not isinstance(workload.data_dir, str) or not workload.data_dir
     ):
@@ -338,11 +341,7 @@ def parse_spec(
         except (ValueError, TypeError) as error:
             raise _fail(at_names, str(error)) from None
     base, given = _take(overrides, "base", raw_opt.get("base", "sgd"))
-    if not isinstance(base, str) or base not in BASE_OPTIMIZERS:
-        raise _fail(
-            _at(where, "[optimizers]", "base", given),
-            f"unknown base {base!r}; choose one of: {', '.join(BASE_OPTIMIZERS)}",
-        )
+    _one_of(_at(where, "[optimizers]", "base", given), "base", base, BASE_OPTIMIZERS)
 
     raw_space = _table(where, data, "space")
     # Spaces of optimizers left out (e.g. by --optimizer) are allowed and ignored.
@@ -383,11 +382,7 @@ def parse_spec(
         fixed[opt_name] = dict(values)
 
     objective, given = _take(overrides, "objective", data.get("objective", "pareto"))
-    if not isinstance(objective, str) or objective not in OBJECTIVES:
-        raise _fail(
-            _at(where, "", "objective", given),
-            f"unknown objective {objective!r}; choose one of: {', '.join(OBJECTIVES)}",
-        )
+    _one_of(_at(where, "", "objective", given), "objective", objective, OBJECTIVES)
 
     budget = dict(_table(where, data, "budget"))
     _check_keys(f"{where} [budget]", budget, {"n_trials", "timeout", "seeds"})
@@ -433,22 +428,14 @@ def parse_spec(
     raw_sampler = _table(where, data, "sampler")
     _check_keys(f"{where} [sampler]", raw_sampler, {"name", "seed"})
     sampler, given = _take(overrides, "sampler", raw_sampler.get("name", "tpe"))
-    if not isinstance(sampler, str) or sampler not in SAMPLERS:
-        raise _fail(
-            _at(where, "", "sampler", given),
-            f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}",
-        )
+    _one_of(_at(where, "", "sampler", given), "sampler", sampler, SAMPLERS)
     sampler_seed = raw_sampler.get("seed", 0)
     if isinstance(sampler_seed, bool) or not isinstance(sampler_seed, int):
         raise _fail(f"{where} [sampler]", f"seed must be an integer, got {sampler_seed!r}")
     if sampler == "grid":
         _check_grid(where, spaces, budget)
     pruner, given = _take(overrides, "pruner", data.get("pruner", "none"))
-    if not isinstance(pruner, str) or pruner not in PRUNERS:
-        raise _fail(
-            _at(where, "", "pruner", given),
-            f"unknown pruner {pruner!r}; choose one of: {', '.join(PRUNERS)}",
-        )
+    _one_of(_at(where, "", "pruner", given), "pruner", pruner, PRUNERS)
     if pruner != "none" and objective == "pareto":
         raise _fail(
             where,
@@ -462,12 +449,7 @@ def parse_spec(
         raw_scaling,
         {"rule", "reference_batch_size", "warmup_fraction", "rho_warmup_fraction"},
     )
-    rule = raw_scaling.get("rule", "none")
-    if rule not in LR_SCALING:
-        raise _fail(
-            f"{where} [lr_scaling]",
-            f"unknown rule {rule!r}; choose one of: {', '.join(LR_SCALING)}",
-        )
+    rule = _one_of(f"{where} [lr_scaling]", "rule", raw_scaling.get("rule", "none"), LR_SCALING)
     ref_bs = raw_scaling.get("reference_batch_size")
     if ref_bs is not None and (not _is_count(ref_bs)):
         raise _fail(
@@ -542,11 +524,7 @@ def _confirmation(
     repeats a search run.
     """
     order, given = _take(overrides, "order", data.get("order", "interleaved"))
-    if not isinstance(order, str) or order not in ORDERS:
-        raise _fail(
-            _at(where, "", "order", given),
-            f"unknown order {order!r}; choose one of: {', '.join(ORDERS)}",
-        )
+    _one_of(_at(where, "", "order", given), "order", order, ORDERS)
     raw = _table(where, data, "confirm")
     _check_keys(f"{where} [confirm]", raw, {"seeds", "pick"})
     count, given = _take(overrides, "confirm_seeds", raw.get("seeds", 0))
@@ -555,12 +533,7 @@ def _confirmation(
             _at(where, "[confirm]", "confirm_seeds", given),
             f"seeds must be an integer >= 0 (0: no confirmation stage), got {count!r}",
         )
-    pick = raw.get("pick", "best")
-    if pick not in PICKS:
-        raise _fail(
-            f"{where} [confirm]",
-            f"unknown pick {pick!r}; choose one of: {', '.join(PICKS)}",
-        )
+    pick = _one_of(f"{where} [confirm]", "pick", raw.get("pick", "best"), PICKS)
     first = max(seeds) + 1
     return order, tuple(range(first, first + count)), pick
 
