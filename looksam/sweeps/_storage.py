@@ -11,8 +11,9 @@ from looksam.sweeps.redact import redact_url
 from looksam.sweeps.spec import SpecError
 
 #: Workers starting together on a fresh database race to create Optuna's tables; the loser
-#: sees a duplicate-object error once the winner has committed, and simply tries again.
-_SCHEMA_RACE = ("already exists", "duplicate key", "UniqueViolation")
+#: sees a duplicate-object error once the winner has committed, and simply tries again
+#: (PostgreSQL's wordings, then SQLite's for the same race on alembic's version row).
+_SCHEMA_RACE = ("already exists", "duplicate key", "UniqueViolation", "UNIQUE constraint failed")
 
 
 def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
