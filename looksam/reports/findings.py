@@ -12,8 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from looksam.optim import get_optimizer_info
-from looksam.reports.leaderboard import LeaderboardEntry, contended_total, leaderboard
+from looksam.reports.leaderboard import (
+    LeaderboardEntry,
+    contended_total,
+    leaderboard,
+    optimizer_info,
+    optimizer_label,
+)
 from looksam.reports.model import SweepData
 from looksam.reports.stats import tost, welch
 from looksam.reports.summary import relative_time
@@ -49,16 +54,10 @@ class Finding:
         return {"kind": self.kind, "sentence": self.text, "p_value": self.p_value}
 
 
-def _name(optimizer: str) -> str:
-    try:
-        return get_optimizer_info(optimizer).label
-    except ValueError:  # a stored sweep of an optimizer this version does not know
-        return optimizer
-
-
 def _label(e: LeaderboardEntry) -> str:
     k = e.chosen.params.get("k") if e.chosen else None
-    return f"{_name(e.optimizer)} (k={k})" if k is not None else _name(e.optimizer)
+    name = optimizer_label(e.optimizer)
+    return f"{name} (k={k})" if k is not None else name
 
 
 def compare_sentence(cheap: LeaderboardEntry, full: LeaderboardEntry) -> Finding | None:
@@ -69,9 +68,10 @@ def compare_sentence(cheap: LeaderboardEntry, full: LeaderboardEntry) -> Finding
     if cost is None:
         return None
     share = 100 * cheap.headline.mean / full.headline.mean
+    full_name = optimizer_label(full.optimizer)
     return Finding(
         "speed",
-        f"{_label(cheap)} reaches {share:.0f} % of {_name(full.optimizer)}'s accuracy in "
+        f"{_label(cheap)} reaches {share:.0f} % of {full_name}'s accuracy in "
         f"{cost.ratio:.2f}× its training time (paired step costs, spread "
         f"{cost.low:.2f}–{cost.high:.2f}).",
     )
@@ -82,7 +82,7 @@ def difference_sentence(a: LeaderboardEntry, b: LeaderboardEntry) -> Finding | N
     if a.headline is None or b.headline is None:
         return None
     xs, ys = a.accuracies, b.accuracies
-    name_a, name_b = _name(a.optimizer), _name(b.optimizer)
+    name_a, name_b = optimizer_label(a.optimizer), optimizer_label(b.optimizer)
     too_few = _too_few_seeds(name_a, name_b, len(xs), len(ys))
     if too_few:
         return too_few
@@ -123,7 +123,7 @@ def equivalence_sentence(
     if cheap.headline is None or full.headline is None:
         return None
     xs, ys = cheap.accuracies, full.accuracies
-    name_a, name_b = _name(cheap.optimizer), _name(full.optimizer)
+    name_a, name_b = optimizer_label(cheap.optimizer), optimizer_label(full.optimizer)
     if min(len(xs), len(ys)) < MIN_SEEDS_FOR_TESTS:
         return None  # the difference sentence already says why nothing can be claimed
     test = tost(xs, ys, margin)
@@ -150,10 +150,8 @@ def _p_text(p: float) -> str:
 
 
 def _role(optimizer: str) -> str:
-    try:
-        return get_optimizer_info(optimizer).sam_role
-    except ValueError:
-        return "none"
+    info = optimizer_info(optimizer)
+    return "none" if info is None else info.sam_role
 
 
 def findings(data: SweepData, margin: float = EQUIVALENCE_MARGIN) -> list[Finding]:

@@ -15,8 +15,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from looksam.optim import get_optimizer_info
-from looksam.reports.leaderboard import Estimate, seconds_estimator
+from looksam.reports.leaderboard import Estimate, optimizer_label, seconds_estimator
 from looksam.reports.model import StudyData, SweepData, TrialPoint
 from looksam.reports.stats import MeanCI, mean_ci
 
@@ -114,13 +113,6 @@ def _axes(
     return order[0], (order[1] if len(order) > 1 else None), varied
 
 
-def _label(optimizer: str) -> str:
-    try:
-        return get_optimizer_info(optimizer).label
-    except ValueError:  # a stored sweep of an optimizer this version does not know
-        return optimizer
-
-
 def grid_tables(data: SweepData) -> list[GridTable]:
     """Two-parameter grids one per study; one-parameter grids over the same knob side by side.
 
@@ -137,7 +129,7 @@ def grid_tables(data: SweepData) -> list[GridTable]:
         if found is not None and found[1] is None:
             one_d.setdefault(found[0], []).append(study)
     constants = {
-        _label(s.optimizer): _cell(list(s.complete), estimate)
+        optimizer_label(s.optimizer): _cell(list(s.complete), estimate)
         for s in data.studies
         if s.complete and not _varied(s.complete)
     }
@@ -161,7 +153,7 @@ def grid_tables(data: SweepData) -> list[GridTable]:
                 cols=tuple(varied[col]),
                 cells={key: _cell(trials, estimate) for key, trials in groups.items()},
                 references={
-                    _label(other.optimizer): _one_d_cells(other, row, estimate)
+                    optimizer_label(other.optimizer): _one_d_cells(other, row, estimate)
                     for other in one_d.get(row, [])
                 },
                 constants=constants,

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from looksam.optim import OptimizerInfo, get_optimizer_info
 from looksam.reports.model import StudyData, SweepData, TrialPoint
 from looksam.reports.summary import (
     Headline,
@@ -35,6 +36,20 @@ def format_params(params: dict[str, object]) -> str:
     return " ".join(
         f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items())
     )
+
+
+def optimizer_info(name: str) -> OptimizerInfo | None:
+    """The registry entry of a stored sweep's optimizer; None for one this version lacks."""
+    try:
+        return get_optimizer_info(name)
+    except ValueError:
+        return None
+
+
+def optimizer_label(name: str) -> str:
+    """The name reports print for an optimizer (its registry label, else the stored name)."""
+    info = optimizer_info(name)
+    return name if info is None else info.label
 
 
 def all_points(data: SweepData) -> list[TrialPoint]:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from looksam.bench.paired import quiet_speed
+from looksam.bench.timing import quartiles
 from looksam.reports.model import BUDGET_FAILURES, TrialPoint
 from looksam.reports.stats import MeanCI, mean_ci
 from looksam.reports.svg import pareto_front as _front_of
@@ -158,13 +159,6 @@ class Speed:
         return f"paired: median of {self.rounds} interleaved rounds"
 
 
-def _quartiles(values: Sequence[float]) -> tuple[float, float]:
-    if len(values) < 2:
-        return values[0], values[0]
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return q[0], q[2]
-
-
 def _pooled(points: Iterable[TrialPoint], field: str) -> tuple[list[float], int]:
     used = [p for p in points if p.state == "COMPLETE" and not p.contended]
     return [r for p in used for r in getattr(p, field)], len(used)
@@ -177,7 +171,7 @@ def speed_vs_base(chosen: TrialPoint | None, runs: Sequence[TrialPoint]) -> Spee
     ratios = [r for r in ratios if r > 0]
     if not ratios:
         return None
-    q1, q3 = _quartiles(ratios)
+    q1, q3 = quartiles(ratios)
     return Speed(1.0 / statistics.median(ratios), 1.0 / q3, 1.0 / q1, len(ratios), trials)
 
 
@@ -203,7 +197,7 @@ def relative_time(
     pooled = [_pooled([*([p] if p else []), *runs], "paired_costs")[0] for p, runs in (a, b)]
     if not pooled[0] or not pooled[1]:
         return None
-    (a1, a3), (b1, b3) = _quartiles(pooled[0]), _quartiles(pooled[1])
+    (a1, a3), (b1, b3) = quartiles(pooled[0]), quartiles(pooled[1])
     ratio = statistics.median(pooled[0]) / statistics.median(pooled[1])
     return RelativeCost(ratio, a1 / b3, a3 / b1)
 

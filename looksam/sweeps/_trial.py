@@ -26,7 +26,6 @@ from looksam.optim import get_optimizer_info
 from looksam.reports.model import TrialPoint
 from looksam.sweeps._liveness import (
     Heartbeat,
-    fail_trial,
     is_taken,
     raise_if_interrupted,
     requeue,
@@ -295,10 +294,6 @@ class TrialRun:
             "seed_samples_per_second": [r.samples_per_second for r in results],
             "seed_time_to_target": [r.time_to_target_seconds for r in results],
             "seed_samples": [r.steps * (r.config.batch_size or 0) for r in results],
-            "seed_target_samples": [
-                None if r.target_step is None else r.target_step * (r.config.batch_size or 0)
-                for r in results
-            ],
             "seed_median_step_seconds": [r.median_step_seconds for r in results],
             "seed_step_times": [r.step_times for r in results],
             "passes_per_step": (
@@ -343,9 +338,7 @@ class TrialRun:
             self.trial.set_user_attr(key, value)
         if state == TrialState.COMPLETE:
             self.study.tell(self.trial, list(values or ()))
-        elif reason is not None and state == TrialState.FAIL:
-            fail_trial(self.study, self.trial, reason)
-        else:
+        else:  # its failure_reason, if any, was written with the other attributes
             self.study.tell(self.trial, state=state)
         self.told = True
         return TrialOutcome(
