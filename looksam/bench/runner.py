@@ -445,22 +445,19 @@ class TrainingSession:
     def _fp16_step(self, closure: Callable[[], Tensor]) -> Tensor:
         scaler = self.scaler
         assert scaler is not None
-        with torch.enable_grad():
-            loss = closure()
         if self.sam is None:
+            with torch.enable_grad():
+                loss = closure()
             scaler.step(self.optimizer)
         else:
             sam = self.sam
-            if sam.is_look_step:
-                scaler.unscale_(sam)  # g unscaled before the perturbation is computed
-                sam.first_step()
-                try:
-                    with torch.enable_grad():
-                        closure()
-                except BaseException:
-                    sam.abandon_look_step()
-                    raise
-            sam.step(base_step=lambda: scaler.step(sam.base))  # step(): the LR scheduler sees it
+            # The optimizer runs its own passes; GradScaler unscales g before a perturbation is
+            # formed from it and unscales (and on overflow skips) the base step.
+            loss = sam.step(
+                closure,
+                base_step=lambda: scaler.step(sam.base),
+                unscale=lambda: scaler.unscale_(sam),
+            )
         scaler.update()
         return loss
 

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from looksam.optim._base import SharpnessAwareOptimizer
 from looksam.optim._registry import (
-    BASE_OPTIMIZERS,
+    DEFAULT_BASE,
+    DEFAULT_OPTIMIZER,
+    LINEUPS,
     HyperParameter,
     OptimizerInfo,
+    base_optimizers,
     create_optimizer,
+    every_k_passes,
+    fixed_passes,
+    full_sam,
     get_optimizer_info,
     list_optimizers,
+    register_optimizer,
+    resolve_base,
+    resolve_hyperparameters,
 )
 from looksam.optim.bn import frozen_bn_stats
 from looksam.optim.layer_looksam import LayerLookSAM
@@ -18,7 +27,9 @@ from looksam.optim.sam import SAM
 from looksam.optim.samk import SAMk
 
 __all__ = [
-    "BASE_OPTIMIZERS",
+    "DEFAULT_BASE",
+    "DEFAULT_OPTIMIZER",
+    "LINEUPS",
     "SAM",
     "HyperParameter",
     "LayerLookSAM",
@@ -26,8 +37,15 @@ __all__ = [
     "OptimizerInfo",
     "SAMk",
     "SharpnessAwareOptimizer",
+    "base_optimizers",
     "create_optimizer",
+    "every_k_passes",
+    "fixed_passes",
     "frozen_bn_stats",
+    "full_sam",
     "get_optimizer_info",
     "list_optimizers",
+    "register_optimizer",
+    "resolve_base",
+    "resolve_hyperparameters",
 ]

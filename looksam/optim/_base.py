@@ -150,7 +150,10 @@ class SharpnessAwareOptimizer(Optimizer):
 
     # ------------------------------------------------------------------ steps
     def step(  # type: ignore[override]
-        self, closure: Closure | None = None, base_step: Callable[[], object] | None = None
+        self,
+        closure: Closure | None = None,
+        base_step: Callable[[], object] | None = None,
+        unscale: Callable[[], object] | None = None,
     ) -> Any:
         """Run one optimizer step and return the loss of the first closure call.
 
@@ -161,6 +164,9 @@ class SharpnessAwareOptimizer(Optimizer):
                 manual backward on a plain step, or after ``first_step()`` and the second backward
                 on a look step (the two-phase API, which ``GradScaler.step`` also uses).
             base_step: what applies the update; see :meth:`second_step`.
+            unscale: called on a look step just before the perturbation is formed from g, e.g.
+                ``lambda: scaler.unscale_(opt)`` so a GradScaler's g is unscaled first (the
+                fp16 recipe); ``base_step`` unscales the final gradient.
         """
         if closure is None:
             if self.is_look_step and self._in_flight is None:
@@ -174,6 +180,8 @@ class SharpnessAwareOptimizer(Optimizer):
         with torch.enable_grad():
             loss = closure()
         if self.is_look_step:
+            if unscale is not None:
+                unscale()
             self.first_step()
             try:
                 with torch.enable_grad():

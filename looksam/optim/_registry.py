@@ -1,30 +1,40 @@
 """The optimizer registry: one frozen description per optimizer, one factory for all of them.
 
-The CLI, the runner and the sweeps build optimizers only through :func:`create_optimizer` and
-read their ranges and costs only from :func:`list_optimizers`, so adding an entry here is all a
-new optimizer needs to appear everywhere.
+Everything the harness knows about an optimizer lives in its :class:`OptimizerInfo`: how to build
+it, what a step costs, which hyperparameters it takes (with ranges, search ranges and help), how
+reports name and colour it, and what it can do (take k, perturb per rank, need the run's length,
+work under a GradScaler, stand in for SAM). The CLI, the runner, the sweeps and the reports read
+only this, so :func:`register_optimizer` is all a new optimizer (built in or a user's plugin)
+needs to appear everywhere.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch.optim import Optimizer
 
 from looksam.optim._base import params_of
-from looksam.optim.layer_looksam import LayerLookSAM
-from looksam.optim.looksam import LookSAM
-from looksam.optim.sam import SAM
-from looksam.optim.samk import SAMk
+
+SAM_ROLES = ("full", "approximation", "none")
+HP_KINDS = ("float", "int", "bool")
+_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+_COLOUR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
 
 @dataclass(frozen=True)
 class HyperParameter:
-    """One tunable argument: its default, its valid range and how a search should sample it."""
+    """One tunable argument: default, valid range, how a search samples it, how reports treat it.
+
+    ``low``/``high`` bound what is *valid*; ``search`` (with ``log``) is the range a sweep searches
+    when a spec asks for the registry's space, usually much narrower. ``sensitivity`` marks the
+    knobs the HTML report draws sensitivity panels for.
+    """
 
     name: str
     default: float | int | bool
@@ -33,6 +43,9 @@ class HyperParameter:
     kind: str = "float"  # "float" | "int" | "bool"
     high_open: bool = False  # the upper bound itself is not allowed (Adam's betas < 1)
     help: str = ""
+    search: tuple[float, float] | None = None  # the range a sweep searches by default
+    log: bool = False  # search on a log scale
+    sensitivity: bool = False  # reports draw accuracy and cost against it
 
     def validate(self, value: Any) -> float | int | bool:
         """Return ``value`` converted to this kind, or raise ValueError naming the range."""
@@ -71,39 +84,156 @@ class HyperParameter:
             return f"{what} >= {self.low:g}"
         return what
 
+    def check(self) -> None:
+        """Raise ValueError if the description contradicts itself (a plugin's typo)."""
+        if self.kind not in HP_KINDS:
+            raise ValueError(f"hyperparameter {self.name}: kind must be one of {HP_KINDS}")
+        self.validate(self.default)
+        if self.search is not None:
+            low, high = self.search
+            if not low <= high or (self.log and low <= 0):
+                raise ValueError(
+                    f"hyperparameter {self.name}: search range {self.search} must have "
+                    f"low <= high{' and low > 0 (log scale)' if self.log else ''}"
+                )
+            self.validate(low)
+            self.validate(high)
 
-def _rho() -> HyperParameter:
-    return HyperParameter("rho", 0.05, 0.0, None, help="perturbation radius ρ")
+
+#: A factory: (base optimizer or params, resolved hyperparameters[, total_steps=]) → optimizer.
+Factory = Callable[..., Optimizer]
+#: Forward-backward passes per step, from the resolved hyperparameters: (fewest, most).
+Passes = Callable[[Mapping[str, Any]], tuple[float, float]]
 
 
-def _k() -> HyperParameter:
-    return HyperParameter("k", 5, 1, None, kind="int", help="g_s every k-th step")
+def fixed_passes(count: float) -> Passes:
+    """A cost that does not depend on the hyperparameters (1 for SGD, 2 for SAM)."""
+    return lambda hp: (count, count)
 
 
-def _alpha() -> HyperParameter:
-    return HyperParameter("alpha", 0.7, 0.0, None, help="weight α of the reused g_v")
+def every_k_passes(hp: Mapping[str, Any]) -> tuple[float, float]:
+    """1 + 1/k: one pass per step and a second one every k-th."""
+    cost = 1.0 + 1.0 / hp["k"]
+    return cost, cost
 
 
-_BASE_ARGS: dict[str, tuple[HyperParameter, ...]] = {
-    "sgd": (
-        HyperParameter("lr", 0.05, 0.0, None, help="learning rate"),
-        HyperParameter("momentum", 0.9, 0.0, 1.0, help="heavy-ball momentum"),
-        HyperParameter("weight_decay", 5e-4, 0.0, None, help="L2 penalty"),
-        HyperParameter("nesterov", False, kind="bool", help="Nesterov momentum"),
-    ),
-    "adamw": (
-        HyperParameter("lr", 1e-3, 0.0, None, help="learning rate"),
-        HyperParameter("weight_decay", 0.05, 0.0, None, help="decoupled weight decay"),
+@dataclass(frozen=True, kw_only=True)
+class OptimizerInfo:
+    """What the rest of looksam-bench needs to know about one optimizer.
+
+    Build it with keywords; ``dataclasses.replace`` on an existing entry and
+    :func:`register_optimizer` make a variant of it.
+    """
+
+    name: str  # registry key: lower case, as typed on the command line
+    summary: str  # one line for `looksam-bench optimizers`
+    factory: Factory = field(repr=False)
+    display_name: str = ""  # how reports name it ("": the registry name)
+    colour: str = ""  # '#rrggbb' in every chart ("": the next free palette colour)
+    paper: str = ""  # what it implements: authors, venue, year
+    #: The optimizer's own hyperparameters (a wrapper's base adds its own on top).
+    hyperparameters: tuple[HyperParameter, ...] = ()
+    passes: Passes = field(default=fixed_passes(1.0), repr=False)
+    cost_formula: str = "1"  # the cost as people write it: "2", "1 + 1/k", "1–2"
+    #: True for the SAM family, which wraps a base optimizer (False: it is a base optimizer).
+    wraps_base: bool = False
+    #: The bases it accepts (empty: every registered base optimizer).
+    bases: tuple[str, ...] = ()
+    #: Its place in the SAM comparison: "full" (the method the cheap variants approximate),
+    #: "approximation" (a cheap variant that findings compare with the full one) or "none".
+    sam_role: str = "none"
+    per_rank_perturbation: bool = False  # can perturb with each rank's own g (m-sharpness)
+    needs_total_steps: bool = False  # its schedule needs the run's length (total_steps=)
+    grad_scaler: bool = True  # works under fp16's GradScaler recipe
+    #: A base optimizer whose learning rate the workloads tune (they ship an SGD rate).
+    uses_workload_lr: bool = False
+
+    @property
+    def label(self) -> str:
+        """The name reports print."""
+        return self.display_name or self.name
+
+    @property
+    def takes_k(self) -> bool:
+        """Whether it has a look interval k (SAM-k, LookSAM, …): scaling sweeps vary it."""
+        return any(hp.name == "k" for hp in self.hyperparameters)
+
+    @property
+    def approximates_sam(self) -> bool:
+        """A cheap variant that findings compare with full SAM."""
+        return self.sam_role == "approximation"
+
+    def defaults(self, base: str | None = None) -> dict[str, Any]:
+        """Every hyperparameter (its own and its base's) at its default."""
+        return {hp.name: hp.default for hp in self.all_hyperparameters(base)}
+
+    def pass_range(self, hyperparameters: Mapping[str, Any] | None = None) -> tuple[float, float]:
+        """(fewest, most) forward-backward passes per step; omitted values take defaults."""
+        values = {hp.name: hp.default for hp in self.hyperparameters}
+        values.update(hyperparameters or {})
+        return self.passes(values)
+
+    def passes_per_step(self, hyperparameters: Mapping[str, Any] | None = None) -> float:
+        """Expected passes per step: exact for fixed schedules, mid-range for adaptive ones."""
+        low, high = self.pass_range(hyperparameters)
+        return (low + high) / 2
+
+    def all_hyperparameters(self, base: str | None = None) -> tuple[HyperParameter, ...]:
+        """The wrapper's hyperparameters followed by those of ``base`` (or of itself)."""
+        if not self.wraps_base:
+            return self.hyperparameters
+        return self.hyperparameters + get_optimizer_info(base or DEFAULT_BASE).hyperparameters
+
+    def accepted_bases(self) -> tuple[str, ...]:
+        """The base optimizers it can wrap, in registry order."""
+        return tuple(b for b in base_optimizers() if not self.bases or b in self.bases)
+
+
+# ---------------------------------------------------------------------- the built-in entries
+
+
+def _hp_lr(default: float, search: tuple[float, float]) -> HyperParameter:
+    return HyperParameter("lr", default, 0.0, None, help="learning rate", search=search, log=True)
+
+
+def _hp_rho(default: float = 0.05, search: tuple[float, float] = (0.01, 1.0)) -> HyperParameter:
+    return HyperParameter(
+        "rho",
+        default,
+        0.0,
+        None,
+        help="perturbation radius ρ",
+        search=search,
+        log=True,
+        sensitivity=True,
+    )
+
+
+def _hp_k() -> HyperParameter:
+    return HyperParameter(
+        "k", 5, 1, None, kind="int", help="g_s every k-th step", search=(2, 10), sensitivity=True
+    )
+
+
+def _hp_alpha() -> HyperParameter:
+    return HyperParameter(
+        "alpha",
+        0.7,
+        0.0,
+        None,
+        help="weight α of the reused g_v",
+        search=(0.1, 1.0),
+        sensitivity=True,
+    )
+
+
+def _adam_like(lr: float, weight_decay: float) -> tuple[HyperParameter, ...]:
+    return (
+        _hp_lr(lr, (lr / 10, lr * 10)),
+        HyperParameter("weight_decay", weight_decay, 0.0, None, help="decoupled weight decay"),
         HyperParameter("beta1", 0.9, 0.0, 1.0, high_open=True, help="first-moment decay"),
         HyperParameter("beta2", 0.999, 0.0, 1.0, high_open=True, help="second-moment decay"),
-    ),
-    "lamb": (
-        HyperParameter("lr", 2e-3, 0.0, None, help="learning rate"),
-        HyperParameter("weight_decay", 0.02, 0.0, None, help="decoupled weight decay"),
-        HyperParameter("beta1", 0.9, 0.0, 1.0, high_open=True, help="first-moment decay"),
-        HyperParameter("beta2", 0.999, 0.0, 1.0, high_open=True, help="second-moment decay"),
-    ),
-}
+    )
 
 
 def _make_sgd(params: Iterable[Any], hp: Mapping[str, Any]) -> Optimizer:
@@ -130,177 +260,251 @@ def _make_lamb(params: Iterable[Any], hp: Mapping[str, Any]) -> Optimizer:
     )
 
 
-_BASE_FACTORIES: dict[str, Callable[[Iterable[Any], Mapping[str, Any]], Optimizer]] = {
-    "sgd": _make_sgd,
-    "adamw": _make_adamw,
-    "lamb": _make_lamb,
+def _make_sam(base: Optimizer, hp: Mapping[str, Any]) -> Optimizer:
+    from looksam.optim.sam import SAM
+
+    return SAM(base, rho=hp["rho"], adaptive=hp["adaptive"])
+
+
+def _make_samk(base: Optimizer, hp: Mapping[str, Any]) -> Optimizer:
+    from looksam.optim.samk import SAMk
+
+    return SAMk(base, rho=hp["rho"], k=hp["k"])
+
+
+def _make_looksam(base: Optimizer, hp: Mapping[str, Any]) -> Optimizer:
+    from looksam.optim.looksam import LookSAM
+
+    return LookSAM(base, rho=hp["rho"], k=hp["k"], alpha=hp["alpha"])
+
+
+def _make_layerlooksam(base: Optimizer, hp: Mapping[str, Any]) -> Optimizer:
+    from looksam.optim.layer_looksam import LayerLookSAM
+
+    return LayerLookSAM(base, rho=hp["rho"], k=hp["k"], alpha=hp["alpha"])
+
+
+_LOOKSAM_PAPER = 'Liu et al., "Towards Efficient and Scalable Sharpness-Aware Minimization", CVPR 2022'
+
+_BUILT_IN: tuple[OptimizerInfo, ...] = (
+    OptimizerInfo(
+        name="sgd",
+        display_name="SGD",
+        colour="#7F7F7F",
+        summary="SGD with (Nesterov) momentum",
+        paper="Robbins & Monro 1951; Polyak 1964 (momentum)",
+        factory=_make_sgd,
+        hyperparameters=(
+            _hp_lr(0.05, (0.005, 0.5)),
+            HyperParameter("momentum", 0.9, 0.0, 1.0, help="heavy-ball momentum"),
+            HyperParameter("weight_decay", 5e-4, 0.0, None, help="L2 penalty"),
+            HyperParameter("nesterov", False, kind="bool", help="Nesterov momentum"),
+        ),
+        uses_workload_lr=True,
+    ),
+    OptimizerInfo(
+        name="adamw",
+        display_name="AdamW",
+        colour="#000000",
+        summary="AdamW (decoupled weight decay)",
+        paper='Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019',
+        factory=_make_adamw,
+        hyperparameters=_adam_like(1e-3, 0.05),
+    ),
+    OptimizerInfo(
+        name="lamb",
+        display_name="LAMB",
+        colour="#56B4E9",
+        summary="LAMB, layer-wise adaptive (timm)",
+        paper='You et al., "Large Batch Optimization for Deep Learning", ICLR 2020',
+        factory=_make_lamb,
+        hyperparameters=_adam_like(2e-3, 0.02),
+    ),
+    OptimizerInfo(
+        name="sam",
+        display_name="SAM",
+        colour="#D55E00",
+        summary="SAM: g_s = ∇L(w + ρg/‖g‖) every step (adaptive=ASAM)",
+        paper='Foret et al., "Sharpness-Aware Minimization", ICLR 2021; ASAM: Kwon et al., '
+        "ICML 2021",
+        factory=_make_sam,
+        hyperparameters=(
+            _hp_rho(),
+            HyperParameter("adaptive", False, kind="bool", help="ASAM: T = |w|"),
+        ),
+        passes=fixed_passes(2.0),
+        cost_formula="2",
+        wraps_base=True,
+        sam_role="full",
+        per_rank_perturbation=True,
+    ),
+    OptimizerInfo(
+        name="samk",
+        display_name="SAM-k",
+        colour="#E69F00",
+        summary="SAM every k steps, plain g in between (naive baseline)",
+        paper=_LOOKSAM_PAPER + " (the baseline of Fig. 1)",
+        factory=_make_samk,
+        hyperparameters=(_hp_rho(), _hp_k()),
+        passes=every_k_passes,
+        cost_formula="1 + 1/k",
+        wraps_base=True,
+        sam_role="approximation",
+        per_rank_perturbation=True,
+    ),
+    OptimizerInfo(
+        name="looksam",
+        display_name="LookSAM",
+        colour="#0072B2",
+        summary="LookSAM: g_s every k steps, reuses g_v in between",
+        paper=_LOOKSAM_PAPER,
+        factory=_make_looksam,
+        hyperparameters=(_hp_rho(), _hp_k(), _hp_alpha()),
+        passes=every_k_passes,
+        cost_formula="1 + 1/k",
+        wraps_base=True,
+        sam_role="approximation",
+        per_rank_perturbation=True,
+    ),
+    OptimizerInfo(
+        name="layerlooksam",
+        display_name="Look-LayerSAM",
+        colour="#009E73",
+        summary="Look-LayerSAM: LookSAM with layer-wise ρ‖w_l‖/‖g_l‖",
+        paper=_LOOKSAM_PAPER + ", Sec. 3.3",
+        factory=_make_layerlooksam,
+        hyperparameters=(_hp_rho(), _hp_k(), _hp_alpha()),
+        passes=every_k_passes,
+        cost_formula="1 + 1/k",
+        wraps_base=True,
+        sam_role="approximation",
+        per_rank_perturbation=True,
+    ),
+)
+
+#: The base optimizer a wrapper gets when none is named, and the one speeds are compared with.
+DEFAULT_BASE = "sgd"
+#: What `run` trains when no optimizer is named.
+DEFAULT_OPTIMIZER = "looksam"
+#: The line-ups commands compare when the user names none.
+LINEUPS: dict[str, tuple[str, ...]] = {
+    "sweep": ("sgd", "sam", "samk", "looksam"),  # a sweep spec without [optimizers] names
+    "bench": ("sgd", "looksam"),  # `bench` without -o
+    "suite": ("sgd", "sam", "samk", "looksam", "layerlooksam"),  # `check`'s suites
+    "scaling": ("sgd", "looksam"),  # data-parallel scaling runs
 }
 
-BASE_OPTIMIZERS: tuple[str, ...] = tuple(_BASE_FACTORIES)
+_REGISTRY: dict[str, OptimizerInfo] = {}
 
 
-@dataclass(frozen=True)
-class OptimizerInfo:
-    """What the rest of looksam-bench needs to know about one optimizer."""
-
-    name: str
-    summary: str
-    wraps_base: bool  # False for the base optimizers themselves
-    hyperparameters: tuple[HyperParameter, ...]  # the wrapper's own (base ones are per base)
-    cost_formula: str  # forward-backward passes per step, as people write it
-    _passes: Callable[[int], float] = field(repr=False)
-    _wrap: Callable[[Optimizer, Mapping[str, Any]], Optimizer] | None = field(
-        default=None, repr=False
-    )
-    display_name: str = ""  # how reports name it ("" : the registry name)
-    #: Its place in the SAM comparison: "full" (the method the cheap variants approximate),
-    #: "approximation" (a cheap variant findings compare with the full one) or "none".
-    sam_role: str = "none"
-
-    @property
-    def label(self) -> str:
-        """The name reports print."""
-        return self.display_name or self.name
-
-    def passes_per_step(self, k: int = 5) -> float:
-        """Forward-backward passes per optimizer step (k is ignored where it does not apply)."""
-        return self._passes(k)
-
-    def all_hyperparameters(self, base: str | None = None) -> tuple[HyperParameter, ...]:
-        """The wrapper's hyperparameters followed by those of ``base`` (or of itself)."""
-        base_name = (base or "sgd") if self.wraps_base else self.name
-        return self.hyperparameters + _BASE_ARGS[base_name]
+def _check_info(info: OptimizerInfo) -> None:
+    """Raise ValueError, naming the field, for an entry that cannot work."""
+    where = f"optimizer {info.name!r}"
+    if not isinstance(info.name, str) or not _NAME.match(info.name):
+        raise ValueError(
+            f"{where}: the name must be lower case letters, digits, '-' or '_', starting with a "
+            "letter"
+        )
+    if not callable(info.factory):
+        raise ValueError(f"{where}: factory must be callable")
+    if info.colour and not _COLOUR.match(info.colour):
+        raise ValueError(f"{where}: colour must look like '#0072B2', got {info.colour!r}")
+    if info.sam_role not in SAM_ROLES:
+        raise ValueError(f"{where}: sam_role must be one of {', '.join(SAM_ROLES)}")
+    names = [hp.name for hp in info.hyperparameters]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{where}: hyperparameter names repeat: {names}")
+    for hp in info.hyperparameters:
+        hp.check()
+    if not info.wraps_base and info.bases:
+        raise ValueError(f"{where}: only a wrapper (wraps_base=True) can restrict its bases")
+    for base in info.bases:
+        if base not in _REGISTRY or _REGISTRY[base].wraps_base:
+            raise ValueError(f"{where}: {base!r} is not a registered base optimizer")
+    low, high = info.pass_range()
+    if not 0 < low <= high:
+        raise ValueError(f"{where}: passes per step must satisfy 0 < fewest <= most")
 
 
-_REGISTRY: dict[str, OptimizerInfo] = {
-    info.name: info
-    for info in (
-        OptimizerInfo(
-            "sgd",
-            "SGD with (Nesterov) momentum",
-            False,
-            (),
-            "1",
-            lambda k: 1.0,
-            display_name="SGD",
-        ),
-        OptimizerInfo(
-            "adamw",
-            "AdamW (decoupled weight decay)",
-            False,
-            (),
-            "1",
-            lambda k: 1.0,
-            display_name="AdamW",
-        ),
-        OptimizerInfo(
-            "lamb",
-            "LAMB, layer-wise adaptive (timm)",
-            False,
-            (),
-            "1",
-            lambda k: 1.0,
-            display_name="LAMB",
-        ),
-        OptimizerInfo(
-            "sam",
-            "SAM: g_s = ∇L(w + ρg/‖g‖) every step (adaptive=ASAM)",
-            True,
-            (_rho(), HyperParameter("adaptive", False, kind="bool", help="ASAM: T = |w|")),
-            "2",
-            lambda k: 2.0,
-            lambda base, hp: SAM(base, rho=hp["rho"], adaptive=hp["adaptive"]),
-            display_name="SAM",
-            sam_role="full",
-        ),
-        OptimizerInfo(
-            "samk",
-            "SAM every k steps, plain g in between (naive baseline)",
-            True,
-            (_rho(), _k()),
-            "1 + 1/k",
-            lambda k: 1.0 + 1.0 / k,
-            lambda base, hp: SAMk(base, rho=hp["rho"], k=hp["k"]),
-            display_name="SAM-k",
-            sam_role="approximation",
-        ),
-        OptimizerInfo(
-            "looksam",
-            "LookSAM: g_s every k steps, reuses g_v in between",
-            True,
-            (_rho(), _k(), _alpha()),
-            "1 + 1/k",
-            lambda k: 1.0 + 1.0 / k,
-            lambda base, hp: LookSAM(base, rho=hp["rho"], k=hp["k"], alpha=hp["alpha"]),
-            display_name="LookSAM",
-            sam_role="approximation",
-        ),
-        OptimizerInfo(
-            "layerlooksam",
-            "Look-LayerSAM: LookSAM with layer-wise ρ‖w_l‖/‖g_l‖",
-            True,
-            (_rho(), _k(), _alpha()),
-            "1 + 1/k",
-            lambda k: 1.0 + 1.0 / k,
-            lambda base, hp: LayerLookSAM(base, rho=hp["rho"], k=hp["k"], alpha=hp["alpha"]),
-            display_name="Look-LayerSAM",
-            sam_role="approximation",
-        ),
-    )
-}
+def register_optimizer(info: OptimizerInfo, *, replace_existing: bool = False) -> OptimizerInfo:
+    """Add ``info`` to the registry so every command can use it; returns the stored entry.
+
+    A copy made with ``dataclasses.replace(get_optimizer_info("sam"), name="mine")`` keeps the
+    original's display name and colour; those must stay unique across the registry, so the copy
+    is stored with its registry name as label and the next free palette colour instead.
+
+    Raises:
+        ValueError: a malformed entry, or a name that is taken (unless ``replace_existing``).
+    """
+    if not isinstance(info, OptimizerInfo):
+        raise ValueError(f"register_optimizer takes an OptimizerInfo, got {type(info).__name__}")
+    if info.name in _REGISTRY and not replace_existing:
+        raise ValueError(
+            f"optimizer {info.name!r} is already registered; pick another name or pass "
+            "replace_existing=True"
+        )
+    _check_info(info)
+    others = [i for i in _REGISTRY.values() if i.name != info.name]
+    if info.display_name and info.display_name in {i.label for i in others}:
+        info = replace(info, display_name="")
+    if info.colour and info.colour.upper() in {i.colour.upper() for i in others}:
+        info = replace(info, colour="")
+    _REGISTRY[info.name] = info
+    return info
+
+
+for _info in _BUILT_IN:
+    register_optimizer(_info)
 
 
 def list_optimizers() -> list[OptimizerInfo]:
-    """Every registered optimizer, base optimizers first."""
+    """Every registered optimizer, in registration order (base optimizers first)."""
     return list(_REGISTRY.values())
+
+
+def base_optimizers() -> tuple[str, ...]:
+    """Names of the registered optimizers that a SAM-family wrapper can wrap."""
+    return tuple(name for name, info in _REGISTRY.items() if not info.wraps_base)
+
+
+def full_sam() -> OptimizerInfo:
+    """The entry the cheap variants approximate (``sam_role == "full"``)."""
+    return next(i for i in _REGISTRY.values() if i.sam_role == "full")
 
 
 def get_optimizer_info(name: str) -> OptimizerInfo:
     """The registry entry for ``name``; ValueError listing the valid names otherwise."""
     try:
         return _REGISTRY[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ValueError(
             f"unknown optimizer {name!r}; choose one of: {', '.join(_REGISTRY)}"
         ) from None
 
 
-def create_optimizer(
-    name: str,
-    params_or_model: torch.nn.Module | Iterable[Any],
-    *,
-    base: str | None = None,
-    **hyperparameters: Any,
-) -> Optimizer:
-    """Build a registered optimizer over a model's parameters (or params / param groups).
-
-    Args:
-        name: one of :func:`list_optimizers` (``sgd``, ``adamw``, ``lamb``, ``sam``, ``samk``,
-            ``looksam``, ``layerlooksam``).
-        params_or_model: an ``nn.Module``, an iterable of tensors, or param-group dicts.
-        base: for the SAM family, the base optimizer that applies the update (default ``sgd``).
-        **hyperparameters: the optimizer's and its base's hyperparameters (``lr``, ``rho``,
-            ``k``…); anything omitted takes the registry default.
-
-    Raises:
-        ValueError: unknown name, base or hyperparameter, or a value outside its range.
-
-    Example::
-
-        opt = create_optimizer("looksam", model, base="sgd", lr=0.05, rho=0.1, k=5, alpha=0.7)
-    """
+def resolve_base(name: str, base: str | None) -> str | None:
+    """The base ``name`` wraps (``None`` for a base optimizer); ValueError for a wrong one."""
     info = get_optimizer_info(name)
-    if info.wraps_base:
-        base_name = "sgd" if base is None else base
-        if base_name not in _BASE_FACTORIES:
-            raise ValueError(
-                f"unknown base optimizer {base_name!r} for {name}; choose one of: "
-                f"{', '.join(BASE_OPTIMIZERS)}"
-            )
-    elif base is not None:
-        raise ValueError(f"{name} is a base optimizer and takes no base= (got {base!r})")
-    else:
-        base_name = name
+    if not info.wraps_base:
+        if base is not None:
+            raise ValueError(f"{name} is a base optimizer and takes no base= (got {base!r})")
+        return None
+    base_name = DEFAULT_BASE if base is None else base
+    accepted = info.accepted_bases()
+    if base_name not in accepted:
+        raise ValueError(
+            f"unknown base optimizer {base_name!r} for {name}; choose one of: "
+            f"{', '.join(accepted)}"
+        )
+    return base_name
+
+
+def resolve_hyperparameters(
+    name: str, base: str | None, hyperparameters: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Every hyperparameter of ``name`` on ``base``: given values validated, the rest defaults."""
+    info = get_optimizer_info(name)
+    base_name = resolve_base(name, base)
     known = {hp.name: hp for hp in info.all_hyperparameters(base_name)}
     unknown = sorted(set(hyperparameters) - set(known))
     if unknown:
@@ -308,11 +512,53 @@ def create_optimizer(
             f"unknown hyperparameter(s) {', '.join(unknown)} for {name}"
             f"{f' with base {base_name}' if info.wraps_base else ''}; valid: {', '.join(known)}"
         )
-    values = {
+    return {
         key: hp.validate(hyperparameters[key]) if key in hyperparameters else hp.default
         for key, hp in known.items()
     }
-    base_opt = _BASE_FACTORIES[base_name](params_of(params_or_model), values)
-    if info._wrap is None:
-        return base_opt
-    return info._wrap(base_opt, values)
+
+
+def create_optimizer(
+    name: str,
+    params_or_model: torch.nn.Module | Iterable[Any],
+    *,
+    base: str | None = None,
+    total_steps: int | None = None,
+    **hyperparameters: Any,
+) -> Optimizer:
+    """Build a registered optimizer over a model's parameters (or params / param groups).
+
+    Args:
+        name: one of :func:`list_optimizers` (``looksam-bench optimizers`` lists them).
+        params_or_model: an ``nn.Module``, an iterable of tensors, or param-group dicts.
+        base: for the SAM family, the base optimizer that applies the update (default ``sgd``).
+        total_steps: the run's length in optimizer steps; required by the optimizers whose
+            schedule depends on it (``needs_total_steps``: AE-SAM, late-phase SAM), ignored by
+            the others.
+        **hyperparameters: the optimizer's and its base's hyperparameters (``lr``, ``rho``,
+            ``k``…); anything omitted takes the registry default.
+
+    Raises:
+        ValueError: unknown name, base or hyperparameter, a value outside its range, or a
+            missing ``total_steps``.
+
+    Example::
+
+        opt = create_optimizer("looksam", model, base="sgd", lr=0.05, rho=0.1, k=5, alpha=0.7)
+    """
+    info = get_optimizer_info(name)
+    base_name = resolve_base(name, base)
+    values = resolve_hyperparameters(name, base, hyperparameters)
+    extra: dict[str, Any] = {}
+    if info.needs_total_steps:
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise ValueError(
+                f"{name} schedules itself over the run: pass total_steps= (an integer >= 1), "
+                f"got {total_steps!r}"
+            )
+        extra["total_steps"] = total_steps
+    if not info.wraps_base:
+        return info.factory(params_of(params_or_model), values)
+    assert base_name is not None
+    base_opt = get_optimizer_info(base_name).factory(params_of(params_or_model), values)
+    return info.factory(base_opt, values, **extra)
