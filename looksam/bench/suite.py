@@ -132,7 +132,7 @@ def measure_suite(
         progress=progress,
     )
     batch_size = sessions[spec.reference].batch_size
-    ref_passes = get_optimizer_info(spec.reference).passes_per_step(spec.k)
+    ref_passes = get_optimizer_info(spec.reference).passes_per_step({"k": spec.k})
     costs = tuple(
         StepCost(
             optimizer=t.name,
@@ -141,7 +141,7 @@ def measure_suite(
             ratio=t.ratio,
             ratio_q1=t.ratio_q1,
             ratio_q3=t.ratio_q3,
-            floor=get_optimizer_info(t.name).passes_per_step(spec.k) / ref_passes,
+            floor=get_optimizer_info(t.name).passes_per_step({"k": spec.k}) / ref_passes,
         )
         for t in timings
     )

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from looksam.cli._console import console, fail
-from looksam.optim import BASE_OPTIMIZERS, HyperParameter, list_optimizers
+from looksam.optim import HyperParameter, list_optimizers
 
 
 def _format_hp(hp: HyperParameter) -> str:
@@ -27,11 +27,11 @@ def build_optimizers_table(k: int) -> Table:
         own = info.hyperparameters if info.wraps_base else info.all_hyperparameters()
         hps = [_format_hp(hp) for hp in own]
         if info.wraps_base:
-            hps.append(f"base={' | '.join(BASE_OPTIMIZERS)}")
+            hps.append(f"base={' | '.join(info.accepted_bases())}")
         table.add_row(
             info.name,
             "\n".join(hps),
-            f"{info.cost_formula} = {info.passes_per_step(k):.2f}",
+            f"{info.cost_formula} = {info.passes_per_step({'k': k}):.2f}",
             info.summary,
         )
     return table

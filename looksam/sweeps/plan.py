@@ -62,7 +62,7 @@ def mean_passes_per_step(spec: SweepSpec, optimizer: str) -> float:
         ks = [int(c) for c in dim.choices]
     else:
         ks = [int((dim.low or 5) + (dim.high or 5)) // 2]
-    return sum(info.passes_per_step(k) for k in ks) / len(ks)
+    return sum(info.passes_per_step({"k": k}) for k in ks) / len(ks)
 
 
 def _train_examples(spec: SweepSpec) -> int:

@@ -132,7 +132,7 @@ def load_sweep_data(spec: SweepSpec) -> SweepData:
             StudyData(
                 optimizer=optimizer,
                 study_name=name,
-                passes_per_step=get_optimizer_info(optimizer).passes_per_step(k),
+                passes_per_step=get_optimizer_info(optimizer).passes_per_step({"k": k}),
                 trials=tuple(
                     point_from_trial(optimizer, t) for t in study.get_trials(deepcopy=False)
                 ),

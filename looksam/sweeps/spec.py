@@ -17,7 +17,7 @@ from typing import Any
 
 from looksam.bench.runner import AMP_MODES, DEVICES
 from looksam.bench.workloads import get_workload_info
-from looksam.optim import BASE_OPTIMIZERS, get_optimizer_info, list_optimizers
+from looksam.optim import DEFAULT_BASE, LINEUPS, base_optimizers, get_optimizer_info, list_optimizers
 from looksam.reports.summary import PICKS  # which configuration the confirmation re-runs
 
 OBJECTIVES = ("pareto", "accuracy", "time-to-target")
@@ -75,8 +75,8 @@ class SweepSpec:
 
     name: str
     workload: WorkloadSettings = field(default_factory=WorkloadSettings)
-    optimizers: tuple[str, ...] = ("sgd", "sam", "samk", "looksam")
-    base: str = "sgd"
+    optimizers: tuple[str, ...] = LINEUPS["sweep"]
+    base: str = DEFAULT_BASE
     spaces: Mapping[str, tuple[Dimension, ...]] = field(default_factory=dict)
     fixed: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     objective: str = "pareto"
@@ -231,11 +231,12 @@ def _check_value(where: str, name: str, value: Any) -> None:
         if not _is_count(value):
             raise _fail(where, f"batch_size values must be integers >= 1, got {value!r}")
         return
-    hp = _ALL_HYPERPARAMETERS.get(name)
+    searchable = _all_hyperparameters()  # read now: plugins may have registered more
+    hp = searchable.get(name)
     if hp is None:
         raise _fail(
             where,
-            f"cannot search {name!r}; searchable: {', '.join(sorted(_ALL_HYPERPARAMETERS))}, "
+            f"cannot search {name!r}; searchable: {', '.join(sorted(searchable))}, "
             "batch_size",
         )
     try:
@@ -245,15 +246,14 @@ def _check_value(where: str, name: str, value: Any) -> None:
 
 
 def _all_hyperparameters() -> dict[str, Any]:
+    """Every hyperparameter any registered optimizer takes on any base it accepts, by name."""
     found: dict[str, Any] = {}
     for info in list_optimizers():
-        for base in BASE_OPTIMIZERS if info.wraps_base else (None,):
+        for base in info.accepted_bases() if info.wraps_base else (None,):
             for hp in info.all_hyperparameters(base):
                 found.setdefault(hp.name, hp)
     return found
 
-
-_ALL_HYPERPARAMETERS = _all_hyperparameters()
 
 
 def load_spec(path: Path, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
@@ -340,8 +340,8 @@ def parse_spec(
             get_optimizer_info(opt_name)
         except (ValueError, TypeError) as error:
             raise _fail(at_names, str(error)) from None
-    base, given = _take(overrides, "base", raw_opt.get("base", "sgd"))
-    _one_of(_at(where, "[optimizers]", "base", given), "base", base, BASE_OPTIMIZERS)
+    base, given = _take(overrides, "base", raw_opt.get("base", DEFAULT_BASE))
+    _one_of(_at(where, "[optimizers]", "base", given), "base", base, base_optimizers())
 
     raw_space = _table(where, data, "space")
     # Spaces of optimizers left out (e.g. by --optimizer) are allowed and ignored.

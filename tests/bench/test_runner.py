@@ -40,7 +40,7 @@ def test_passes_counted_match_the_declared_cost(optimizer: str, hp: dict) -> Non
     result = run_training(digits(optimizer, hyperparameters=hp, max_steps=steps))
     assert result.status == "ok"
     assert result.steps == steps
-    declared = get_optimizer_info(optimizer).passes_per_step(k) * steps
+    declared = get_optimizer_info(optimizer).passes_per_step({"k": k}) * steps
     assert result.forward_backward_passes == pytest.approx(declared)
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 import looksam
 from looksam.optim import (
-    BASE_OPTIMIZERS,
+    base_optimizers,
     SAM,
     LayerLookSAM,
     LookSAM,
@@ -27,7 +27,7 @@ WRAPPER_CLASSES = {"sam": SAM, "samk": SAMk, "looksam": LookSAM, "layerlooksam":
 CASES = [
     (info.name, base)
     for info in list_optimizers()
-    for base in (BASE_OPTIMIZERS if info.wraps_base else [None])
+    for base in (base_optimizers() if info.wraps_base else [None])
 ]
 
 
@@ -36,7 +36,7 @@ def test_names_and_order() -> None:
     infos = list_optimizers()
     assert [i.name for i in infos] == NAMES
     assert [i.wraps_base for i in infos] == [False] * 3 + [True] * 4
-    assert set(BASE_OPTIMIZERS) == {"sgd", "adamw", "lamb"}
+    assert set(base_optimizers()) == {"sgd", "adamw", "lamb"}
     assert looksam.create_optimizer is create_optimizer
     assert looksam.list_optimizers is list_optimizers
 
@@ -116,17 +116,19 @@ def test_accepts_model_parameter_list_and_groups(make_mlp: Callable[..., nn.Sequ
 )
 def test_passes_per_step(name: str, k: int, expected: float) -> None:
     """Forward-backward passes per step: 1 for base optimizers, 2 for SAM, 1 + 1/k otherwise."""
-    assert get_optimizer_info(name).passes_per_step(k) == pytest.approx(expected)
+    assert get_optimizer_info(name).passes_per_step({"k": k}) == pytest.approx(expected)
 
 
 def test_passes_per_step_default_k_is_5() -> None:
     assert get_optimizer_info("looksam").passes_per_step() == pytest.approx(1.2)
 
 
+SGD_HPS = ["lr", "momentum", "weight_decay", "nesterov"]
+
+
 @pytest.mark.parametrize(
     ("name", "own"),
     [
-        ("sgd", []),
         ("sam", ["rho", "adaptive"]),
         ("samk", ["rho", "k"]),
         ("looksam", ["rho", "k", "alpha"]),
@@ -134,25 +136,25 @@ def test_passes_per_step_default_k_is_5() -> None:
     ],
 )
 def test_hyperparameter_lists(name: str, own: list[str]) -> None:
-    """Own hyperparameters, then the chosen base's (sgd unless another is named)."""
+    """A wrapper's own hyperparameters, then the chosen base's (sgd unless another is named)."""
     info = get_optimizer_info(name)
     assert [hp.name for hp in info.hyperparameters] == own
-    assert [hp.name for hp in info.all_hyperparameters()] == [
-        *own,
-        "lr",
-        "momentum",
-        "weight_decay",
-        "nesterov",
-    ]
-    if info.wraps_base:
-        adamw = [hp.name for hp in info.all_hyperparameters("adamw")]
-        assert adamw == [*own, "lr", "weight_decay", "beta1", "beta2"]
+    assert [hp.name for hp in info.all_hyperparameters()] == [*own, *SGD_HPS]
+    adamw = [hp.name for hp in info.all_hyperparameters("adamw")]
+    assert adamw == [*own, "lr", "weight_decay", "beta1", "beta2"]
+
+
+def test_base_optimizer_lists_only_its_own() -> None:
+    """A base optimizer's entry carries its own hyperparameters, once."""
+    info = get_optimizer_info("sgd")
+    assert [hp.name for hp in info.hyperparameters] == SGD_HPS
+    assert [hp.name for hp in info.all_hyperparameters()] == SGD_HPS
 
 
 def test_registry_defaults_are_valid() -> None:
     """Every declared default passes its own validation (a sweep may start from them)."""
     for info in list_optimizers():
-        for base in BASE_OPTIMIZERS if info.wraps_base else [None]:
+        for base in base_optimizers() if info.wraps_base else [None]:
             for hp in info.all_hyperparameters(base):
                 assert hp.validate(hp.default) == hp.default
 
@@ -169,7 +171,7 @@ def test_unknown_name_lists_valid_names() -> None:
 def test_unknown_base_lists_valid_bases() -> None:
     with pytest.raises(ValueError, match="rmsprop") as excinfo:
         create_optimizer("looksam", [nn.Parameter(torch.zeros(2))], base="rmsprop")
-    assert all(base in str(excinfo.value) for base in BASE_OPTIMIZERS)
+    assert all(base in str(excinfo.value) for base in base_optimizers())
 
 
 def test_base_optimizer_rejects_base() -> None:
