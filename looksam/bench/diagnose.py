@@ -35,7 +35,7 @@ from looksam.bench.runner import (
     environment,
     validate_config,
 )
-from looksam.optim import get_optimizer_info
+from looksam.optim import full_sam
 
 T = TypeVar("T")
 
@@ -51,10 +51,8 @@ CLEARLY_SLOWER = 0.9
 DEFAULT_KS = (1, 2, 5, 10)
 #: About 21 epochs of digits-noisy at its batch of 64: the drift settles; seconds on a CPU.
 DEFAULT_STEPS = 400
-#: SAM's registry default, the ρ ``looksam-bench run -o sam`` trains with.
-DEFAULT_RHO = float(
-    next(hp.default for hp in get_optimizer_info("sam").hyperparameters if hp.name == "rho")
-)
+#: Full SAM's registry default, the ρ ``looksam-bench run -o sam`` trains with.
+DEFAULT_RHO = float(full_sam().defaults()["rho"])
 
 DiagnoseProgress = Callable[[int, int, float], None]  # (steps done, total steps, loss)
 
@@ -115,7 +113,7 @@ class DiagnoseConfig:
         """The runner configuration SAM trains under (so the session is ``run``'s session)."""
         return RunConfig(
             workload=self.workload,
-            optimizer="sam",
+            optimizer=full_sam().name,
             hyperparameters={"rho": float(self.rho)},
             lr=self.lr,
             batch_size=self.batch_size,

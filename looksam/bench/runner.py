@@ -43,7 +43,7 @@ from looksam.bench.distributed import (
 from looksam.bench.timing import synchronize
 from looksam.bench.workloads import Workload, create_workload, get_workload_info
 from looksam.optim import LookSAM, SharpnessAwareOptimizer, create_optimizer, frozen_bn_stats
-from looksam.optim._registry import get_optimizer_info
+from looksam.optim._registry import get_optimizer_info, resolve_base
 
 AMP_MODES = ("off", "bf16", "fp16")
 #: Whose gradient a data-parallel look step perturbs with: the all-reduced one, or each rank's.
@@ -234,13 +234,23 @@ def validate_config(config: RunConfig, world_size: int = 1) -> None:
         world_size: processes the run will be split across; the global batch must divide by it.
     """
     info = get_workload_info(config.workload)
-    get_optimizer_info(config.optimizer)
+    optimizer = get_optimizer_info(config.optimizer)
     if config.amp not in AMP_MODES:
         raise ValueError(f"unknown --amp {config.amp!r}; choose one of: {', '.join(AMP_MODES)}")
     if config.perturbation not in PERTURBATIONS:
         raise ValueError(
             f"unknown --perturbation {config.perturbation!r}; choose one of: "
             f"{', '.join(PERTURBATIONS)}"
+        )
+    if config.perturbation == "per-rank" and not optimizer.per_rank_perturbation:
+        raise ValueError(
+            f"{config.optimizer} cannot perturb per rank (its rule needs the global gradient, "
+            "or it takes no perturbation pass); use --perturbation global"
+        )
+    if config.amp == "fp16" and not optimizer.grad_scaler:
+        raise ValueError(
+            f"{config.optimizer} does not work under fp16's GradScaler (its rule reads gradient "
+            "norms that the loss scale distorts); use --amp bf16 or --amp off"
         )
     if config.perturbation == "per-rank" and config.amp == "fp16":
         raise ValueError(
@@ -283,17 +293,18 @@ def validate_config(config: RunConfig, world_size: int = 1) -> None:
     create_optimizer(
         config.optimizer,
         [torch.zeros(1, requires_grad=True)],
-        **({"base": config.base} if config.base is not None else {}),
+        base=config.base,
+        total_steps=1,  # any valid length: the run's own is known once the data is loaded
         **_optimizer_kwargs(config, info.default_lr),
     )
 
 
 def _optimizer_kwargs(config: RunConfig, workload_lr: float) -> dict[str, Any]:
     kwargs = dict(config.hyperparameters)
-    base = config.base or ("sgd" if get_optimizer_info(config.optimizer).wraps_base else None)
+    base = resolve_base(config.optimizer, config.base)
     if config.lr is not None:
         kwargs["lr"] = config.lr
-    elif (base or config.optimizer) == "sgd" and "lr" not in kwargs:
+    elif get_optimizer_info(base or config.optimizer).uses_workload_lr and "lr" not in kwargs:
         kwargs["lr"] = workload_lr  # the workload's tuned SGD rate; others use registry defaults
     return kwargs
 
@@ -353,10 +364,16 @@ class TrainingSession:
         self.forward: Callable[[Tensor], Tensor] = (
             torch.compile(trained) if config.compile else trained  # type: ignore[assignment]
         )
-        kwargs = _optimizer_kwargs(config, info.default_lr)
-        if config.base is not None:
-            kwargs["base"] = config.base
-        self.optimizer = create_optimizer(config.optimizer, model, **kwargs)
+        self.steps_per_epoch = self.workload.steps_per_epoch(self.batch_size)
+        total = self.steps_per_epoch * self.epochs
+        self.total_steps = min(total, config.max_steps) if config.max_steps else total
+        self.optimizer = create_optimizer(
+            config.optimizer,
+            model,
+            base=config.base,
+            total_steps=self.total_steps,  # for schedules over the run (AE-SAM, late-phase SAM)
+            **_optimizer_kwargs(config, info.default_lr),
+        )
         self.sam = self.optimizer if isinstance(self.optimizer, SharpnessAwareOptimizer) else None
         self.base_optimizer = self.sam.base if self.sam is not None else self.optimizer
         #: Per-rank perturbation: the first pass of a look step skips DDP's all-reduce.
@@ -367,9 +384,6 @@ class TrainingSession:
             assert dist is not None
             self.optimizer.sync_gv = dist.average_  # g_v from a local g: average it
         self.passes = 0
-        self.steps_per_epoch = self.workload.steps_per_epoch(self.batch_size)
-        total = self.steps_per_epoch * self.epochs
-        self.total_steps = min(total, config.max_steps) if config.max_steps else total
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _warmup_cosine(self.total_steps, config.warmup_fraction)
         )

@@ -27,11 +27,10 @@ from looksam.bench.distributed import (
     init_distributed,
 )
 from looksam.bench.runner import RunConfig, RunResult, resolve_device, run_training
-from looksam.optim import get_optimizer_info
+from looksam.optim import LINEUPS, get_optimizer_info
 
 #: Long enough that every workload runs its ``steps`` in one go (max_steps stops it).
 _EPOCHS = 1_000_000
-K_STEP_OPTIMIZERS = ("samk", "looksam", "layerlooksam")
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ class ScalingSpec:
     """What to measure: one workload, its optimizers, N processes against one."""
 
     workload: str = "synthetic-mlp"
-    optimizers: tuple[str, ...] = ("sgd", "looksam")
+    optimizers: tuple[str, ...] = LINEUPS["scaling"]
     nproc: int = 2
     batch_size: int = 1024  # the global batch: each of N processes trains on 1/N of it
     steps: int = 200
@@ -98,7 +97,7 @@ def run_command(spec: ScalingSpec, optimizer: str, nproc: int, json_path: Path) 
         "-b", str(spec.batch_size), "--epochs", str(_EPOCHS), "--max-steps", str(spec.steps),
         "--device", spec.device, "--json", str(json_path),
     ]  # fmt: skip
-    if optimizer in K_STEP_OPTIMIZERS:
+    if get_optimizer_info(optimizer).takes_k:
         command += ["--k", str(spec.k)]
     if spec.data_dir is not None:
         command += ["--data-dir", spec.data_dir]
@@ -222,7 +221,7 @@ def measure_scaling_under_torchrun(
 
 def parallel_config(spec: ScalingSpec, optimizer: str) -> RunConfig:
     """The configuration ``run_command`` describes, for a run inside this process."""
-    k_step = optimizer in K_STEP_OPTIMIZERS
+    k_step = get_optimizer_info(optimizer).takes_k
     return RunConfig(
         workload=spec.workload,
         optimizer=optimizer,

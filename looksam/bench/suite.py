@@ -23,9 +23,9 @@ from looksam.bench.runner import (
     resolve_device,
 )
 from looksam.bench.timing import time_relative
-from looksam.optim._registry import get_optimizer_info
+from looksam.optim import DEFAULT_BASE, LINEUPS, get_optimizer_info
 
-DEFAULT_OPTIMIZERS: tuple[str, ...] = ("sgd", "sam", "samk", "looksam", "layerlooksam")
+DEFAULT_OPTIMIZERS: tuple[str, ...] = LINEUPS["suite"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class SuiteSpec:
 
     workload: str = "synthetic-mlp"
     optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
-    reference: str = "sgd"
+    reference: str = DEFAULT_BASE
     k: int = 5
     batch_size: int | None = None
     device: str = "cpu"
@@ -92,8 +92,7 @@ class BenchReport:
 
 
 def _hyperparameters(optimizer: str, k: int) -> dict[str, Any]:
-    takes_k = "k" in {hp.name for hp in get_optimizer_info(optimizer).hyperparameters}
-    return {"k": k} if takes_k else {}
+    return {"k": k} if get_optimizer_info(optimizer).takes_k else {}
 
 
 def measure_suite(

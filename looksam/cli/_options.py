@@ -18,6 +18,14 @@ Base = Annotated[
 Rho = Annotated[float | None, typer.Option(help="Perturbation radius ρ ≥ 0.")]
 K = Annotated[int | None, typer.Option("--k", "-k", help="Compute g_s every k-th step (k ≥ 1).")]
 Alpha = Annotated[float | None, typer.Option(help="Weight α ≥ 0 of the reused g_v (LookSAM).")]
+Hp = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--hp",
+        help="Any hyperparameter of the optimizer or its base as NAME=VALUE, repeatable "
+        "(e.g. --hp start_fraction=0.8); `looksam-bench optimizers` lists them.",
+    ),
+]
 Lr = Annotated[float | None, typer.Option(help="Peak learning rate \\[default: workload's].")]
 BatchSize = Annotated[
     int | None, typer.Option("--batch-size", "-b", help="Batch size \\[default: workload's].")

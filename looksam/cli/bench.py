@@ -33,6 +33,7 @@ from looksam.bench.suite import (
 from looksam.bench.workloads import WorkloadDataError, get_workload_info
 from looksam.cli import _options as opt
 from looksam.cli._console import check_writable, console, err_console, fail
+from looksam.optim import LINEUPS
 
 
 def build_bench_table(report: BenchReport) -> Table:
@@ -170,7 +171,7 @@ def bench(
             get_workload_info(workload)
             scaling = ScalingSpec(
                 workload=workload,
-                optimizers=tuple(optimizer or ("sgd", "looksam")),
+                optimizers=tuple(optimizer or LINEUPS["bench"]),
                 nproc=world if under_torchrun else int(nproc or 0),
                 batch_size=batch_size or 1024,
                 steps=steps,

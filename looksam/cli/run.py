@@ -41,6 +41,7 @@ from looksam.cli._console import (
     fail,
     training_progress,
 )
+from looksam.optim import DEFAULT_OPTIMIZER, parse_hyperparameters
 
 #: Options ``--nproc`` does not hand on to the ranks it starts (they get the result path by env).
 _NOT_FORWARDED = frozenset({"nproc", "json_path"})
@@ -108,11 +109,12 @@ def run(
     workload: opt.Workload = "digits-noisy",
     optimizer: Annotated[
         str, typer.Option("--optimizer", "-o", help="Optimizer (see `looksam-bench optimizers`).")
-    ] = "looksam",
+    ] = DEFAULT_OPTIMIZER,
     base: opt.Base = None,
     rho: opt.Rho = None,
     k: opt.K = None,
     alpha: opt.Alpha = None,
+    hp: opt.Hp = None,
     lr: opt.Lr = None,
     batch_size: opt.BatchSize = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs \\[default: workload's].")] = None,
@@ -160,13 +162,20 @@ def run(
     except ValueError as error:
         fail(str(error))
     main = launch is None or launch.rank == 0
+    try:
+        given_hyperparameters = {
+            **parse_hyperparameters(optimizer, base, hp or ()),
+            **hyperparameters(rho=rho, k=k, alpha=alpha),
+        }
+    except ValueError as error:
+        fail(str(error))
     if not main:
         console.quiet = err_console.quiet = True  # rank 0 speaks for the run
     config = RunConfig(
         workload=workload,
         optimizer=optimizer,
         base=base,
-        hyperparameters=hyperparameters(rho=rho, k=k, alpha=alpha),
+        hyperparameters=given_hyperparameters,
         lr=lr,
         batch_size=batch_size,
         epochs=epochs,

@@ -15,10 +15,13 @@ from looksam.optim._registry import (
     fixed_passes,
     full_sam,
     get_optimizer_info,
+    integer_hyperparameters,
     list_optimizers,
+    parse_hyperparameters,
     register_optimizer,
     resolve_base,
     resolve_hyperparameters,
+    sensitivity_axes,
 )
 from looksam.optim.bn import frozen_bn_stats
 from looksam.optim.layer_looksam import LayerLookSAM
@@ -44,8 +47,11 @@ __all__ = [
     "frozen_bn_stats",
     "full_sam",
     "get_optimizer_info",
+    "integer_hyperparameters",
     "list_optimizers",
+    "parse_hyperparameters",
     "register_optimizer",
     "resolve_base",
     "resolve_hyperparameters",
+    "sensitivity_axes",
 ]

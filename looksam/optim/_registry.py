@@ -284,7 +284,9 @@ def _make_layerlooksam(base: Optimizer, hp: Mapping[str, Any]) -> Optimizer:
     return LayerLookSAM(base, rho=hp["rho"], k=hp["k"], alpha=hp["alpha"])
 
 
-_LOOKSAM_PAPER = 'Liu et al., "Towards Efficient and Scalable Sharpness-Aware Minimization", CVPR 2022'
+_LOOKSAM_PAPER = (
+    'Liu et al., "Towards Efficient and Scalable Sharpness-Aware Minimization", CVPR 2022'
+)
 
 _BUILT_IN: tuple[OptimizerInfo, ...] = (
     OptimizerInfo(
@@ -472,6 +474,22 @@ def full_sam() -> OptimizerInfo:
     return next(i for i in _REGISTRY.values() if i.sam_role == "full")
 
 
+def sensitivity_axes(name: str) -> tuple[str, ...]:
+    """The hyperparameters reports draw sensitivity panels for: ``name``'s, or, for a name this
+    process has not registered (a plugin's sweep read without its plugin), every entry's."""
+    infos = [_REGISTRY[name]] if name in _REGISTRY else list(_REGISTRY.values())
+    return tuple(
+        dict.fromkeys(hp.name for i in infos for hp in i.hyperparameters if hp.sensitivity)
+    )
+
+
+def integer_hyperparameters() -> frozenset[str]:
+    """Names of the hyperparameters any registered optimizer declares as integers (k…)."""
+    return frozenset(
+        hp.name for i in _REGISTRY.values() for hp in i.hyperparameters if hp.kind == "int"
+    )
+
+
 def get_optimizer_info(name: str) -> OptimizerInfo:
     """The registry entry for ``name``; ValueError listing the valid names otherwise."""
     try:
@@ -516,6 +534,42 @@ def resolve_hyperparameters(
         key: hp.validate(hyperparameters[key]) if key in hyperparameters else hp.default
         for key, hp in known.items()
     }
+
+
+def parse_hyperparameters(
+    name: str, base: str | None, assignments: Iterable[str]
+) -> dict[str, Any]:
+    """``["rho=0.1", "k=3", "adaptive=true"]`` → typed, validated values for ``name`` on ``base``.
+
+    The command line's ``--hp NAME=VALUE``: each value is read as its hyperparameter's kind.
+
+    Raises:
+        ValueError: not ``NAME=VALUE``, an unknown name, or a value of the wrong kind or range.
+    """
+    info = get_optimizer_info(name)
+    known = {hp.name: hp for hp in info.all_hyperparameters(resolve_base(name, base))}
+    values: dict[str, Any] = {}
+    for text in assignments:
+        key, sep, raw = text.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep or not key or not raw:
+            raise ValueError(f"--hp takes NAME=VALUE (e.g. rho=0.1), got {text!r}")
+        hp = known.get(key)
+        if hp is None:
+            raise ValueError(f"{name} has no hyperparameter {key!r}; valid: {', '.join(known)}")
+        value: Any
+        if hp.kind == "bool":
+            lowered = raw.lower()
+            if lowered not in ("true", "false"):
+                raise ValueError(f"{key} must be true or false, got {raw!r}")
+            value = lowered == "true"
+        else:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ValueError(f"{key} must be {hp.describe_range()}, got {raw!r}") from None
+        values[key] = hp.validate(value)
+    return values
 
 
 def create_optimizer(

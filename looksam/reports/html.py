@@ -18,6 +18,7 @@ from html import escape
 from typing import Any
 
 from looksam._json import json_safe
+from looksam.optim import integer_hyperparameters, sensitivity_axes
 from looksam.reports.findings import Finding
 from looksam.reports.grid import GridCell, GridTable, grid_tables
 from looksam.reports.leaderboard import contended_total, seconds_estimator
@@ -40,8 +41,6 @@ from looksam.reports.svg import (
 
 __all__ = ["pareto_front", "render_html"]
 
-SENSITIVITY_PARAMS = ("k", "alpha", "rho")  # the knobs SAM-family optimizers add
-INTEGER_PARAMS = ("k", "batch_size")
 NO_IMPORTANCES = "not enough completed trials with varied parameters"
 
 CSS = """
@@ -394,7 +393,10 @@ def _small_scatter(
 ) -> str:
     """One small chart of a per-trial quantity against a hyperparameter."""
     frame = Frame(width=320, height=230, left=56, bottom=42)
-    integer = all(float(p[0]).is_integer() for p in pts) and param in INTEGER_PARAMS
+    integer = all(float(p[0]).is_integer() for p in pts) and param in {
+        *integer_hyperparameters(),
+        "batch_size",
+    }
     x = frame.x_scale([p[0] for p in pts], log=log_x, integer=integer)
     # Throughput may span decades (log if so); accuracy always reads linearly.
     y = frame.y_scale([p[1] for p in pts], log=None if param == "batch_size" else False)
@@ -428,7 +430,7 @@ def _sensitivity_section(data: SweepData, colours: Mapping[str, str]) -> str:
     panels: list[dict[str, Any]] = []
     figures: list[str] = []
     for study in data.studies:
-        for name in SENSITIVITY_PARAMS:
+        for name in sensitivity_axes(study.optimizer):
             pts = [
                 (value, float(t.accuracy or 0.0), t)
                 for t in _trials(study)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from looksam.optim import DEFAULT_BASE
+
 #: Failures caused by the hyperparameters: they count like any other result (budget, seeds).
 BUDGET_FAILURES = ("diverged", "oom")
 
@@ -81,7 +83,7 @@ class SweepData:
     spec: dict[str, Any]
     environment: dict[str, Any]
     generated_at: str
-    reference: str = "sgd"  # the base optimizer speeds are compared with (paired)
+    reference: str = DEFAULT_BASE  # the base optimizer speeds are compared with (paired)
     reference_batch_size: int | None = None  # per-sample costs are relative to the base here
     confirm_seeds: tuple[int, ...] = ()  # seeds of the confirmation stage (none: no stage)
     confirm_pick: str = "best"  # which configuration is confirmed: "best" or "knee"

@@ -15,29 +15,28 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-# Okabe–Ito, colour-blind safe; known optimizers keep their colour in every report.
+# Okabe–Ito, colour-blind safe. Registered optimizers keep the colour their registry entry names
+# in every report; others take the unused palette colours in order.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#7F7F7F", "#000000")
-KNOWN_COLOURS = {
-    "sgd": "#7F7F7F",
-    "adamw": "#000000",
-    "lamb": "#56B4E9",
-    "sam": "#D55E00",
-    "samk": "#E69F00",
-    "looksam": "#0072B2",
-    "layerlooksam": "#009E73",
-}
+
+
+def _registered_colours() -> dict[str, str]:
+    from looksam.optim import list_optimizers  # read at call time: plugins may add entries
+
+    return {info.name: info.colour.upper() for info in list_optimizers() if info.colour}
 
 
 def colours_for(names: Iterable[str]) -> dict[str, str]:
-    """A fixed colour per name: known optimizers get theirs, others the unused palette in order."""
+    """A fixed colour per name: registered ones get their entry's, others the unused palette."""
+    known = _registered_colours()
     ordered = list(dict.fromkeys(names))
-    taken = {KNOWN_COLOURS[n] for n in ordered if n in KNOWN_COLOURS}
+    taken = {known[n] for n in ordered if n in known}
     spare = [c for c in PALETTE if c not in taken] or list(PALETTE)
     out: dict[str, str] = {}
     i = 0
     for name in ordered:
-        if name in KNOWN_COLOURS:
-            out[name] = KNOWN_COLOURS[name]
+        if name in known:
+            out[name] = known[name]
         else:
             out[name] = spare[i % len(spare)]
             i += 1

@@ -80,8 +80,8 @@ def defaults(spec: SweepSpec, optimizer: str) -> dict[str, Any]:
     base = spec.base if info.wraps_base else None
     values: dict[str, Any] = {hp.name: hp.default for hp in info.all_hyperparameters(base)}
     wl = get_workload_info(spec.workload.name)
-    if (base or optimizer) == "sgd":
-        values["lr"] = wl.default_lr  # the workload's tuned SGD rate, as `run` uses
+    if get_optimizer_info(base or optimizer).uses_workload_lr:
+        values["lr"] = wl.default_lr  # the workload's tuned rate for this base, as `run` uses
     values["batch_size"] = spec.workload.batch_size or wl.default_batch_size
     return values
 

@@ -15,9 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from looksam._plugins import PluginError, load_plugins
 from looksam.bench.runner import AMP_MODES, DEVICES
 from looksam.bench.workloads import get_workload_info
-from looksam.optim import DEFAULT_BASE, LINEUPS, base_optimizers, get_optimizer_info, list_optimizers
+from looksam.optim import (
+    DEFAULT_BASE,
+    LINEUPS,
+    base_optimizers,
+    get_optimizer_info,
+    list_optimizers,
+)
 from looksam.reports.summary import PICKS  # which configuration the confirmation re-runs
 
 OBJECTIVES = ("pareto", "accuracy", "time-to-target")
@@ -26,8 +33,6 @@ PRUNERS = ("none", "median", "hyperband")
 #: How studies share the machine: take turns trial by trial, or one after another.
 ORDERS = ("interleaved", "sequential")
 LR_SCALING = ("none", "linear", "sqrt")
-#: The paper's operating point: the first trial of every study, where the dimension exists.
-REFERENCE_POINT = {"k": 5, "alpha": 0.7, "rho": 0.05}
 #: Dimensions that are not optimizer hyperparameters.
 RUN_DIMENSIONS = ("batch_size",)
 DEFAULT_STORAGE = "sqlite:///runs/optuna.db"
@@ -99,6 +104,8 @@ class SweepSpec:
     #: Each trial's paired timing against the base: rounds, and steps per contender per round.
     timing_rounds: int = 9
     timing_steps: int = 16
+    #: Modules imported before the spec is checked (their optimizers and workloads register).
+    plugins: tuple[str, ...] = ()
 
     def study_name(self, optimizer: str) -> str:
         """One Optuna study per optimizer, named from sweep, workload and optimizer."""
@@ -134,6 +141,7 @@ class SweepSpec:
 _TOP_KEYS = {
     "sweep", "workload", "optimizers", "space", "fixed", "objective", "budget", "seeds",
     "sampler", "pruner", "lr_scaling", "storage", "tracking", "order", "confirm", "timing",
+    "plugins",
 }  # fmt: skip
 
 
@@ -180,6 +188,17 @@ def _table(where: str, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
+def _load_spec_plugins(where: str, raw: Any) -> tuple[str, ...]:
+    """Import the spec's ``plugins`` first, so the names and spaces after them can be checked."""
+    if not isinstance(raw, list) or not all(isinstance(name, str) for name in raw):
+        raise _fail(where, f'plugins must be a list of module names like ["my_opt"], got {raw!r}')
+    try:
+        load_plugins(raw)
+    except PluginError as error:
+        raise _fail(f"{where} plugins", str(error)) from None
+    return tuple(name.strip() for name in raw)
+
+
 def _is_count(value: Any) -> bool:
     """An integer >= 1 (TOML booleans are not integers here)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
@@ -198,7 +217,8 @@ def parse_dimension(where: str, name: str, raw: Any) -> Dimension:
             where, f"{name} must be a table like {{low = 0.01, high = 1.0}} or {{choices = [...]}}"
         )
     _check_keys(f"{where}.{name}", raw, {"low", "high", "log", "choices"})
-    integer = name in ("k", "batch_size")
+    known = _all_hyperparameters().get(name)
+    integer = name == "batch_size" or (known is not None and known.kind == "int")
     if "choices" in raw:
         if set(raw) - {"choices"}:
             raise _fail(f"{where}.{name}", "give either choices or low/high, not both")
@@ -236,8 +256,7 @@ def _check_value(where: str, name: str, value: Any) -> None:
     if hp is None:
         raise _fail(
             where,
-            f"cannot search {name!r}; searchable: {', '.join(sorted(searchable))}, "
-            "batch_size",
+            f"cannot search {name!r}; searchable: {', '.join(sorted(searchable))}, batch_size",
         )
     try:
         hp.validate(value)
@@ -253,7 +272,6 @@ def _all_hyperparameters() -> dict[str, Any]:
             for hp in info.all_hyperparameters(base):
                 found.setdefault(hp.name, hp)
     return found
-
 
 
 def load_spec(path: Path, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
@@ -282,6 +300,7 @@ def parse_spec(
     """Validate parsed TOML (see :func:`load_spec`)."""
     where = source
     _check_keys(where, data, _TOP_KEYS)
+    plugins = _load_spec_plugins(where, data.get("plugins", []))
     sweep = _table(where, data, "sweep")
     _check_keys(f"{where} [sweep]", sweep, {"name"})
     name = sweep.get("name", Path(source).stem if source != "<spec>" else "sweep")
@@ -512,6 +531,7 @@ def parse_spec(
         confirm_pick=confirm_pick,
         timing_rounds=timing["rounds"],
         timing_steps=timing["steps"],
+        plugins=plugins,
     )
 
 
@@ -599,14 +619,15 @@ def suggest(trial: Any, space: tuple[Dimension, ...]) -> dict[str, Any]:
 
 
 def reference_params(space: tuple[Dimension, ...], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """The paper's point (k=5, α=0.7, ρ=0.05) and the workload's defaults, clipped into the space.
+    """The first trial of every study: ``defaults`` (the registry's, which are each paper's
+    operating point, e.g. LookSAM's k=5, α=0.7, ρ=0.05, and the workload's) clipped into the space.
 
-    Dimensions without a reference value take the default where it lies in range, else the
-    (geometric, for log ranges) middle of the range or the first choice.
+    Dimensions without a default take the (geometric, for log ranges) middle of the range or the
+    first choice.
     """
     point: dict[str, Any] = {}
     for dim in space:
-        wanted = REFERENCE_POINT.get(dim.name, defaults.get(dim.name))
+        wanted = defaults.get(dim.name)
         if dim.choices is not None:
             point[dim.name] = wanted if wanted in dim.choices else dim.choices[0]
             continue

@@ -958,11 +958,11 @@ def _resolved_base(result: RunResult) -> str:
     config = result.config
     if config.base is not None:
         return config.base
-    from looksam.optim import get_optimizer_info
+    from looksam.optim import resolve_base
 
     try:
-        return "sgd" if get_optimizer_info(config.optimizer).wraps_base else "none"
-    except (KeyError, ValueError):  # an optimizer this version does not know
+        return resolve_base(config.optimizer, None) or "none"
+    except ValueError:  # an optimizer this process does not know
         return "unknown"
 
 

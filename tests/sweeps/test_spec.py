@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from looksam.optim import get_optimizer_info
 from looksam.sweeps.spec import (
     Dimension,
     SpecError,
@@ -133,7 +134,8 @@ def test_reference_point_is_the_papers_clipped_into_the_space() -> None:
         Dimension("lr", 0.01, 0.2, log=True),
         Dimension("batch_size", choices=(32, 64), integer=True),
     )
-    point = reference_params(space, {"lr": 0.05, "batch_size": 64})
+    registry = get_optimizer_info("looksam").defaults()  # each paper's operating point
+    point = reference_params(space, {**registry, "lr": 0.05, "batch_size": 64})
     assert point == {"rho": 0.1, "k": 5, "alpha": 0.7, "lr": 0.05, "batch_size": 64}
     no_default = reference_params((Dimension("lr", 0.01, 1.0, log=True),), {})
     assert no_default["lr"] == pytest.approx(0.1)  # geometric middle of a log range
