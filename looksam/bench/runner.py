@@ -140,6 +140,17 @@ class RunResult:
         """Whether this is the result to report (rank 0, or the only process)."""
         return self.rank == 0
 
+    @property
+    def passes_per_step(self) -> float | None:
+        """Measured forward-backward passes per step (closure calls): what the run really paid."""
+        return self.forward_backward_passes / self.steps if self.steps else None
+
+    @property
+    def second_pass_fraction(self) -> float | None:
+        """Share of steps that took a second pass (SAM steps), e.g. AE-SAM's adaptive rate."""
+        passes = self.passes_per_step
+        return None if passes is None else passes - 1.0
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
         return asdict(self)

@@ -5,15 +5,22 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from looksam.cli._console import console, fail
-from looksam.optim import HyperParameter, list_optimizers
+from looksam.optim import HyperParameter, OptimizerInfo, list_optimizers
 
 
 def _format_hp(hp: HyperParameter) -> str:
     default = str(hp.default).lower() if hp.kind == "bool" else f"{hp.default:g}"
     return f"{hp.name}={default} [dim]{hp.short_range()}[/]"
+
+
+def _format_passes(info: OptimizerInfo, k: int) -> str:
+    low, high = info.pass_range({"k": k} if info.takes_k else None)
+    value = f"{low:.2f}" if low == high else f"{low:.2f}–{high:.2f}"
+    return value if info.cost_formula in (value, f"{low:g}") else f"{info.cost_formula} = {value}"
 
 
 def build_optimizers_table(k: int) -> Table:
@@ -22,18 +29,15 @@ def build_optimizers_table(k: int) -> Table:
     table.add_column("name", style="bold cyan", no_wrap=True)
     table.add_column("hyperparameters", no_wrap=True)
     table.add_column("passes/step", justify="right", no_wrap=True)
-    table.add_column("what it is")
+    table.add_column("what it is · paper")
     for info in list_optimizers():
-        own = info.hyperparameters if info.wraps_base else info.all_hyperparameters()
-        hps = [_format_hp(hp) for hp in own]
+        hps = [_format_hp(hp) for hp in info.hyperparameters]
         if info.wraps_base:
             hps.append(f"base={' | '.join(info.accepted_bases())}")
-        table.add_row(
-            info.name,
-            "\n".join(hps),
-            f"{info.cost_formula} = {info.passes_per_step({'k': k}):.2f}",
-            info.summary,
-        )
+        about = escape(info.summary)
+        if info.paper:
+            about += f"\n[dim]{escape(info.paper)}[/]"
+        table.add_row(info.name, "\n".join(hps), _format_passes(info, k), about)
     return table
 
 
@@ -44,9 +48,10 @@ def optimizers(
 ) -> None:
     """List the optimizers, their hyperparameters and their cost in forward-backward passes.
 
-    Cost is in forward-backward passes per step: SAM pays 2, the k-step variants 1 + 1/k. The SAM
-    family wraps a base optimizer (base=sgd|adamw|lamb), whose own hyperparameters (lr, momentum,
-    weight_decay…) are listed on the base's row.
+    Cost is in forward-backward passes per step: SAM pays 2, the k-step variants 1 + 1/k, the
+    adaptive ones a range (runs report what they measured). The SAM family wraps a base optimizer,
+    whose own hyperparameters (lr, momentum, weight_decay…) are listed on the base's row. Set any
+    of them with `run --hp NAME=VALUE`; add your own optimizers with `--plugin MODULE`.
     """
     if k < 1:
         fail(f"--k must be an integer >= 1, got {k}")

@@ -76,6 +76,7 @@ def build_result_table(result: RunResult) -> Table:
         ("throughput", f"{result.samples_per_second:,.0f} samples/s"),
         ("median step", f"{result.median_step_seconds * 1e3:.2f} ms"),
         ("steps / fwd-bwd passes", f"{result.steps} / {result.forward_backward_passes}"),
+        ("second-pass steps", _fmt_pct(result.second_pass_fraction)),
         *_parallel_rows(result),
         (
             "time to target",

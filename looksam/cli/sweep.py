@@ -43,7 +43,14 @@ INTERRUPTED = 130
 def plan_table(spec: SweepSpec) -> Table:
     """--dry-run: the studies, their spaces and the estimated cost in forward-backward passes."""
     table = Table(title=f"Sweep plan: {spec.name} on {spec.workload.name}", title_justify="left")
-    columns = ("study", "trials × seeds", "confirm runs", "search space", "est. fwd-bwd passes")
+    columns = (
+        "study",
+        "trials × seeds",
+        "confirm runs",
+        "search space",
+        "passes/step",
+        "est. fwd-bwd passes",
+    )
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in plan_sweep(spec):
@@ -52,6 +59,7 @@ def plan_table(spec: SweepSpec) -> Table:
             f"{row.trials} × {row.seeds_per_trial}",
             str(row.confirm_runs),
             row.space,
+            row.describe_passes(),
             f"{row.search_passes + row.confirm_passes:,.0f}",
         )
     return table

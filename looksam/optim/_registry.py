@@ -130,7 +130,7 @@ class OptimizerInfo:
     factory: Factory = field(repr=False)
     display_name: str = ""  # how reports name it ("": the registry name)
     colour: str = ""  # '#rrggbb' in every chart ("": the next free palette colour)
-    paper: str = ""  # what it implements: authors, venue, year
+    paper: str = ""  # what it implements, short: "Foret et al., ICLR 2021"
     #: The optimizer's own hyperparameters (a wrapper's base adds its own on top).
     hyperparameters: tuple[HyperParameter, ...] = ()
     passes: Passes = field(default=fixed_passes(1.0), repr=False)
@@ -284,9 +284,7 @@ def _make_layerlooksam(base: Optimizer, hp: Mapping[str, Any]) -> Optimizer:
     return LayerLookSAM(base, rho=hp["rho"], k=hp["k"], alpha=hp["alpha"])
 
 
-_LOOKSAM_PAPER = (
-    'Liu et al., "Towards Efficient and Scalable Sharpness-Aware Minimization", CVPR 2022'
-)
+_LOOKSAM_PAPER = "Liu et al., CVPR 2022"
 
 _BUILT_IN: tuple[OptimizerInfo, ...] = (
     OptimizerInfo(
@@ -294,7 +292,7 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         display_name="SGD",
         colour="#7F7F7F",
         summary="SGD with (Nesterov) momentum",
-        paper="Robbins & Monro 1951; Polyak 1964 (momentum)",
+        paper="Polyak 1964; Sutskever et al., ICML 2013",
         factory=_make_sgd,
         hyperparameters=(
             _hp_lr(0.05, (0.005, 0.5)),
@@ -309,7 +307,7 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         display_name="AdamW",
         colour="#000000",
         summary="AdamW (decoupled weight decay)",
-        paper='Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019',
+        paper="Loshchilov & Hutter, ICLR 2019",
         factory=_make_adamw,
         hyperparameters=_adam_like(1e-3, 0.05),
     ),
@@ -318,7 +316,7 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         display_name="LAMB",
         colour="#56B4E9",
         summary="LAMB, layer-wise adaptive (timm)",
-        paper='You et al., "Large Batch Optimization for Deep Learning", ICLR 2020',
+        paper="You et al., ICLR 2020",
         factory=_make_lamb,
         hyperparameters=_adam_like(2e-3, 0.02),
     ),
@@ -327,8 +325,7 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         display_name="SAM",
         colour="#D55E00",
         summary="SAM: g_s = ∇L(w + ρg/‖g‖) every step (adaptive=ASAM)",
-        paper='Foret et al., "Sharpness-Aware Minimization", ICLR 2021; ASAM: Kwon et al., '
-        "ICML 2021",
+        paper="Foret et al., ICLR 2021; ASAM: Kwon et al., ICML 2021",
         factory=_make_sam,
         hyperparameters=(
             _hp_rho(),
@@ -345,7 +342,7 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         display_name="SAM-k",
         colour="#E69F00",
         summary="SAM every k steps, plain g in between (naive baseline)",
-        paper=_LOOKSAM_PAPER + " (the baseline of Fig. 1)",
+        paper=_LOOKSAM_PAPER + ", Fig. 1 baseline",
         factory=_make_samk,
         hyperparameters=(_hp_rho(), _hp_k()),
         passes=every_k_passes,

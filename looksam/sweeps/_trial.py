@@ -297,9 +297,7 @@ class TrialRun:
             "seed_median_step_seconds": [r.median_step_seconds for r in results],
             "seed_step_times": [r.step_times for r in results],
             "passes_per_step": (
-                statistics.fmean(r.forward_backward_passes / r.steps for r in results if r.steps)
-                if any(r.steps for r in results)
-                else None
+                statistics.fmean(measured) if (measured := _measured_passes(results)) else None
             ),
             "seeds": [r.config.seed for r in results],
             "curve_accuracy": mean_curve(results),  # reports draw learning curves from it
@@ -378,3 +376,8 @@ class TrialRun:
                 metrics=metrics,
             )
         )
+
+
+def _measured_passes(results: Sequence[RunResult]) -> list[float]:
+    """Each run's measured passes per step (runs that took no step have none)."""
+    return [p for r in results if (p := r.passes_per_step) is not None]

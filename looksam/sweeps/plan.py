@@ -7,8 +7,10 @@ search and confirmation apart.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from looksam.bench.workloads import create_workload, get_workload_info
 from looksam.optim import get_optimizer_info
@@ -24,8 +26,14 @@ class PlanRow:
     seeds_per_trial: int
     confirm_runs: int
     space: str  # the searched dimensions, described
-    search_passes: float
+    search_passes: float  # expected; adaptive optimizers (AE-SAM) lie within passes_range
     confirm_passes: float
+    passes_range: tuple[float, float] = (1.0, 1.0)  # forward-backward passes per step
+
+    def describe_passes(self) -> str:
+        """'1.20' or, for an adaptive optimizer, '1.00–2.00' passes per step."""
+        low, high = self.passes_range
+        return f"{low:.2f}" if low == high else f"{low:.2f}–{high:.2f}"
 
 
 def plan_sweep(spec: SweepSpec) -> list[PlanRow]:
@@ -36,7 +44,8 @@ def plan_sweep(spec: SweepSpec) -> list[PlanRow]:
     steps = epochs * max(1, _train_examples(spec) // batch)
     rows = []
     for optimizer in spec.optimizers:
-        per_run = steps * mean_passes_per_step(spec, optimizer)
+        low, high = pass_range(spec, optimizer)
+        per_run = steps * (low + high) / 2
         trials = spec.budget_for(optimizer)
         rows.append(
             PlanRow(
@@ -47,22 +56,38 @@ def plan_sweep(spec: SweepSpec) -> list[PlanRow]:
                 space=", ".join(d.describe() for d in spec.space_for(optimizer)) or "(fixed)",
                 search_passes=trials * len(spec.seeds) * per_run,
                 confirm_passes=len(spec.confirm_seeds) * per_run,
+                passes_range=(low, high),
             )
         )
     return rows
 
 
-def mean_passes_per_step(spec: SweepSpec, optimizer: str) -> float:
-    """Passes per step averaged over the k the study will try (exact for a grid)."""
+def pass_range(spec: SweepSpec, optimizer: str) -> tuple[float, float]:
+    """Predicted (fewest, most) passes per step, averaged over the points the study will try.
+
+    Each searched dimension that shapes the cost (k, a start fraction…) contributes its choices
+    (exact for a grid) or the middle of its range; the rest are the spec's fixed values or the
+    registry's defaults.
+    """
     info = get_optimizer_info(optimizer)
-    dim = next((d for d in spec.space_for(optimizer) if d.name == "k"), None)
-    if dim is None:
-        ks = [int(spec.fixed.get(optimizer, {}).get("k", 5))]
-    elif dim.choices is not None:
-        ks = [int(c) for c in dim.choices]
-    else:
-        ks = [int((dim.low or 5) + (dim.high or 5)) // 2]
-    return sum(info.passes_per_step({"k": k}) for k in ks) / len(ks)
+    own = {hp.name for hp in info.hyperparameters}
+    fixed = {**spec.fixed.get("common", {}), **spec.fixed.get(optimizer, {})}
+    base: dict[str, Any] = {k: v for k, v in fixed.items() if k in own}
+    axes: list[list[tuple[str, Any]]] = []
+    for dim in spec.space_for(optimizer):
+        if dim.name not in own:
+            continue
+        if dim.choices is not None:
+            axes.append([(dim.name, c) for c in dim.choices])
+        else:
+            middle = ((dim.low or 0.0) + (dim.high or 0.0)) / 2
+            axes.append([(dim.name, round(middle) if dim.integer else middle)])
+    points = [dict(base, **dict(combo)) for combo in itertools.product(*axes)]
+    ranges = [info.pass_range(point) for point in points]
+    return (
+        sum(low for low, _ in ranges) / len(ranges),
+        sum(high for _, high in ranges) / len(ranges),
+    )
 
 
 def _train_examples(spec: SweepSpec) -> int:

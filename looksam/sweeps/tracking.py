@@ -1051,6 +1051,8 @@ def _trial_metrics(record: TrialRecord) -> list[tuple[str, float, int, int]]:
         "train_seconds": _mean([r.train_seconds for r in results]),
         "samples_per_second": _mean([r.samples_per_second for r in results]),
         "forward_backward_passes": _mean([float(r.forward_backward_passes) for r in results]),
+        "passes_per_step": _mean([r.passes_per_step for r in results]),
+        "second_pass_fraction": _mean([r.second_pass_fraction for r in results]),
         "time_to_target_seconds": _mean(list(reached)),
         "seeds_reached_target": float(len(reached)) if results else None,
     }

@@ -42,11 +42,16 @@ def test_version() -> None:
 def test_optimizers_lists_every_registered_name_with_its_cost() -> None:
     result = runner.invoke(app, ["optimizers"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
     for info in list_optimizers():
-        assert info.name in result.output
+        row = next(line for line in lines if line.startswith(f"│ {info.name} "))
+        low, high = info.pass_range({"k": 5} if info.takes_k else None)
+        assert (f"{low:.2f}" if low == high else f"{low:.2f}–{high:.2f}") in row
+        assert info.paper.split(",")[0] in result.output  # the paper it implements
     assert "1 + 1/k = 1.20" in result.output  # k-step variants at the default k=5
-    assert "2 = 2.00" in result.output  # SAM
-    assert "rho=0.05" in result.output
+    sam = next(line for line in lines if line.startswith("│ sam "))
+    assert "2.00" in sam
+    assert "rho=0.05" in sam
 
 
 def test_optimizers_cost_follows_k() -> None:
