@@ -66,7 +66,7 @@ class StepCost:
     ratio: float
     ratio_q1: float
     ratio_q3: float
-    floor: float  # forward-backward passes per step relative to the reference
+    floor: float  # measured forward-backward passes per step relative to the reference
 
     @property
     def overhead(self) -> float:
@@ -117,12 +117,19 @@ def measure_suite(
         for name in contenders
     }
 
-    def stepper(session: TrainingSession) -> Callable[[], object]:
+    steps = dict.fromkeys(sessions, 0)
+
+    def stepper(name: str, session: TrainingSession) -> Callable[[], object]:
         batches = session.batches()
-        return lambda: session.train_step(*next(batches))
+
+        def step() -> None:
+            session.train_step(*next(batches))
+            steps[name] += 1
+
+        return step
 
     timings = time_relative(
-        {name: stepper(session) for name, session in sessions.items()},
+        {name: stepper(name, session) for name, session in sessions.items()},
         spec.reference,
         device=device,
         steps_per_round=spec.steps_per_round,
@@ -131,7 +138,9 @@ def measure_suite(
         progress=progress,
     )
     batch_size = sessions[spec.reference].batch_size
-    ref_passes = get_optimizer_info(spec.reference).passes_per_step({"k": spec.k})
+    # Measured, not predicted: an adaptive rule (AE-SAM) or a phase (late SAM) decides how many
+    # second passes the timed steps really took.
+    passes = {name: sessions[name].passes / max(1, steps[name]) for name in sessions}
     costs = tuple(
         StepCost(
             optimizer=t.name,
@@ -140,7 +149,7 @@ def measure_suite(
             ratio=t.ratio,
             ratio_q1=t.ratio_q1,
             ratio_q3=t.ratio_q3,
-            floor=get_optimizer_info(t.name).passes_per_step({"k": spec.k}) / ref_passes,
+            floor=passes[t.name] / passes[spec.reference],
         )
         for t in timings
     )

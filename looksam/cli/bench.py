@@ -146,8 +146,9 @@ def bench(
 
     Contenders alternate in one process after warm-up and each ratio is the median of per-round
     ratios, so drift on a shared machine cancels. [bold]floor[/] is the forward-backward passes
-    per step (SAM 2, k-step variants 1 + 1/k); [bold]overhead[/] is what the optimizer's own
-    arithmetic costs beyond it, in steps of the base optimizer.
+    per step the timed steps took, counted (SAM 2, k-step variants 1 + 1/k, adaptive ones what
+    their rule decided); [bold]overhead[/] is what the optimizer's own arithmetic costs beyond it,
+    in steps of the base optimizer.
 
     With [bold]--nproc N[/] it measures data-parallel scaling instead: each optimizer trains
     --steps steps as one process and as N processes under torchrun (the global batch split N
@@ -171,7 +172,7 @@ def bench(
             get_workload_info(workload)
             scaling = ScalingSpec(
                 workload=workload,
-                optimizers=tuple(optimizer or LINEUPS["bench"]),
+                optimizers=tuple(optimizer or LINEUPS["scaling"]),
                 nproc=world if under_torchrun else int(nproc or 0),
                 batch_size=batch_size or 1024,
                 steps=steps,

@@ -388,7 +388,6 @@ DEFAULT_OPTIMIZER = "looksam"
 #: The line-ups commands compare when the user names none.
 LINEUPS: dict[str, tuple[str, ...]] = {
     "sweep": ("sgd", "sam", "samk", "looksam"),  # a sweep spec without [optimizers] names
-    "bench": ("sgd", "looksam"),  # `bench` without -o
     "suite": ("sgd", "sam", "samk", "looksam", "layerlooksam"),  # `check`'s suites
     "scaling": ("sgd", "looksam"),  # data-parallel scaling runs
 }
