@@ -111,6 +111,11 @@ def fixed_passes(count: float) -> Passes:
     return lambda hp: (count, count)
 
 
+def fixed_range(fewest: float, most: float) -> Passes:
+    """An adaptive cost: the rule decides each step between ``fewest`` and ``most`` passes."""
+    return lambda hp: (fewest, most)
+
+
 def every_k_passes(hp: Mapping[str, Any]) -> tuple[float, float]:
     """1 + 1/k: one pass per step and a second one every k-th."""
     cost = 1.0 + 1.0 / hp["k"]
@@ -284,6 +289,56 @@ def _make_layerlooksam(base: Optimizer, hp: Mapping[str, Any]) -> Optimizer:
     return LayerLookSAM(base, rho=hp["rho"], k=hp["k"], alpha=hp["alpha"])
 
 
+def _make_msam(base: Optimizer, hp: Mapping[str, Any]) -> Optimizer:
+    from looksam.optim.msam import MSAM
+
+    return MSAM(base, rho=hp["rho"])
+
+
+def _make_aesam(base: Optimizer, hp: Mapping[str, Any], *, total_steps: int) -> Optimizer:
+    from looksam.optim.aesam import AESAM
+
+    return AESAM(base, rho=hp["rho"], total_steps=total_steps, **_policy(hp))
+
+
+def _make_aelooksam(base: Optimizer, hp: Mapping[str, Any], *, total_steps: int) -> Optimizer:
+    from looksam.optim.aesam import AELookSAM
+
+    return AELookSAM(
+        base, rho=hp["rho"], alpha=hp["alpha"], total_steps=total_steps, **_policy(hp)
+    )
+
+
+def _policy(hp: Mapping[str, Any]) -> dict[str, float]:
+    return {"delta": hp["delta"], "lambda1": hp["lambda1"], "lambda2": hp["lambda2"]}
+
+
+#: AE-SAM's adaptive rule (Jiang et al., ICLR 2023, Sec. 3.1, with its defaults).
+_AE_POLICY = (
+    HyperParameter(
+        "delta",
+        0.9,
+        0.0,
+        1.0,
+        high_open=True,
+        help="EMA rate δ of ‖g‖² statistics (0 < δ < 1)",
+        search=(0.8, 0.99),
+    ),
+    HyperParameter(
+        "lambda1",
+        -1.0,
+        help="threshold c_t at the end of the run (c falls from λ2 to λ1)",
+        search=(-2.0, 0.0),
+    ),
+    HyperParameter(
+        "lambda2",
+        1.0,
+        help="threshold c_t at the start (SAM when ‖g‖² ≥ μ + c_t·σ)",
+        search=(0.0, 2.0),
+    ),
+)
+_AE_PAPER = "Jiang et al., ICLR 2023"
+
 _LOOKSAM_PAPER = "Liu et al., CVPR 2022"
 
 _BUILT_IN: tuple[OptimizerInfo, ...] = (
@@ -378,6 +433,50 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         wraps_base=True,
         sam_role="approximation",
         per_rank_perturbation=True,
+    ),
+    OptimizerInfo(
+        name="msam",
+        display_name="MSAM",
+        colour="#CC79A7",
+        summary="Momentum-SAM: g at w − ρv/‖v‖ (v: the base's momentum), one pass per step",
+        paper="Becker et al., arXiv:2401.12033, 2024",
+        factory=_make_msam,
+        # ρ = 3 is the official code's setting for every experiment in its README; the paper
+        # searches about 0.3-3 (more for ViTs), an order of magnitude above SAM's.
+        hyperparameters=(_hp_rho(3.0, (0.1, 3.0)),),
+        wraps_base=True,
+        bases=("sgd", "adamw"),  # it reads SGD's momentum buffer or AdamW's first moment
+        sam_role="approximation",
+    ),
+    OptimizerInfo(
+        name="aesam",
+        display_name="AE-SAM",
+        colour="#882255",
+        summary="AE-SAM: SAM only on steps whose ‖g‖² is high against its running statistics",
+        paper=_AE_PAPER,
+        factory=_make_aesam,
+        hyperparameters=(_hp_rho(), *_AE_POLICY),
+        passes=fixed_range(1.0, 2.0),
+        cost_formula="1–2",
+        wraps_base=True,
+        sam_role="approximation",
+        needs_total_steps=True,
+        grad_scaler=False,  # its statistics would see the loss scale, which moves
+    ),
+    OptimizerInfo(
+        name="aelooksam",
+        display_name="AE-LookSAM",
+        colour="#44AA99",
+        summary="AE-LookSAM: AE-SAM's rule, LookSAM's reused g_v on the other steps",
+        paper=_AE_PAPER,
+        factory=_make_aelooksam,
+        hyperparameters=(_hp_rho(), _hp_alpha(), *_AE_POLICY),
+        passes=fixed_range(1.0, 2.0),
+        cost_formula="1–2",
+        wraps_base=True,
+        sam_role="approximation",
+        needs_total_steps=True,
+        grad_scaler=False,
     ),
 )
 
