@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from typer.core import TyperCommand
 
+from looksam._plugins import (
+    ENTRY_POINT_GROUPS,
+    ENV_VARIABLE,
+    PluginError,
+    load_entry_points,
+    load_plugins,
+    plugins_from_env,
+)
 from looksam.cli import bench, diagnose, optimizers, report, run, sweep, ui
 from looksam.cli._console import fail
 
@@ -61,8 +70,25 @@ def _root(
             "--version", callback=_print_version, is_eager=True, help="Print the version."
         ),
     ] = False,
+    plugins: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugin",
+            metavar="MODULE",
+            help="Import MODULE (on PYTHONPATH or in the current directory) before the command, "
+            "so the optimizers and workloads it registers can be used; repeatable. Plugins "
+            f"named in {ENV_VARIABLE} (separated by '{os.pathsep}') and installed entry points "
+            f"({' and '.join(ENTRY_POINT_GROUPS)}) load too; every plugin loaded is added to "
+            f"{ENV_VARIABLE}, so the processes a command starts load it as well.",
+        ),
+    ] = None,
 ) -> None:
     """Measure what SAM costs and buys on your model."""
+    try:
+        load_entry_points()
+        load_plugins([*plugins_from_env(), *(plugins or [])])
+    except PluginError as error:
+        fail(escape(str(error)))
 
 
 def main() -> None:

@@ -248,6 +248,9 @@ def _forwarded_args(ctx: typer.Context) -> list[str]:
                 args.append(long)
             elif secondary:
                 args.append(secondary[0])
+        elif isinstance(value, list | tuple):  # a repeatable option: once per value
+            for item in value:
+                args += [long, str(item)]
         elif value is not None:
             args += [long, str(value)]
     return args

@@ -191,8 +191,10 @@ def discover_spec(sweep: str, storage: str) -> SweepSpec:
     workload = mine[0].study_name.split("/")[1]
     optimizers = [s.study_name.split("/")[-1] for s in mine]
     objective = "pareto" if len(mine[0].directions) == 2 else "accuracy"
+    plugins = sorted({p for s in mine for p in s.user_attrs.get("plugins", [])})
     return parse_spec(
         {
+            "plugins": plugins,  # the sweep's own optimizers, registered before they are named
             "sweep": {"name": sweep},
             "workload": {"name": workload},
             "optimizers": {"names": optimizers},

@@ -125,6 +125,8 @@ def open_study(spec: SweepSpec, optimizer: str, storage: Any) -> optuna.Study:
 
 def _describe(study: optuna.Study, spec: SweepSpec) -> None:
     study.set_user_attr("sweep", spec.name)
+    if spec.plugins:  # `report --sweep NAME` loads them again to know the optimizers
+        study.set_user_attr("plugins", list(spec.plugins))
     if study.metric_names != METRIC_NAMES[spec.objective]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -116,6 +116,7 @@ def test_nproc_forwards_the_command_line_minus_nproc_and_json(
     monkeypatch.setattr(distributed.subprocess, "Popen", _FakeLauncher)
     out = tmp_path / "r.json"
     args = [*TINY, "--rho", "0.3", "--channels-last", "--perturbation", "per-rank"]
+    args += ["--hp", "momentum=0.8", "--hp", "nesterov=true"]  # repeatable: once per value
     result = runner.invoke(app, [*args, "--nproc", "3", "-b", "66", "--json", str(out)])
     assert result.exit_code == 1, result.output
     assert "rank 1 exited with code 1 (RuntimeError: boom)" in result.output
@@ -133,6 +134,14 @@ def test_nproc_forwards_the_command_line_minus_nproc_and_json(
     assert pairs["--perturbation"] == "per-rank"
     assert pairs["--k"] == "2"
     assert "--channels-last" in forwarded
+    hp = [forwarded[i + 1] for i, arg in enumerate(forwarded) if arg == "--hp"]
+    assert hp == ["momentum=0.8", "nesterov=true"]
+
+
+def test_nproc_forwards_no_hp_when_none_was_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(distributed.subprocess, "Popen", _FakeLauncher)
+    runner.invoke(app, [*TINY, "--nproc", "2"])
+    assert "--hp" not in _FakeLauncher.commands[-1]
 
 
 _TORCHRUN_ROOT_CAUSE = """\
