@@ -339,6 +339,27 @@ _AE_POLICY = (
 )
 _AE_PAPER = "Jiang et al., ICLR 2023"
 
+
+def _make_gsam(base: Optimizer, hp: Mapping[str, Any]) -> Optimizer:
+    from looksam.optim.gsam import GSAM
+
+    return GSAM(base, rho=hp["rho"], alpha=hp["alpha"])
+
+
+def _make_latesam(base: Optimizer, hp: Mapping[str, Any], *, total_steps: int) -> Optimizer:
+    from looksam.optim.late_phase import LatePhaseSAM
+
+    return LatePhaseSAM(
+        base, rho=hp["rho"], start_fraction=hp["start_fraction"], total_steps=total_steps
+    )
+
+
+def _late_phase_passes(hp: Mapping[str, Any]) -> tuple[float, float]:
+    """1 pass before the switch, 2 after: about 2 − f over the run."""
+    cost = 2.0 - hp["start_fraction"]
+    return cost, cost
+
+
 _LOOKSAM_PAPER = "Liu et al., CVPR 2022"
 
 _BUILT_IN: tuple[OptimizerInfo, ...] = (
@@ -477,6 +498,59 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         sam_role="approximation",
         needs_total_steps=True,
         grad_scaler=False,
+    ),
+    OptimizerInfo(
+        name="gsam",
+        display_name="GSAM",
+        colour="#DDCC77",
+        summary="GSAM: SAM's g_s minus α times g's part orthogonal to it (surrogate gap)",
+        paper="Zhuang et al., ICLR 2022",
+        factory=_make_gsam,
+        hyperparameters=(
+            _hp_rho(),
+            # α = 0.2: the authors' CIFAR-10 example; their ViT configs use up to 0.6.
+            HyperParameter(
+                "alpha",
+                0.2,
+                0.0,
+                None,
+                help="weight α of the ascent step orthogonal to g_s",
+                search=(0.01, 0.6),
+                log=True,
+                sensitivity=True,
+            ),
+        ),
+        passes=fixed_passes(2.0),
+        cost_formula="2",
+        wraps_base=True,
+        sam_role="none",  # it costs what SAM costs: a refinement, not a cheap stand-in
+    ),
+    OptimizerInfo(
+        name="latesam",
+        display_name="Late-phase SAM",
+        colour="#332288",
+        summary="The base optimizer until a fraction f of the run, SAM after",
+        paper="Zhou et al., ICLR 2025",
+        factory=_make_latesam,
+        hyperparameters=(
+            _hp_rho(),
+            # f = 0.875: the paper's Fig. 1a switches to SAM for the last 25 of 200 epochs.
+            HyperParameter(
+                "start_fraction",
+                0.875,
+                0.0,
+                1.0,
+                help="share of the run before SAM starts (0: SAM throughout)",
+                search=(0.5, 0.95),
+                sensitivity=True,
+            ),
+        ),
+        passes=_late_phase_passes,
+        cost_formula="2 − f",
+        wraps_base=True,
+        sam_role="approximation",
+        per_rank_perturbation=True,
+        needs_total_steps=True,
     ),
 )
 

@@ -11,31 +11,48 @@ from torch import nn
 
 import looksam
 from looksam.optim import (
-    base_optimizers,
     SAM,
     LayerLookSAM,
     LookSAM,
     SAMk,
     SharpnessAwareOptimizer,
+    base_optimizers,
     create_optimizer,
     get_optimizer_info,
     list_optimizers,
 )
+from looksam.optim.aesam import AESAM, AELookSAM
+from looksam.optim.gsam import GSAM
+from looksam.optim.late_phase import LatePhaseSAM
+from looksam.optim.msam import MSAM
 
-NAMES = ["sgd", "adamw", "lamb", "sam", "samk", "looksam", "layerlooksam"]
-WRAPPER_CLASSES = {"sam": SAM, "samk": SAMk, "looksam": LookSAM, "layerlooksam": LayerLookSAM}
+NAMES = [
+    *("sgd", "adamw", "lamb"),
+    *("sam", "samk", "looksam", "layerlooksam", "msam", "aesam", "aelooksam", "gsam", "latesam"),
+]
+WRAPPER_CLASSES = {
+    "sam": SAM,
+    "samk": SAMk,
+    "looksam": LookSAM,
+    "layerlooksam": LayerLookSAM,
+    "msam": MSAM,
+    "aesam": AESAM,
+    "aelooksam": AELookSAM,
+    "gsam": GSAM,
+    "latesam": LatePhaseSAM,
+}
 CASES = [
     (info.name, base)
     for info in list_optimizers()
-    for base in (base_optimizers() if info.wraps_base else [None])
+    for base in (info.accepted_bases() if info.wraps_base else [None])
 ]
 
 
 def test_names_and_order() -> None:
-    """Exactly the seven optimizers of the issue, base optimizers first; top-level exports."""
+    """The built-in optimizers, base optimizers first; top-level exports."""
     infos = list_optimizers()
     assert [i.name for i in infos] == NAMES
-    assert [i.wraps_base for i in infos] == [False] * 3 + [True] * 4
+    assert [i.wraps_base for i in infos] == [False] * 3 + [True] * (len(NAMES) - 3)
     assert set(base_optimizers()) == {"sgd", "adamw", "lamb"}
     assert looksam.create_optimizer is create_optimizer
     assert looksam.list_optimizers is list_optimizers
@@ -51,7 +68,7 @@ def test_create_and_step(
 ) -> None:
     """Every optimizer × base builds over a model and one step(closure) moves every weight."""
     model = make_mlp()
-    opt = create_optimizer(name, model, base=base)
+    opt = create_optimizer(name, model, base=base, total_steps=10)
     if name in WRAPPER_CLASSES:
         assert type(opt) is WRAPPER_CLASSES[name]
         assert opt.param_groups is opt.base.param_groups

@@ -1,0 +1,197 @@
+"""GSAM (Zhuang et al., ICLR 2022): SAM's descent plus an ascent that shrinks the surrogate gap."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, cast
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from looksam.optim._base import Closure, SharpnessAwareOptimizer, _check_real, _LookInFlight
+from looksam.optim._foreach import global_norm, squared_norm
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def check_gsam_alpha(alpha: float) -> float:
+    """Validate GSAM's α (weight of the ascent along g_⊥): a finite real number ≥ 0."""
+    return _check_real("alpha", alpha, "a finite number >= 0 (0 reduces GSAM to SAM)")
+
+
+class GSAM(SharpnessAwareOptimizer):
+    r"""Surrogate Gap Guided SAM: descend on g_s, ascend along the part of g orthogonal to it.
+
+    Zhuang et al., "Surrogate Gap Minimization Improves Sharpness-Aware Training", ICLR 2022,
+    Algorithm 1. Every step, with global norms and dot products over every parameter that has
+    both gradients:
+
+    .. math::
+        g = ∇L(w), \qquad g_s = ∇L(w + ρ\,g/‖g‖), \qquad
+        g_⊥ = g - \frac{⟨g, g_s⟩}{‖g_s‖^2}\, g_s, \qquad
+        w ← \text{base\_step}(w,\; g_s - α\, g_⊥)
+
+    g_s descends the perturbed loss (SAM); −α·g_⊥ ascends L(w) orthogonally to g_s, which lowers
+    the surrogate gap (perturbed loss − loss, ≈ ρ²λ_max/2 near a minimum) without changing the
+    perturbed loss to first order. ``alpha=0`` is SAM exactly (the same trajectory, bit for bit).
+
+    Conventions: ‖g‖ = 0 gives no perturbation and g_⊥ = 0 (the step is SAM's); ‖g_s‖ = 0 gives
+    ⟨g, g_s⟩/‖g_s‖² = 0, i.e. g_⊥ = g (the projection onto the span of the zero vector is 0), so
+    the base steps with −α·g. If g or g_s is not finite (an fp16 overflow) the gradient is left
+    at g_s exactly as SAM leaves it, for GradScaler to skip. Parameters with g but no g_s (unused
+    in the perturbed pass) keep ``grad=None`` and are left out of the norms and the dot product.
+
+    The paper schedules ρ_t proportionally to the learning rate (ρ_t from ρ_max down to ρ_min).
+    Here ρ is a constant the caller owns: assign ``opt.rho`` between steps for a schedule (the
+    runner does this for its ρ warm-up). Reference settings: ViT-B/32 on ImageNet-1k in the
+    authors' ``big_vision`` config, AdamW-style base with linear lr decay: ρ_max = 0.6,
+    ρ_min = 0.1, α = 0.6; the authors' PyTorch CIFAR-10 example (WRN-16-8, SGD): α = 0.2 (with an
+    adaptive, ASAM-scaled ρ = 2.0). The defaults here are SAM's CIFAR-scale ρ = 0.05 and α = 0.2.
+
+    Cost: two forward-backward passes per step (the closure is called twice) and, beyond SAM,
+    g kept across the second pass (|θ| memory), two ``_foreach_norm`` launches, three in-place
+    elementwise foreach ops and one host read per (device, dtype) bucket. With c = α·S (S = 1
+    unless g_s comes at a GradScaler scale S relative to g, see below):
+
+    * g ← g − g_s/c, in g's own storage (g is no longer needed as such);
+    * ‖g_s‖² and ‖g − g_s/c‖², fetched together in one host read; ⟨g, g_s⟩ then follows by
+      polarisation, and with it k = α·⟨g, g_s⟩/‖g_s‖² (in g's units)
+      = (c²(‖g‖² − ‖g − g_s/c‖²) + ‖g_s‖²) / (2‖g_s‖²);
+    * p.grad ← k·g_s − c·(g − g_s/c) = (1 + k)·g_s − c·g, i.e. S·(g_s − α·g_⊥), in place.
+
+    torch's foreach family has norms but no dot product. A direct per-tensor dot product would
+    read g and g_s once without a write, but costs one kernel launch per parameter; a foreach
+    product followed by per-tensor sums needs a |θ| temporary and the same launches. The
+    polarised vector here is formed at the scale of the update, so the rounding error of k is
+    about ε·(1 + (α‖g‖/‖g_s‖)²)/2 (no 1/α blow-up for small α), and while the norms are checked
+    for overflow p.grad still holds g_s untouched.
+
+    Mixed precision (GradScaler). The combination is not scale-free: if g was unscaled before the
+    perturbation (the fp16 recipe does this) while g_s comes from a scaled backward pass, the
+    gradient the base receives must be S·(g_s − α·g_⊥) with S the loss scale. Through
+    ``step(closure, base_step=lambda: scaler.step(opt.base), unscale=lambda:
+    scaler.unscale_(opt))`` GSAM measures S itself as ‖g‖ before ``unscale()`` over ‖g‖ after it
+    (exact for GradScaler's power-of-two scales; one more norm and host read per step). With the
+    two-phase API pass it explicitly: ``scaler.unscale_(opt); opt.first_step(grad_scale=
+    scaler.get_scale())``; omitting it there is silently wrong by a factor S on the α term.
+
+    Data-parallel training: with the default *global* perturbation both passes are all-reduced
+    and every rank computes the same update. A *per-rank* perturbation (first pass under
+    ``no_sync()``) leaves g, and therefore the update, different on every rank: not supported.
+
+    Args:
+        base: the optimizer that applies the update.
+        rho: neighbourhood radius ρ ≥ 0 (constant; the caller may reassign ``opt.rho``).
+        alpha: weight α ≥ 0 of the ascent along g_⊥ (0 is SAM).
+    """
+
+    keeps_first_gradient = True
+
+    def __init__(self, base: Optimizer, *, rho: float = 0.05, alpha: float = 0.2) -> None:
+        super().__init__(base, rho=rho, k=1, alpha=check_gsam_alpha(alpha))
+        #: Loss scale of g_s relative to g for the step in flight (1 without GradScaler).
+        self._grad_scale = 1.0
+        self._norm_before_unscale: float | None = None
+
+    # ------------------------------------------------------------------ steps
+    def step(  # type: ignore[override]
+        self,
+        closure: Closure | None = None,
+        base_step: Callable[[], object] | None = None,
+        unscale: Callable[[], object] | None = None,
+    ) -> Any:
+        """Run one GSAM step (two closure calls); see ``SharpnessAwareOptimizer.step``.
+
+        When ``unscale`` is given, the loss scale it removes from g is measured (‖g‖ before and
+        after) so that g and g_s are combined at the same scale.
+        """
+        self._norm_before_unscale = None
+        if unscale is None:
+            return super().step(closure, base_step)
+        user_unscale = unscale
+
+        def measured_unscale() -> None:
+            before = global_norm([b.grads for b in self._buckets()])
+            user_unscale()
+            self._norm_before_unscale = before
+
+        return super().step(closure, base_step, measured_unscale)
+
+    @torch.no_grad()
+    def first_step(self, grad_scale: float | None = None) -> None:
+        """Move to w + ε and clear the gradients (see the engine), remembering g's scale.
+
+        Args:
+            grad_scale: how much larger the second backward pass's gradient is than g as it is
+                now: GradScaler's ``scaler.get_scale()`` after ``scaler.unscale_(opt)``, 1 when
+                g and g_s come at the same scale (no scaler, or g left scaled). ``None``: what
+                ``step(..., unscale=...)`` measured, else 1.
+        """
+        if grad_scale is not None:
+            scale = _check_real("grad_scale", grad_scale, "a finite number > 0")
+            if scale == 0.0:
+                raise ValueError(f"grad_scale must be a finite number > 0, got {grad_scale!r}")
+        else:
+            scale = 1.0
+        before, self._norm_before_unscale = self._norm_before_unscale, None
+        super().first_step()
+        after = cast(_LookInFlight, self._in_flight).grad_norm
+        if grad_scale is None and before is not None:
+            ratio = before / after if after > 0.0 else math.nan
+            if math.isfinite(ratio) and ratio > 0.0:  # else g overflowed or is 0: S is moot
+                scale = ratio
+        self._grad_scale = scale
+
+    # ------------------------------------------------------------------ the GSAM gradient
+    def _finish_look_(self, in_flight: _LookInFlight) -> None:
+        g_norm = in_flight.grad_norm
+        if self.alpha == 0.0 or g_norm == 0.0 or not math.isfinite(g_norm):
+            return  # SAM's gradient: α = 0, g = 0 (g_⊥ = 0), or g overflowed (GradScaler)
+        pairs: list[tuple[list[Tensor], list[Tensor]]] = []  # (g, g_s) per bucket
+        g_sq = g_norm**2
+        for bucket in in_flight.buckets:
+            grads_s = [p.grad for p in bucket.params]
+            if any(gs is None for gs in grads_s):  # rare: a parameter unused at w + ε
+                keep = [i for i, gs in enumerate(grads_s) if gs is not None]
+                pairs.append(
+                    ([bucket.grads[i] for i in keep], [cast(Tensor, grads_s[i]) for i in keep])
+                )
+                g_sq = -1.0  # recompute over the kept parameters below
+            else:
+                pairs.append((bucket.grads, cast(list[Tensor], grads_s)))
+        pairs = [(g, gs) for g, gs in pairs if gs]
+        if g_sq < 0.0:
+            g_sq = squared_norm([g for g, _ in pairs])
+            if g_sq == 0.0 or not math.isfinite(g_sq):
+                return
+        c = self.alpha * self._grad_scale
+        gs_sq = d_sq = 0.0
+        for g, gs in pairs:
+            dtype = torch.float32 if gs[0].dtype in _LOW_PRECISION else None
+            gs_norms = torch._foreach_norm(gs, 2, dtype=dtype)
+            torch._foreach_add_(g, gs, alpha=-1.0 / c)  # g ← g − g_s/c (g is ours: see engine)
+            d_norms = torch._foreach_norm(g, 2, dtype=dtype)
+            both = torch.stack(
+                [
+                    torch.linalg.vector_norm(torch.stack(gs_norms)),
+                    torch.linalg.vector_norm(torch.stack(d_norms)),
+                ]
+            )
+            gs_bucket, d_bucket = both.tolist()  # the one host read of this bucket
+            gs_sq += gs_bucket**2
+            d_sq += d_bucket**2
+        if not (math.isfinite(gs_sq) and math.isfinite(d_sq)):
+            return  # g_s (or the combination) overflowed: p.grad is still g_s, GradScaler skips
+        # k = α⟨g, g_s⟩/‖g_s‖² in g_s's units; ‖g_s‖ = 0 → k = 0, the update is then −c·g.
+        k = (c * c * (g_sq - d_sq) + gs_sq) / (2.0 * gs_sq) if gs_sq > 0.0 else 0.0
+        for g, gs in pairs:  # p.grad ← k·g_s − c·(g − g_s/c) = (1 + k)·g_s − c·g
+            torch._foreach_mul_(gs, k)
+            torch._foreach_add_(gs, g, alpha=-c)
+
+    def __repr__(self) -> str:
+        return (
+            f"GSAM(base={type(self.base).__name__}, rho={self.rho}, alpha={self.alpha}, "
+            f"steps_done={self.steps_done})"
+        )
