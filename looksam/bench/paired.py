@@ -87,12 +87,16 @@ def measure_paired_cost(
     steps_per_round: int = STEPS_PER_ROUND,
     warmup_steps: int = WARMUP_STEPS,
     workload: Workload | None = None,
+    second_pass_share: float | None = None,
 ) -> PairedCost:
     """Time ``config`` against ``reference`` at its batch size and at ``reference_batch_size``.
 
     Each round runs the same number of steps per contender, a multiple of the configuration's
-    k, so every round sees the same mix of look and plain steps. The sessions are fresh (the
-    step's cost does not depend on the trained weights) and train nothing that is kept.
+    k, so every round sees the same mix of look and plain steps. An optimizer whose second
+    passes follow a rule or a phase (AE-SAM, late-phase SAM) replays ``second_pass_share``, the
+    share its trained run measured (None: the registry's expectation), spread over every round.
+    The sessions are fresh (the step's cost does not depend on the trained weights) and train
+    nothing that is kept.
     """
     k = int(config.hyperparameters.get("k", 1))
     steps = max(k, math.ceil(steps_per_round / k) * k)
@@ -116,6 +120,7 @@ def measure_paired_cost(
     if batch != reference_batch_size:
         configs["reference@batch"] = replace(ref, batch_size=reference_batch_size)
     sessions = {name: TrainingSession(c, shared) for name, c in configs.items()}
+    sessions["trial"].replay_second_passes(second_pass_share, steps)
 
     def stepper(session: TrainingSession) -> Any:
         batches = session.batches()

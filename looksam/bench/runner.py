@@ -40,7 +40,7 @@ from looksam.bench.distributed import (
     init_distributed,
     rank_slice,
 )
-from looksam.bench.timing import synchronize
+from looksam.bench.timing import spread_looks, synchronize
 from looksam.bench.workloads import Workload, create_workload, get_workload_info
 from looksam.optim import LookSAM, SharpnessAwareOptimizer, create_optimizer, frozen_bn_stats
 from looksam.optim._registry import get_optimizer_info, resolve_base
@@ -414,6 +414,18 @@ class TrainingSession:
 
             self.base_optimizer.register_step_pre_hook(clip_before_step)
         self.generator = torch.Generator().manual_seed(config.seed)
+
+    def replay_second_passes(self, share: float | None, period: int) -> None:
+        """Timing only: give an optimizer without a fixed schedule (AE-SAM, late-phase SAM) a
+        second pass on ``share`` of every ``period`` steps, the mix a whole run has, instead of
+        whatever its rule does in a short window at the start. ``share`` None: the registry's
+        expectation. Optimizers with a fixed schedule are left alone."""
+        info = get_optimizer_info(self.config.optimizer)
+        if self.sam is None or info.fixed_schedule:
+            return
+        if share is None:
+            share = info.second_pass_share(self.config.hyperparameters)
+        self.sam.replay_look_schedule(spread_looks(share, period))
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.config.amp == "off":

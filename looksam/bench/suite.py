@@ -117,6 +117,8 @@ def measure_suite(
         for name in contenders
     }
 
+    for session in sessions.values():  # rules and phases: the registry's expected mix
+        session.replay_second_passes(None, spec.steps_per_round)
     steps = dict.fromkeys(sessions, 0)
 
     def stepper(name: str, session: TrainingSession) -> Callable[[], object]:

@@ -26,6 +26,18 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+def spread_looks(share: float, period: int) -> Callable[[int], bool]:
+    """Which steps take a second pass so that any ``period`` consecutive steps hold
+    ``round(share × period)`` of them, evenly spaced (a timing round sees a run's mix)."""
+    looks = round(min(1.0, max(0.0, share)) * period)
+
+    def takes_second_pass(step: int) -> bool:
+        i = step % period
+        return (i + 1) * looks // period > i * looks // period
+
+    return takes_second_pass
+
+
 @dataclass(frozen=True)
 class RelativeTiming:
     """One contender's step time and its ratio to the reference, over paired rounds."""

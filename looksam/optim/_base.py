@@ -127,6 +127,8 @@ class SharpnessAwareOptimizer(Optimizer):
         self.defaults = base.defaults
         self.steps_done = 0
         self._in_flight: _LookInFlight | None = None
+        #: Timing only (see :meth:`replay_look_schedule`): which steps take the second pass.
+        self._replayed_looks: Callable[[int], bool] | None = None
         self._bucket_key: tuple[int, ...] = ()
         self._bucket_params: list[list[Tensor]] = []
 
@@ -135,6 +137,25 @@ class SharpnessAwareOptimizer(Optimizer):
     def is_look_step(self) -> bool:
         """Whether the next step computes g_s (two gradients) rather than one."""
         return self.steps_done % self.k == 0
+
+    def replay_look_schedule(self, looks: Callable[[int], bool] | None) -> None:
+        """Timing only: take the second pass on the steps ``looks(steps_done)`` names.
+
+        An adaptive rule (AE-SAM) or a phase (late-phase SAM) spends its second passes where a
+        whole run puts them, which a short timing window does not see. Replaying the run's
+        measured share of second passes gives the window the run's mix of steps. The rule is
+        still evaluated every step (its cost belongs to the step); only its answer is replaced.
+        ``None`` restores the optimizer's own rule. Never use it for training.
+        """
+        self._replayed_looks = looks
+
+    def _takes_second_pass(self) -> bool:
+        """This step's answer: the optimizer's rule, unless a timing replay overrides it."""
+        if self._in_flight is not None:  # between first_step() and second_step()
+            return True
+        own = self.is_look_step
+        replayed = self._replayed_looks
+        return own if replayed is None else replayed(self.steps_done)
 
     @property
     def in_second_pass(self) -> bool:
@@ -169,7 +190,7 @@ class SharpnessAwareOptimizer(Optimizer):
                 fp16 recipe); ``base_step`` unscales the final gradient.
         """
         if closure is None:
-            if self.is_look_step and self._in_flight is None:
+            if self._in_flight is None and self._takes_second_pass():
                 raise RuntimeError(
                     f"{type(self).__name__}.step() needs a closure: step {self.steps_done} is a "
                     "look step that evaluates the gradient twice. Pass step(closure), or call "
@@ -179,7 +200,7 @@ class SharpnessAwareOptimizer(Optimizer):
             return None
         with torch.enable_grad():
             loss = closure()
-        if self.is_look_step:
+        if self._takes_second_pass():
             if unscale is not None:
                 unscale()
             self.first_step()
@@ -207,7 +228,7 @@ class SharpnessAwareOptimizer(Optimizer):
         ``None`` for every parameter, so the next backward writes g_s cleanly whatever
         ``zero_grad`` mode the closure uses.
         """
-        if not self.is_look_step:
+        if not self._takes_second_pass():
             raise RuntimeError(
                 f"step {self.steps_done} is not a look step (k={self.k}); check is_look_step "
                 "before calling first_step()"
@@ -246,7 +267,7 @@ class SharpnessAwareOptimizer(Optimizer):
         """
         in_flight = self._in_flight
         if in_flight is None:
-            if self.is_look_step:
+            if self._takes_second_pass():
                 raise RuntimeError(
                     f"step {self.steps_done} is a look step: call first_step() and run the second "
                     "backward pass before second_step()"

@@ -149,6 +149,10 @@ class OptimizerInfo:
     sam_role: str = "none"
     per_rank_perturbation: bool = False  # can perturb with each rank's own g (m-sharpness)
     needs_total_steps: bool = False  # its schedule needs the run's length (total_steps=)
+    #: Whether any window of steps pays its expected passes (every k-th step, every step, never).
+    #: False for a rule or a phase (AE-SAM, late-phase SAM): short timing windows replay the
+    #: run's measured share of second passes instead of trusting the window's own.
+    fixed_schedule: bool = True
     grad_scaler: bool = True  # works under fp16's GradScaler recipe
     #: A base optimizer whose learning rate the workloads tune (they ship an SGD rate).
     uses_workload_lr: bool = False
@@ -162,6 +166,10 @@ class OptimizerInfo:
     def takes_k(self) -> bool:
         """Whether it has a look interval k (SAM-k, LookSAM, …): scaling sweeps vary it."""
         return any(hp.name == "k" for hp in self.hyperparameters)
+
+    def second_pass_share(self, hyperparameters: Mapping[str, Any] | None = None) -> float:
+        """Expected share of steps that take a second pass (passes per step − 1, in [0, 1])."""
+        return min(1.0, max(0.0, self.passes_per_step(hyperparameters) - 1.0))
 
     @property
     def approximates_sam(self) -> bool:
@@ -482,6 +490,7 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         wraps_base=True,
         sam_role="approximation",
         needs_total_steps=True,
+        fixed_schedule=False,
         grad_scaler=False,  # its statistics would see the loss scale, which moves
     ),
     OptimizerInfo(
@@ -497,6 +506,7 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         wraps_base=True,
         sam_role="approximation",
         needs_total_steps=True,
+        fixed_schedule=False,
         grad_scaler=False,
     ),
     OptimizerInfo(
@@ -550,6 +560,7 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         wraps_base=True,
         sam_role="approximation",
         per_rank_perturbation=True,
+        fixed_schedule=False,
         needs_total_steps=True,
     ),
 )

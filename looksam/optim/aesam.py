@@ -236,7 +236,7 @@ class _AdaptivePolicy(SharpnessAwareOptimizer):
     @torch.no_grad()
     def first_step(self) -> None:
         """SAM step, phase 1 (see the engine); the policy must have chosen SAM for this step."""
-        if not self.is_look_step:
+        if not self._takes_second_pass():
             raise RuntimeError(
                 f"the adaptive policy chose a plain step for step {self.steps_done} "
                 "(‖g‖² below μ + c·σ); check is_look_step before calling first_step()"

@@ -105,7 +105,7 @@ class LatePhaseSAM(SharpnessAwareOptimizer):
     @torch.no_grad()
     def first_step(self) -> None:
         """Move to w + ε for a SAM step's second pass (see the engine); only from the switch on."""
-        if not self.is_look_step:
+        if not self._takes_second_pass():
             raise RuntimeError(
                 f"step {self.steps_done} is not a look step: late-phase SAM runs the base "
                 f"optimizer alone until step {self.switch_step}; check is_look_step before "

@@ -264,6 +264,7 @@ class TrialRun:
                         reference_batch_size(self.spec),
                         rounds=self.spec.timing_rounds,
                         steps_per_round=self.spec.timing_steps,
+                        second_pass_share=_measured_share(self.results),
                     )
         except optuna.TrialPruned:
             state = TrialState.PRUNED
@@ -381,3 +382,9 @@ class TrialRun:
 def _measured_passes(results: Sequence[RunResult]) -> list[float]:
     """Each run's measured passes per step (runs that took no step have none)."""
     return [p for r in results if (p := r.passes_per_step) is not None]
+
+
+def _measured_share(results: Sequence[RunResult]) -> float | None:
+    """The trained runs' mean share of second-pass steps (what an adaptive rule really chose)."""
+    shares = [f for r in results if (f := r.second_pass_fraction) is not None]
+    return statistics.fmean(shares) if shares else None
