@@ -23,9 +23,13 @@ from looksam.bench.runner import (
     resolve_device,
 )
 from looksam.bench.timing import time_relative
-from looksam.optim import DEFAULT_BASE, LINEUPS, get_optimizer_info
+from looksam.optim import DEFAULT_BASE, get_optimizer_info, list_optimizers
 
-DEFAULT_OPTIMIZERS: tuple[str, ...] = LINEUPS["suite"]
+
+def default_optimizers() -> tuple[str, ...]:
+    """What ``bench`` times when none are named: the base and every registered SAM-family
+    optimizer (read at call time, so a plugin's are included)."""
+    return (DEFAULT_BASE, *(info.name for info in list_optimizers() if info.wraps_base))
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class SuiteSpec:
     """What to measure: one workload, the optimizers, and the timing protocol."""
 
     workload: str = "synthetic-mlp"
-    optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
+    optimizers: tuple[str, ...] = field(default_factory=default_optimizers)
     reference: str = DEFAULT_BASE
     k: int = 5
     batch_size: int | None = None

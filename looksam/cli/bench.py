@@ -21,13 +21,13 @@ from looksam.bench.scaling import (
     measure_scaling_under_torchrun,
 )
 from looksam.bench.suite import (
-    DEFAULT_OPTIMIZERS,
     Baseline,
     BenchReport,
     CheckRow,
     SuiteSpec,
     baseline_from,
     check_baseline,
+    default_optimizers,
     measure_suite,
 )
 from looksam.bench.workloads import WorkloadDataError, get_workload_info
@@ -186,7 +186,7 @@ def bench(
         check_writable(json_path, "--json")
         _scaling(scaling, json_path, under_torchrun)
         return
-    names = tuple(optimizer or DEFAULT_OPTIMIZERS)
+    names = tuple(optimizer or default_optimizers())
     try:
         get_workload_info(workload)
         spec = SuiteSpec(

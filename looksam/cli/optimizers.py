@@ -14,7 +14,11 @@ from looksam.optim import HyperParameter, OptimizerInfo, list_optimizers
 
 def _format_hp(hp: HyperParameter) -> str:
     default = str(hp.default).lower() if hp.kind == "bool" else f"{hp.default:g}"
-    return f"{hp.name}={default} [dim]{hp.short_range()}[/]"
+    searched = ""
+    if hp.search is not None:  # what `registry = true` in a sweep spec searches
+        low, high = hp.search
+        searched = f" · {low:g}–{high:g}{' log' if hp.log else ''}"
+    return f"{hp.name}={default} [dim]{hp.short_range()}{searched}[/]"
 
 
 def _format_passes(info: OptimizerInfo, k: int) -> str:
@@ -50,7 +54,9 @@ def optimizers(
 
     Cost is in forward-backward passes per step: SAM pays 2, the k-step variants 1 + 1/k, the
     adaptive ones a range (runs report what they measured). The SAM family wraps a base optimizer,
-    whose own hyperparameters (lr, momentum, weight_decay…) are listed on the base's row. Set any
+    whose own hyperparameters (lr, momentum, weight_decay…) are listed on the base's row. Each
+    hyperparameter shows its default, its valid range and, after ·, the range a sweep searches
+    when its spec says `registry = true`. Set any
     of them with `run --hp NAME=VALUE`; add your own optimizers with `--plugin MODULE`.
     """
     if k < 1:

@@ -572,7 +572,6 @@ DEFAULT_OPTIMIZER = "looksam"
 #: The line-ups commands compare when the user names none.
 LINEUPS: dict[str, tuple[str, ...]] = {
     "sweep": ("sgd", "sam", "samk", "looksam"),  # a sweep spec without [optimizers] names
-    "suite": ("sgd", "sam", "samk", "looksam", "layerlooksam"),  # `check`'s suites
     "scaling": ("sgd", "looksam"),  # data-parallel scaling runs
 }
 

@@ -246,6 +246,15 @@ def parse_dimension(where: str, name: str, raw: Any) -> Dimension:
     return Dimension(name, low, high, log, integer)
 
 
+def registry_dimensions(optimizer: str, skip: set[str] | None = None) -> list[Dimension]:
+    """``optimizer``'s own hyperparameters that its registry entry gives a search range."""
+    return [
+        Dimension(hp.name, hp.search[0], hp.search[1], hp.log, hp.kind == "int")
+        for hp in get_optimizer_info(optimizer).hyperparameters
+        if hp.search is not None and hp.name not in (skip or set())
+    ]
+
+
 def _check_value(where: str, name: str, value: Any) -> None:
     if name == "batch_size":
         if not _is_count(value):
@@ -372,10 +381,16 @@ def parse_spec(
     ]
     spaces: dict[str, tuple[Dimension, ...]] = {}
     for opt_name in names:
-        own = [
-            parse_dimension(f"{where} [space.{opt_name}]", k, v)
-            for k, v in _table(where, raw_space, opt_name).items()
-        ]
+        table = dict(_table(where, raw_space, opt_name))
+        from_registry = table.pop("registry", False)
+        if not isinstance(from_registry, bool):
+            raise _fail(
+                f"{where} [space.{opt_name}]",
+                f"registry must be true or false, got {from_registry!r}",
+            )
+        own = [parse_dimension(f"{where} [space.{opt_name}]", k, v) for k, v in table.items()]
+        if from_registry:  # the entry's search ranges for what the table does not give
+            own += registry_dimensions(opt_name, skip={d.name for d in own})
         merged = {d.name: d for d in (*common, *own)}
         accepted = _accepted_names(opt_name, base)
         for dim in merged.values():

@@ -55,6 +55,26 @@ def test_overrides_replace_spec_keys() -> None:
     assert spec.tracking_uri is None
 
 
+def test_registry_spaces_fill_what_the_table_does_not_set(tmp_path: Path) -> None:
+    """`registry = true`: the entry's search ranges, except where the table gives its own."""
+    text = (
+        "[optimizers]\nnames = ['latesam', 'looksam']\n"
+        "[space.latesam]\nregistry = true\nrho = {low = 0.2, high = 0.4}\n"
+        "[space.looksam]\nregistry = false\nk = {low = 2, high = 3}\n"
+    )
+    spec = load_spec(_spec(text, tmp_path))
+    late = {d.name: d for d in spec.space_for("latesam")}
+    assert (late["rho"].low, late["rho"].high, late["rho"].log) == (0.2, 0.4, False)  # its own
+    fraction = next(hp for hp in get_optimizer_info("latesam").hyperparameters if hp.name != "rho")
+    assert fraction.search is not None
+    assert (late[fraction.name].low, late[fraction.name].high) == fraction.search
+    assert set(late) == {"rho", fraction.name}
+    assert [d.name for d in spec.space_for("looksam")] == ["k"]  # false: nothing added
+    k = next(d for d in load_spec(_spec("[space.looksam]\nregistry = true\n", tmp_path))
+             .space_for("looksam") if d.name == "k")  # fmt: skip
+    assert k.integer  # the entry's kind decides
+
+
 def _spec(text: str, tmp_path: Path) -> Path:
     path = tmp_path / "s.toml"
     path.write_text(text)
@@ -93,6 +113,7 @@ def _spec(text: str, tmp_path: Path) -> Path:
             "grid sampler needs a list of values for rho",
         ),
         ("[sampler]\nname = 'grid'\n[budget]\nn_trials = 4\n", "n_trials cannot be set"),
+        ("[space.looksam]\nregistry = 'yes'\n", "registry must be true or false"),
     ],
 )
 def test_bad_specs_raise_one_clear_error(tmp_path: Path, text: str, needle: str) -> None:
