@@ -172,6 +172,10 @@ def leaderboard_rows(data: SweepData) -> list[dict[str, str]]:
                 "raw train s": _seconds(None if c is None else c.train_seconds),
                 "time to target": ttt,
                 "contended": str(e.contended),
+                # measured (closure calls per step), so AE-SAM shows what its rule chose
+                "passes/step": "-"
+                if c is None or c.passes_per_step is None
+                else f"{c.passes_per_step:.2f}",
                 "best hyperparameters": "-" if c is None else format_params(c.params),
             }
         )

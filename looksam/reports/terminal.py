@@ -31,7 +31,9 @@ def rows_table(title: str, rows: list[dict[str, str]], columns: tuple[str, ...])
     narrow terminal or CI log never splits a number such as ``lr=0.0356`` across lines.
     """
     table = Table(title=title, title_justify="left")
-    numeric = {"est. train s", "raw train s", "time to target", "accuracy", "search best"}
+    numeric = {
+        "est. train s", "raw train s", "time to target", "accuracy", "search best", "passes/step"
+    }  # fmt: skip
     for column in columns:
         words = [w for row in rows for w in row.get(column, "").split()]
         table.add_column(
@@ -80,7 +82,11 @@ def terminal_report(data: SweepData, findings: list[Finding]) -> RenderableType:
             rows,
             TERMINAL_COLUMNS,
         ),
-        rows_table("Best hyperparameters", rows, ("optimizer", "best hyperparameters")),
+        rows_table(
+            "Best hyperparameters (passes per step measured)",
+            rows,
+            ("optimizer", "passes/step", "best hyperparameters"),
+        ),
     ]
     grids = grid_tables(data)
     parts.extend(grid_table(g) for g in grids)
