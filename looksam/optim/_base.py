@@ -62,6 +62,20 @@ def check_k(k: int) -> int:
     return int(k)
 
 
+def check_total_steps(total_steps: int) -> int:
+    """Validate T, the run's length in optimizer steps, that a schedule spans: an integer ≥ 1."""
+    if (
+        isinstance(total_steps, bool)
+        or not isinstance(total_steps, numbers.Integral)
+        or total_steps < 1
+    ):
+        raise ValueError(
+            "total_steps must be an integer >= 1 (the run's length in optimizer steps, which "
+            f"the schedule spans), got {total_steps!r}"
+        )
+    return int(total_steps)
+
+
 def _check_real(name: str, value: float, allowed: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be {allowed}, got {value!r}")

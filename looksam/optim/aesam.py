@@ -61,7 +61,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from looksam.optim._base import Closure, SharpnessAwareOptimizer
+from looksam.optim._base import Closure, SharpnessAwareOptimizer, check_total_steps
 from looksam.optim._foreach import squared_norm
 from looksam.optim.looksam import LookSAM
 
@@ -71,20 +71,6 @@ DEFAULT_LAMBDA1 = -1.0
 DEFAULT_LAMBDA2 = 1.0
 
 _STATE_KEYS = ("grad_sq_mean", "grad_sq_var", "sam_steps")
-
-
-def check_total_steps(total_steps: int) -> int:
-    """Validate T (the run's length in optimizer steps): an integer ≥ 1."""
-    if (
-        isinstance(total_steps, bool)
-        or not isinstance(total_steps, numbers.Integral)
-        or total_steps < 1
-    ):
-        raise ValueError(
-            "total_steps must be an integer >= 1 (the run's length in optimizer steps; the "
-            f"threshold schedule c_t runs over it), got {total_steps!r}"
-        )
-    return int(total_steps)
 
 
 def check_delta(delta: float) -> float:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from looksam.optim._base import SharpnessAwareOptimizer
+from looksam.optim._base import SharpnessAwareOptimizer, check_total_steps
 
 
 def check_start_fraction(start_fraction: float) -> float:
@@ -22,20 +22,6 @@ def check_start_fraction(start_fraction: float) -> float:
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"start_fraction must be {allowed}, got {start_fraction!r}")
     return value
-
-
-def check_total_steps(total_steps: int) -> int:
-    """Validate the run's length in optimizer steps: an integer ≥ 1."""
-    if (
-        isinstance(total_steps, bool)
-        or not isinstance(total_steps, numbers.Integral)
-        or total_steps < 1
-    ):
-        raise ValueError(
-            "total_steps must be an integer >= 1 (the run's length in optimizer steps), "
-            f"got {total_steps!r}"
-        )
-    return int(total_steps)
 
 
 def switch_step_for(start_fraction: float, total_steps: int) -> int:
