@@ -84,6 +84,17 @@ def _check_real(name: str, value: float, allowed: str) -> float:
     return float(value)
 
 
+#: A look step whose second pass left every gradient empty: the closure was not re-run.
+_NO_SECOND_GRADIENT = (
+    "look step {step}: the second forward-backward pass produced no gradient (every p.grad is "
+    "None after the closure's second call), so the step was not taken; w is restored. A "
+    "framework that runs the closure's backward once per step does this, e.g. PyTorch "
+    "Lightning's automatic optimization: use manual optimization with the two-phase API "
+    "(README: 'PyTorch Lightning'), or make the closure zero the gradients, run forward and "
+    "backward on every call"
+)
+
+
 @dataclass
 class Bucket:
     """Parameters with a gradient on one (device, dtype): one foreach launch per operation."""
@@ -290,6 +301,8 @@ class SharpnessAwareOptimizer(Optimizer):
         else:
             self._in_flight = None
             self._restore_weights(in_flight)
+            if not any(p.grad is not None for b in in_flight.buckets for p in b.params):
+                raise RuntimeError(_NO_SECOND_GRADIENT.format(step=self.steps_done))
             self._finish_look_(in_flight)
         if base_step is None:
             self.base.step()
