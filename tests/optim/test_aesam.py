@@ -12,35 +12,34 @@
 
 from __future__ import annotations
 
-import io
 import math
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
+from _models import (
+    BASES,
+    Closure,
+    MakeBatch,
+    MakeMLP,
+    ReferenceGv,
+    TwoGroupNet,
+    assert_tensors_equal,
+    base_step_with,
+    build_closure,
+    checkpoint_round_trip,
+    first_gradient,
+    grads_at_offset,
+    make_base,
+    snapshot,
+    step_side_by_side,
+)
 from torch import Tensor, nn
-from torch.testing import assert_close
 
 from looksam.optim.aesam import AESAM, AELookSAM
 
-CLOSE = {"rtol": 1e-10, "atol": 1e-12}
 STEPS = 36
-SECOND_GROUP_LR_FACTOR = 0.3
 CLASSES = {"aesam": AESAM, "aelooksam": AELookSAM}
-
-BASES: dict[str, Callable[[list[dict[str, Any]]], torch.optim.Optimizer]] = {
-    "sgd": lambda groups: torch.optim.SGD(
-        groups, lr=0.05, momentum=0.9, weight_decay=1e-2, nesterov=True
-    ),
-    "adamw": lambda groups: torch.optim.AdamW(
-        groups, lr=1e-2, weight_decay=1e-2, betas=(0.9, 0.999)
-    ),
-}
-
-
-def _flat(tensors: list[Tensor]) -> Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors])
 
 
 class ReferenceAE:
@@ -58,128 +57,54 @@ class ReferenceAE:
         lambda1: float,
         lambda2: float,
     ) -> None:
-        self.base, self.reuse, self.rho, self.alpha = base, reuse, rho, alpha
+        self.base, self.rho = base, rho
         self.T, self.delta, self.lambda1, self.lambda2 = total_steps, delta, lambda1, lambda2
         self.t = 0
         self.mu = 0.0  # μ_{-1}
         self.var = 0.0  # σ²_{-1}
         self.decisions: list[bool] = []
-        self.g_v: list[Tensor] = []
-        self.gv_norm = 0.0
+        self.gv = ReferenceGv(alpha, reused=reuse)
 
     def c(self, t: int) -> float:
         frac = min(t, self.T) / self.T
         return frac * self.lambda1 + (1 - frac) * self.lambda2
 
-    def step(self, closure: Callable[[], Tensor]) -> Tensor:
+    def step(self, closure: Closure) -> Tensor:
         loss = closure()
-        params = [p for g in self.base.param_groups for p in g["params"] if p.grad is not None]
-        g = [p.grad.detach().clone() for p in params]  # type: ignore[union-attr]
-        g_norm = _flat(g).norm().item()
+        params, g, g_norm = first_gradient(self.base)
         x = g_norm**2
         self.mu = self.delta * self.mu + (1 - self.delta) * x
         self.var = self.delta * self.var + (1 - self.delta) * (x - self.mu) ** 2
         use_sam = x >= self.mu + self.c(self.t) * math.sqrt(self.var)
         self.decisions.append(use_sam)
+        g_s = None
         if use_sam:
-            saved = [p.detach().clone() for p in params]
-            with torch.no_grad():
-                for p, gi in zip(params, g, strict=True):
-                    p.add_(self.rho * gi / g_norm)
-            closure()
-            g_s = [p.grad.detach().clone() for p in params]  # type: ignore[union-attr]
-            with torch.no_grad():
-                for p, w in zip(params, saved, strict=True):
-                    p.copy_(w)
-            if self.reuse:
-                beta = torch.dot(_flat(g), _flat(g_s)).item() / g_norm**2
-                self.g_v = [gs - beta * gi for gs, gi in zip(g_s, g, strict=True)]
-                self.gv_norm = _flat(self.g_v).norm().item()
-            used = g_s
-        elif self.reuse and self.alpha > 0.0 and self.gv_norm > 0.0:
-            coef = self.alpha * g_norm / self.gv_norm
-            used = [gi + coef * v for gi, v in zip(g, self.g_v, strict=True)]
-        else:
-            used = g
-        for p, u in zip(params, used, strict=True):
-            p.grad = u
-        self.base.step()
+            g_s = grads_at_offset(params, [self.rho * gi / g_norm for gi in g], closure)
+        base_step_with(self.base, params, self.gv.gradient(g, g_norm, g_s))
         self.t += 1
         return loss
 
 
-class TwoGroupNet(nn.Module):
-    """The conftest MLP plus a parameter the forward pass never touches (its grad stays None)."""
-
-    def __init__(self, mlp: nn.Sequential) -> None:
-        super().__init__()
-        self.mlp = mlp
-        self.never_used = nn.Parameter(torch.linspace(-1.0, 1.0, 4, dtype=torch.float64))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.mlp(x)
-
-    def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        return [
-            {"params": list(self.mlp[0].parameters())},
-            {
-                "params": [*self.mlp[2].parameters(), self.never_used],
-                "lr": lr * SECOND_GROUP_LR_FACTOR,
-            },
-        ]
-
-
-def _closure(
-    net: nn.Module, opt: Any, x: Tensor, y: Tensor, record: list[Tensor] | None = None
-) -> Callable[[], Tensor]:
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = nn.functional.mse_loss(net(x), y)
-        loss.backward()
-        if record is not None:
-            record.append(loss)
-        return loss
-
-    return closure
-
-
 @pytest.mark.parametrize("base_name", BASES)
 @pytest.mark.parametrize("name", CLASSES)
-def test_matches_reference(
-    name: str,
-    base_name: str,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-) -> None:
+def test_matches_reference(name: str, base_name: str, make_mlp: MakeMLP) -> None:
     """36 steps side by side (paper defaults δ = 0.9, λ₁ = −1, λ₂ = 1, T = 36): same losses,
     weights (1e-10), decisions, closure calls (1 or 2), μ, σ² and SAM-step count."""
     hp = {"rho": 0.05, "total_steps": STEPS, "delta": 0.9, "lambda1": -1.0, "lambda2": 1.0}
-    make_base = BASES[base_name]
     lib_net, ref_net = TwoGroupNet(make_mlp()), TwoGroupNet(make_mlp())
-    unused_before = lib_net.never_used.detach().clone()
-    lr = make_base([{"params": [torch.zeros(1)]}]).defaults["lr"]
     extra = {"alpha": 0.7} if name == "aelooksam" else {}
-    lib = CLASSES[name](make_base(lib_net.param_groups(lr)), **hp, **extra)
+    lib = CLASSES[name](lib_net.make_base(base_name), **hp, **extra)
     ref = ReferenceAE(
-        make_base(ref_net.param_groups(lr)),
+        ref_net.make_base(base_name),
         reuse=name == "aelooksam",
         alpha=extra.get("alpha", 0.0),
         **hp,  # type: ignore[arg-type]
     )
 
     for t in range(STEPS):
-        x, y = make_batch(100 + t % 4)
         record: list[Tensor] = []
-        lib_loss = lib.step(_closure(lib_net, lib, x, y, record))
-        ref_loss = ref.step(_closure(ref_net, ref.base, x, y))
+        step_side_by_side(t, lib, lib_net, ref, ref_net, record)
         assert len(record) == 1 + ref.decisions[-1], f"closure calls at step {t}"
-        assert_close(lib_loss, ref_loss, **CLOSE, msg=f"loss differs at step {t}")
-        assert_close(
-            list(lib_net.parameters()),
-            list(ref_net.parameters()),
-            **CLOSE,
-            msg=lambda m, t=t: f"weights differ after step {t}: {m}",
-        )
         assert lib.grad_sq_mean == pytest.approx(ref.mu, rel=1e-9)
         assert lib.grad_sq_var == pytest.approx(ref.var, rel=1e-9)
         assert lib.sam_steps == sum(ref.decisions)
@@ -188,12 +113,11 @@ def test_matches_reference(
     assert False in ref.decisions, ref.decisions
     assert lib.steps_done == STEPS
     assert lib.sam_fraction == sum(ref.decisions) / STEPS
-    assert lib_net.never_used.grad is None
-    assert torch.equal(lib_net.never_used, unused_before)
+    lib_net.assert_never_used_untouched()
     if name == "aelooksam":
         assert isinstance(lib, AELookSAM)
-        assert ref.gv_norm > 0.0
-        assert lib.gv_norm == pytest.approx(ref.gv_norm, rel=1e-9)
+        assert ref.gv.norm > 0.0
+        assert lib.gv_norm == pytest.approx(ref.gv.norm, rel=1e-9)
         # a reuse step after a SAM step occurred, so g_v was really used
         pairs = zip(ref.decisions, ref.decisions[1:], strict=False)
         assert any(a and not b for a, b in pairs)
@@ -262,9 +186,7 @@ def test_first_step_boundary_both_sides(name: str) -> None:
 
 @pytest.mark.parametrize("name", CLASSES)
 def test_loss_scaling_forces_decisions(
-    name: str,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
+    name: str, make_mlp: MakeMLP, make_batch: MakeBatch
 ) -> None:
     """With c_t ∈ [0, 1] a loss ×100 always crosses the threshold (‖g‖² ≥ (0.1 + 0.9·√0.1)·‖g‖²
     > μ + c·σ whatever the history) and a loss ×10⁻³ after a few normal steps never does."""
@@ -301,7 +223,7 @@ def test_loss_scaling_forces_decisions(
 # ---------------------------------------------------------------------- schedule
 
 
-def test_threshold_schedule(make_mlp: Callable[..., nn.Sequential]) -> None:
+def test_threshold_schedule(make_mlp: MakeMLP) -> None:
     """c_t = (t/T)λ₁ + (1 − t/T)λ₂: λ₂ at t = 0, the midpoint at T/2, λ₁ + (λ₂−λ₁)/T at the
     last step T − 1, λ₁ from T on (a run longer than announced)."""
     opt = AESAM(
@@ -324,7 +246,7 @@ def test_threshold_schedule(make_mlp: Callable[..., nn.Sequential]) -> None:
     assert [flat.threshold_coefficient(t) for t in range(3)] == [0.5, 0.5, 0.5]
 
 
-def test_defaults_follow_the_paper(make_mlp: Callable[..., nn.Sequential]) -> None:
+def test_defaults_follow_the_paper(make_mlp: MakeMLP) -> None:
     for cls in CLASSES.values():
         opt = cls(torch.optim.SGD(make_mlp().parameters(), lr=0.1), total_steps=5)
         assert (opt.rho, opt.delta, opt.lambda1, opt.lambda2) == (0.05, 0.9, -1.0, 1.0)
@@ -340,14 +262,12 @@ def test_defaults_follow_the_paper(make_mlp: Callable[..., nn.Sequential]) -> No
 # ---------------------------------------------------------------------- checkpointing
 
 
-def _train(
-    model: nn.Module, opt: Any, start: int, stop: int, make_batch: Callable[..., Any]
-) -> list[int]:
+def _train(model: nn.Module, opt: Any, start: int, stop: int, make_batch: MakeBatch) -> list[int]:
     calls = []
     for t in range(start, stop):
         x, y = make_batch(200 + t % 5)
         record: list[Tensor] = []
-        opt.step(_closure(model, opt, x, y, record))
+        opt.step(build_closure(model, opt, x, y, record))
         calls.append(len(record))
     return calls
 
@@ -355,10 +275,7 @@ def _train(
 @pytest.mark.parametrize("base_name", BASES)
 @pytest.mark.parametrize("name", CLASSES)
 def test_state_dict_round_trip_resumes_bit_for_bit(
-    name: str,
-    base_name: str,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
+    name: str, base_name: str, make_mlp: MakeMLP, make_batch: MakeBatch
 ) -> None:
     """Saved at step 11 of 24 (through torch.save) and loaded into a fresh model and optimizer,
     the run continues exactly: same decisions, weights, μ, σ² and SAM-step count."""
@@ -366,8 +283,9 @@ def test_state_dict_round_trip_resumes_bit_for_bit(
 
     def build() -> tuple[nn.Module, Any]:
         model = make_mlp()
-        base = BASES[base_name]([{"params": list(model.parameters())}])
-        return model, CLASSES[name](base, rho=0.05, total_steps=total)
+        return model, CLASSES[name](
+            make_base(base_name, model.parameters()), rho=0.05, total_steps=total
+        )
 
     straight_model, straight = build()
     straight_calls = _train(straight_model, straight, 0, total, make_batch)
@@ -376,11 +294,8 @@ def test_state_dict_round_trip_resumes_bit_for_bit(
 
     model, opt = build()
     first = _train(model, opt, 0, save_at, make_batch)
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
-    buffer.seek(0)
+    checkpoint = checkpoint_round_trip(model, opt)
     del model, opt
-    checkpoint = torch.load(buffer)
     resumed_model, resumed = build()
     resumed_model.load_state_dict(checkpoint["model"])
     resumed.load_state_dict(checkpoint["opt"])
@@ -388,16 +303,13 @@ def test_state_dict_round_trip_resumes_bit_for_bit(
     rest = _train(resumed_model, resumed, save_at, total, make_batch)
 
     assert first + rest == straight_calls
-    for a, b in zip(resumed_model.parameters(), straight_model.parameters(), strict=True):
-        assert torch.equal(a, b)
+    assert_tensors_equal(resumed_model.parameters(), straight_model.parameters())
     assert resumed.grad_sq_mean == straight.grad_sq_mean
     assert resumed.grad_sq_var == straight.grad_sq_var
     assert resumed.sam_steps == straight.sam_steps == straight_calls.count(2)
 
 
-def test_load_state_dict_without_statistics_is_refused(
-    make_mlp: Callable[..., nn.Sequential],
-) -> None:
+def test_load_state_dict_without_statistics_is_refused(make_mlp: MakeMLP) -> None:
     """A LookSAM checkpoint lacks μ, σ² and the SAM-step count: refused before anything loads."""
     from looksam.optim import LookSAM
 
@@ -414,7 +326,7 @@ def test_load_state_dict_without_statistics_is_refused(
 
 @pytest.mark.parametrize("name", CLASSES)
 def test_is_look_step_before_any_gradient(
-    name: str, make_mlp: Callable[..., nn.Sequential], make_batch: Callable[..., Any]
+    name: str, make_mlp: MakeMLP, make_batch: MakeBatch
 ) -> None:
     """No gradient yet: False, with nothing cached or updated; after the backward it decides
     once, however often it is asked, and the statistics move once, when the step completes."""
@@ -438,7 +350,7 @@ def test_is_look_step_before_any_gradient(
 
 @pytest.mark.parametrize("name", CLASSES)
 def test_stale_query_before_step_changes_nothing(
-    name: str, make_mlp: Callable[..., nn.Sequential], make_batch: Callable[..., Any]
+    name: str, make_mlp: MakeMLP, make_batch: MakeBatch
 ) -> None:
     """Asking ``is_look_step`` between steps (the previous step's gradients still in .grad)
     caches a guess that ``step(closure)`` discards: the run is bit-for-bit the same."""
@@ -454,19 +366,19 @@ def test_stale_query_before_step_changes_nothing(
                 _ = opt.is_look_step
             x, y = make_batch(300 + t % 3)
             record: list[Tensor] = []
-            opt.step(_closure(model, opt, x, y, record))
+            opt.step(build_closure(model, opt, x, y, record))
             calls.append(len(record))
-        runs.append((calls, [p.detach().clone() for p in model.parameters()], opt.grad_sq_var))
+        runs.append((calls, snapshot(model), opt.grad_sq_var))
     assert runs[0][0] == runs[1][0]
     assert 1 in runs[0][0]
     assert 2 in runs[0][0]
-    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1], strict=True))
+    assert_tensors_equal(runs[0][1], runs[1][1])
     assert runs[0][2] == runs[1][2]
 
 
 @pytest.mark.parametrize("name", CLASSES)
 def test_two_phase_api_matches_step_closure(
-    name: str, make_mlp: Callable[..., nn.Sequential], make_batch: Callable[..., Any]
+    name: str, make_mlp: MakeMLP, make_batch: MakeBatch
 ) -> None:
     """backward; ``if is_look_step: first_step(); backward``; ``second_step()`` reproduces
     ``step(closure)`` exactly, and ``first_step()`` on a plain step is refused."""
@@ -479,10 +391,10 @@ def test_two_phase_api_matches_step_closure(
         calls = []
         for t in range(12):
             x, y = make_batch(400 + t % 3)
-            closure = _closure(model, opt, x, y)
+            closure = build_closure(model, opt, x, y)
             if not manual:
                 record: list[Tensor] = []
-                opt.step(_closure(model, opt, x, y, record))
+                opt.step(build_closure(model, opt, x, y, record))
                 calls.append(len(record))
                 continue
             closure()
@@ -495,11 +407,11 @@ def test_two_phase_api_matches_step_closure(
                     opt.first_step()
                 calls.append(1)
             opt.second_step()
-        results.append((calls, [p.detach().clone() for p in model.parameters()]))
+        results.append((calls, snapshot(model)))
     assert results[0][0] == results[1][0]
     assert 1 in results[0][0]
     assert 2 in results[0][0]
-    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1], strict=True))
+    assert_tensors_equal(results[0][1], results[1][1])
 
 
 @pytest.mark.parametrize("name", CLASSES)
@@ -518,7 +430,7 @@ def test_non_finite_gradient_is_a_plain_step_that_keeps_the_statistics(name: str
 # ---------------------------------------------------------------------- validation
 
 
-def _base(make_mlp: Callable[..., nn.Sequential]) -> torch.optim.Optimizer:
+def _base(make_mlp: MakeMLP) -> torch.optim.Optimizer:
     return torch.optim.SGD(make_mlp().parameters(), lr=0.1)
 
 
@@ -545,7 +457,7 @@ def _base(make_mlp: Callable[..., nn.Sequential]) -> torch.optim.Optimizer:
     ],
 )
 def test_invalid_arguments(
-    name: str, kwargs: dict[str, Any], match: str, make_mlp: Callable[..., nn.Sequential]
+    name: str, kwargs: dict[str, Any], match: str, make_mlp: MakeMLP
 ) -> None:
     args: dict[str, Any] = {"total_steps": 10, **kwargs}
     with pytest.raises(ValueError, match=match):
@@ -565,13 +477,13 @@ def test_invalid_arguments(
     ],
 )
 def test_boundary_arguments_are_accepted(
-    name: str, kwargs: dict[str, Any], make_mlp: Callable[..., nn.Sequential]
+    name: str, kwargs: dict[str, Any], make_mlp: MakeMLP
 ) -> None:
     args: dict[str, Any] = {"total_steps": 10, **kwargs}
     CLASSES[name](_base(make_mlp), **args)
 
 
-def test_wrapper_arguments(make_mlp: Callable[..., nn.Sequential]) -> None:
+def test_wrapper_arguments(make_mlp: MakeMLP) -> None:
     with pytest.raises(ValueError, match="alpha"):
         AELookSAM(_base(make_mlp), total_steps=10, alpha=-0.1)
     AELookSAM(_base(make_mlp), total_steps=10, alpha=0.0)
@@ -584,7 +496,7 @@ def test_wrapper_arguments(make_mlp: Callable[..., nn.Sequential]) -> None:
 
 
 @pytest.mark.parametrize("name", CLASSES)
-def test_step_hooks_fire_once_per_step(name: str, make_mlp: Callable[..., nn.Sequential]) -> None:
+def test_step_hooks_fire_once_per_step(name: str, make_mlp: MakeMLP) -> None:
     """torch wraps each optimizer class's ``step`` with its hook runner; overriding ``step`` must
     not run LookSAM's wrapped copy as well (the hooks would fire twice)."""
     from looksam.optim import LookSAM
@@ -598,5 +510,5 @@ def test_step_hooks_fire_once_per_step(name: str, make_mlp: Callable[..., nn.Seq
     x = torch.randn(4, 5, dtype=torch.float64)
     y = torch.randn(4, 3, dtype=torch.float64)
     for _ in range(2):
-        opt.step(_closure(model, opt, x, y))
+        opt.step(build_closure(model, opt, x, y))
     assert fired == [0, 1, 0, 1]

@@ -19,51 +19,44 @@ from typing import Any
 
 import pytest
 import torch
+from _models import (
+    F32,
+    SCALE,
+    MakeBatch,
+    MakeClosure,
+    MakeMLP,
+    check_g_overflow_skips,
+    check_gs_overflow_skips,
+    check_scaled_matches_unscaled,
+    readme_recipe_step,
+    snapshot,
+)
 from torch import Tensor, nn
 from torch.testing import assert_close
 
 from looksam import SAM, LookSAM
 
-F32 = torch.float32
-F32_CLOSE = {"rtol": 1e-5, "atol": 1e-6}
-SCALE = 2.0**16  # GradScaler's default init_scale
-
-
-def _readme_recipe_step(
-    model: nn.Module,
-    opt: Any,
-    scaler: torch.amp.GradScaler,
-    x: Tensor,
-    y: Tensor,
-    second_loss_factor: float = 1.0,
-) -> None:
-    opt.zero_grad()
-    scaler.scale(nn.functional.mse_loss(model(x), y)).backward()
-    if opt.is_look_step:
-        scaler.unscale_(opt)
-        opt.first_step()
-        loss2 = second_loss_factor * nn.functional.mse_loss(model(x), y)
-        scaler.scale(loss2).backward()
-    opt.second_step(lambda: scaler.step(opt.base))
-    scaler.update()
-
-
-RECIPES = {"readme": _readme_recipe_step}
+RECIPES = {"readme": readme_recipe_step}
 WRAPPERS: dict[str, Callable[[torch.optim.Optimizer], Any]] = {
     "looksam": lambda b: LookSAM(b, rho=0.05, k=3, alpha=0.7),
     "sam": lambda b: SAM(b, rho=0.05),
 }
 
 
-def test_bf16_autocast_looksam_steps_are_finite(
-    make_mlp: Callable[..., Any], make_batch: Callable[..., Any]
-) -> None:
+def _wrapped_sgd(wrapper: str) -> Callable[[nn.Module], Any]:
+    """The wrapper around SGD(lr 0.05, momentum 0.9) over a model's parameters."""
+    return lambda model: WRAPPERS[wrapper](
+        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    )
+
+
+def test_bf16_autocast_looksam_steps_are_finite(make_mlp: MakeMLP, make_batch: MakeBatch) -> None:
     """Under CPU bf16 autocast (fp32 master weights) look and reuse steps run, the weights stay
     fp32, finite and move, and ‖g_v‖ is finite and positive."""
     model = make_mlp(dtype=F32)
     x, y = make_batch(dtype=F32)
     opt = LookSAM(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), rho=0.05, k=2)
-    before = [p.detach().clone() for p in model.parameters()]
+    before = snapshot(model)
 
     def closure() -> Tensor:
         opt.zero_grad()
@@ -87,95 +80,41 @@ def test_bf16_autocast_looksam_steps_are_finite(
 
 @pytest.mark.parametrize("wrapper", WRAPPERS)
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_grad_scaler_recipe_matches_unscaled_steps(
-    recipe: str,
-    wrapper: str,
-    make_mlp: Callable[..., Any],
-    make_batch: Callable[..., Any],
-    make_closure: Callable[..., Any],
-) -> None:
+def test_grad_scaler_recipe_matches_unscaled_steps(recipe: str, wrapper: str) -> None:
     """Six steps of the recipe (scale 2¹⁶; look and reuse steps for LookSAM k=3) == six unscaled
     ``step(closure)`` steps."""
-    x, y = make_batch(dtype=F32)
-    scaled_model, plain_model = make_mlp(dtype=F32), make_mlp(dtype=F32)
-    scaled = WRAPPERS[wrapper](torch.optim.SGD(scaled_model.parameters(), lr=0.05, momentum=0.9))
-    plain = WRAPPERS[wrapper](torch.optim.SGD(plain_model.parameters(), lr=0.05, momentum=0.9))
-    scaler = torch.amp.GradScaler("cpu", init_scale=SCALE)
-
-    for _ in range(6):
-        RECIPES[recipe](scaled_model, scaled, scaler, x, y)
-        plain.step(make_closure(plain_model, plain, x, y))
-    assert scaler.get_scale() == SCALE
-    assert scaled.steps_done == plain.steps_done == 6
-    assert not scaled.in_second_pass
-    assert_close(list(scaled_model.parameters()), list(plain_model.parameters()), **F32_CLOSE)
+    check_scaled_matches_unscaled(_wrapped_sgd(wrapper), RECIPES[recipe])
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_grad_scaler_overflow_in_g_skips_the_step(
-    recipe: str, make_mlp: Callable[..., Any], make_batch: Callable[..., Any]
-) -> None:
+def test_grad_scaler_overflow_in_g_skips_the_step(recipe: str) -> None:
     """init_scale 3e38 overflows the first backward of a look step: the update is skipped, the
     weights are bit-identical (not left at w + ε), the base has no state, the scale backs off."""
-    model = make_mlp(dtype=F32)
-    x, y = make_batch(dtype=F32)
-    opt = LookSAM(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), rho=0.05, k=3)
-    scaler = torch.amp.GradScaler("cpu", init_scale=3e38)
-    before = [p.detach().clone() for p in model.parameters()]
+    check_g_overflow_skips(
+        lambda model: LookSAM(
+            torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), rho=0.05, k=3
+        ),
+        RECIPES[recipe],
+    )
 
-    RECIPES[recipe](model, opt, scaler, 1e3 * x, y)
 
-    for p, w in zip(model.parameters(), before, strict=True):
-        assert torch.equal(p, w)
-    assert len(opt.base.state) == 0
-    assert scaler.get_scale() < 3e38
+def _gv(opt: LookSAM, model: nn.Module) -> list[Tensor]:
+    return [opt.state[p]["g_v"] for p in model.parameters()]
 
 
 @pytest.mark.parametrize("wrapper", WRAPPERS)
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_grad_scaler_overflow_in_gs_only_restores_and_skips(
-    recipe: str,
-    wrapper: str,
-    make_mlp: Callable[..., Any],
-    make_batch: Callable[..., Any],
-) -> None:
+def test_grad_scaler_overflow_in_gs_only_restores_and_skips(recipe: str, wrapper: str) -> None:
     """g finite but g_s overflows (second loss × 1e37) on the look step at t = 3: w is restored
     bit-for-bit and not updated, the base's momentum is untouched, LookSAM keeps the g_v of t = 0,
     update() lowers the scale, and the next step trains normally."""
-    model = make_mlp(dtype=F32)
-    x, y = make_batch(dtype=F32)
-    opt = WRAPPERS[wrapper](torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
-    while opt.steps_done < 3:
-        RECIPES[recipe](model, opt, scaler, x, y)
-    assert opt.is_look_step
-    before = [p.detach().clone() for p in model.parameters()]
-    momentum = [opt.base.state[p]["momentum_buffer"].clone() for p in model.parameters()]
-    gv = [opt.state[p]["g_v"].clone() for p in model.parameters()] if wrapper == "looksam" else []
-
-    RECIPES[recipe](model, opt, scaler, x, y, second_loss_factor=1e37)
-
-    for p, w in zip(model.parameters(), before, strict=True):
-        assert torch.equal(p, w)
-    for p, m in zip(model.parameters(), momentum, strict=True):
-        assert torch.equal(opt.base.state[p]["momentum_buffer"], m)
-    if wrapper == "looksam":
-        for p, v in zip(model.parameters(), gv, strict=True):
-            assert torch.equal(opt.state[p]["g_v"], v)
-    assert not opt.in_second_pass
-    assert scaler.get_scale() == 2.0**7
-
-    RECIPES[recipe](model, opt, scaler, x, y)
-    assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert not all(torch.equal(p, w) for p, w in zip(model.parameters(), before, strict=True))
+    kept = _gv if wrapper == "looksam" else None
+    check_gs_overflow_skips(_wrapped_sgd(wrapper), RECIPES[recipe], steps_before=3, kept=kept)
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_grad_scaler_recipe_keeps_gv_direction(
-    recipe: str,
-    make_mlp: Callable[..., Any],
-    make_batch: Callable[..., Any],
-    make_closure: Callable[..., Any],
+    recipe: str, make_mlp: MakeMLP, make_batch: MakeBatch, make_closure: MakeClosure
 ) -> None:
     """The g_v LookSAM stores on a look step under the recipe (scale 2¹⁶) points the same way as
     the g_v of an unscaled step: only its direction is used later, so a scale may change its
@@ -197,9 +136,7 @@ def test_grad_scaler_recipe_keeps_gv_direction(
 
 
 def test_an_overflow_in_gs_keeps_the_old_gv_for_the_next_plain_steps(
-    make_mlp: Callable[..., Any],
-    make_batch: Callable[..., Any],
-    flatten: Callable[[Any], Tensor],
+    make_mlp: MakeMLP, make_batch: MakeBatch, flatten: Callable[[Any], Tensor]
 ) -> None:
     """float64 and power-of-two scales (the scaler's arithmetic is exact). The look step at
     t = 2 overflows in g_s only; the plain step at t = 3 must still add α‖g‖/‖g_v‖·g_v with the
@@ -210,15 +147,15 @@ def test_an_overflow_in_gs_keeps_the_old_gv_for_the_next_plain_steps(
     opt = LookSAM(torch.optim.SGD(model.parameters(), lr=lr), rho=0.05, k=2, alpha=alpha)
     scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
     params = list(model.parameters())
-    _readme_recipe_step(model, opt, scaler, x, y)  # t = 0: look, stores g_v
+    readme_recipe_step(model, opt, scaler, x, y)  # t = 0: look, stores g_v
     old_gv = [opt.state[p]["g_v"].clone() for p in params]
     old_norm = opt.gv_norm
     assert old_norm == pytest.approx(flatten(old_gv).norm().item(), rel=1e-12)
     assert old_norm > 0.0
-    _readme_recipe_step(model, opt, scaler, x, y)  # t = 1: plain
+    readme_recipe_step(model, opt, scaler, x, y)  # t = 1: plain
     before = [p.detach().clone() for p in params]
 
-    _readme_recipe_step(model, opt, scaler, x, y, second_loss_factor=math.inf)  # t = 2
+    readme_recipe_step(model, opt, scaler, x, y, second_loss_factor=math.inf)  # t = 2
 
     assert scaler.get_scale() == 0.5  # the overflow was seen and the step skipped
     assert all(torch.equal(p, w) for p, w in zip(params, before, strict=True))
@@ -229,5 +166,5 @@ def test_an_overflow_in_gs_keeps_the_old_gv_for_the_next_plain_steps(
     g = torch.autograd.grad(nn.functional.mse_loss(model(x), y), params)
     coef = alpha * flatten(g).norm().item() / old_norm
     expected = [w - lr * (gi + coef * v) for w, gi, v in zip(before, g, old_gv, strict=True)]
-    _readme_recipe_step(model, opt, scaler, x, y)  # t = 3: plain, reuses the g_v of t = 0
+    readme_recipe_step(model, opt, scaler, x, y)  # t = 3: plain, reuses the g_v of t = 0
     assert_close(params, expected, rtol=1e-12, atol=1e-14)

@@ -7,13 +7,42 @@ g_⊥ = g − (⟨g, g_s⟩/‖g_s‖²)·g_s, and the base steps with g_s − �
 from __future__ import annotations
 
 import copy
-import io
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
+from _models import (
+    BASES,
+    CLOSE,
+    F32,
+    SCALE,
+    SECOND_GROUP_LR_FACTOR,
+    Closure,
+    MakeBatch,
+    MakeClosure,
+    MakeMLP,
+    TwoGroupNet,
+    assert_tensors_equal,
+    base_step_with,
+    build_closure,
+    check_g_overflow_skips,
+    check_gs_overflow_skips,
+    check_scaled_matches_unscaled,
+    checkpoint_round_trip,
+    first_gradient,
+    flat,
+    global_norm,
+    grads_at_offset,
+    make_base,
+    readme_recipe_step,
+    runner_recipe_step,
+    snapshot,
+    step_side_by_side,
+    tiny_sgd,
+)
 from torch import Tensor, nn
 from torch.testing import assert_close
 
@@ -21,24 +50,6 @@ from looksam.optim import SAM
 from looksam.optim.gsam import GSAM
 
 STEPS = 20
-CLOSE: dict[str, Any] = {"rtol": 1e-10, "atol": 1e-12}
-F32 = torch.float32
-F32_CLOSE: dict[str, Any] = {"rtol": 1e-5, "atol": 1e-6}
-SCALE = 2.0**16
-LR_FACTOR = 0.3  # the second param group's learning rate, relative to the first
-
-BASES: dict[str, Callable[[Any], torch.optim.Optimizer]] = {
-    "sgd": lambda groups: torch.optim.SGD(
-        groups, lr=0.05, momentum=0.9, weight_decay=1e-2, nesterov=True
-    ),
-    "adamw": lambda groups: torch.optim.AdamW(
-        groups, lr=1e-2, weight_decay=1e-2, betas=(0.9, 0.999)
-    ),
-}
-
-
-def _flat(tensors: list[Tensor]) -> Tensor:
-    return torch.cat([t.detach().reshape(-1).double() for t in tensors])
 
 
 class ReferenceGSAM:
@@ -48,99 +59,43 @@ class ReferenceGSAM:
     def __init__(self, base: torch.optim.Optimizer, *, rho: float, alpha: float) -> None:
         self.base, self.rho, self.alpha = base, rho, alpha
 
-    def step(self, closure: Callable[[], Tensor]) -> Tensor:
+    def step(self, closure: Closure) -> Tensor:
         loss = closure()
-        params = [p for grp in self.base.param_groups for p in grp["params"] if p.grad is not None]
-        g = [p.grad.detach().clone() for p in params]  # type: ignore[union-attr]
-        g_norm = _flat(g).norm().item()
-        saved = [p.detach().clone() for p in params]
+        params, g, g_norm = first_gradient(self.base)
+        offsets = None
         if self.rho > 0.0 and g_norm > 0.0:
-            with torch.no_grad():
-                for p, gi in zip(params, g, strict=True):
-                    p.add_(self.rho * gi / g_norm)
-        closure()
-        g_s = [p.grad.detach().clone() for p in params]  # type: ignore[union-attr]
-        with torch.no_grad():
-            for p, w in zip(params, saved, strict=True):
-                p.copy_(w)
-        gs_sq = _flat(g_s).norm().item() ** 2
-        beta = torch.dot(_flat(g), _flat(g_s)).item() / gs_sq if gs_sq > 0.0 else 0.0
+            offsets = [self.rho * gi / g_norm for gi in g]
+        g_s = grads_at_offset(params, offsets, closure)
+        gs_sq = global_norm(g_s) ** 2
+        beta = torch.dot(flat(g), flat(g_s)).item() / gs_sq if gs_sq > 0.0 else 0.0
         g_perp = [gi - beta * gsi for gi, gsi in zip(g, g_s, strict=True)]
-        for p, gsi, gpi in zip(params, g_s, g_perp, strict=True):
-            p.grad = gsi - self.alpha * gpi
-        self.base.step()
+        used = [gsi - self.alpha * gpi for gsi, gpi in zip(g_s, g_perp, strict=True)]
+        base_step_with(self.base, params, used)
         return loss
-
-
-class TwoGroupNet(nn.Module):
-    """The conftest MLP plus a parameter the forward pass never touches (its grad stays None)."""
-
-    def __init__(self, mlp: nn.Sequential) -> None:
-        super().__init__()
-        self.mlp = mlp
-        dtype = next(mlp.parameters()).dtype
-        self.never_used = nn.Parameter(torch.linspace(-1.0, 1.0, 4, dtype=dtype))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.mlp(x)
-
-    def groups(self, lr: float) -> list[dict[str, Any]]:
-        return [
-            {"params": list(self.mlp[0].parameters())},
-            {"params": [*self.mlp[2].parameters(), self.never_used], "lr": lr * LR_FACTOR},
-        ]
-
-
-def _closure(model: nn.Module, opt: Any, x: Tensor, y: Tensor) -> Callable[[], Tensor]:
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        return loss
-
-    return closure
 
 
 @pytest.mark.parametrize("base_name", BASES)
-def test_matches_reference(
-    base_name: str,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-) -> None:
+def test_matches_reference(base_name: str, make_mlp: MakeMLP) -> None:
     """20 steps side by side with the literal reference (ρ = 0.2, α = 0.5), two param groups
     with different learning rates and a parameter that never has a gradient: ~1e-10."""
     lib_net, ref_net, sam_net = (TwoGroupNet(make_mlp()) for _ in range(3))
-    unused_before = lib_net.never_used.detach().clone()
-    make_base = BASES[base_name]
-    lr = make_base([torch.zeros(1, requires_grad=True)]).defaults["lr"]
-    lib = GSAM(make_base(lib_net.groups(lr)), rho=0.2, alpha=0.5)
-    ref = ReferenceGSAM(make_base(ref_net.groups(lr)), rho=0.2, alpha=0.5)
-    sam = SAM(make_base(sam_net.groups(lr)), rho=0.2)
-    assert [g["lr"] for g in lib.param_groups] == [lr, lr * LR_FACTOR]
+    lib = GSAM(lib_net.make_base(base_name), rho=0.2, alpha=0.5)
+    ref = ReferenceGSAM(ref_net.make_base(base_name), rho=0.2, alpha=0.5)
+    sam = SAM(sam_net.make_base(base_name), rho=0.2)
+    lr = BASES[base_name]["lr"]
+    assert [g["lr"] for g in lib.param_groups] == [lr, lr * SECOND_GROUP_LR_FACTOR]
 
     for t in range(STEPS):
-        x, y = make_batch(100 + t % 4)
-        lib_loss = lib.step(_closure(lib_net, lib, x, y))
-        ref_loss = ref.step(_closure(ref_net, ref.base, x, y))
-        sam.step(_closure(sam_net, sam, x, y))
-        assert_close(lib_loss, ref_loss, **CLOSE, msg=f"loss differs at step {t}")
-        assert_close(
-            list(lib_net.parameters()),
-            list(ref_net.parameters()),
-            **CLOSE,
-            msg=f"weights differ after step {t}",
-        )
-    assert lib_net.never_used.grad is None
-    assert torch.equal(lib_net.never_used, unused_before)
+        x, y = step_side_by_side(t, lib, lib_net, ref, ref_net)
+        sam.step(build_closure(sam_net, sam, x, y))
+    lib_net.assert_never_used_untouched()
     assert lib.steps_done == STEPS
     # Not vacuous: the ascent along g_⊥ moved GSAM well away from SAM's trajectory.
-    gap = (_flat(list(lib_net.parameters())) - _flat(list(sam_net.parameters()))).abs().max()
+    gap = (flat(lib_net.parameters()) - flat(sam_net.parameters())).abs().max()
     assert gap.item() > 1e-4
 
 
-def test_matches_reference_across_dtypes(
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-) -> None:
+def test_matches_reference_across_dtypes(make_batch: MakeBatch) -> None:
     """A float64 layer feeding a float32 one: two (device, dtype) buckets whose norms and dot
     products must be summed into one global value."""
 
@@ -242,7 +197,7 @@ def test_gs_parallel_to_g_gives_sam() -> None:
 
 
 def test_parameter_without_gs_keeps_no_grad_and_is_left_out(
-    make_mlp: Callable[..., nn.Sequential], make_batch: Callable[..., tuple[Tensor, Tensor]]
+    make_mlp: MakeMLP, make_batch: MakeBatch
 ) -> None:
     """A parameter used in the first pass only has g but no g_s: it is not stepped, and the
     norms and the dot product run over the parameters that have both gradients."""
@@ -268,7 +223,7 @@ def test_parameter_without_gs_keeps_no_grad_and_is_left_out(
     mlp_params = list(model.parameters())
     before = [p.detach().clone() for p in params]
     g_all = torch.autograd.grad(loss_at(True), params)
-    g_norm = _flat(list(g_all)).norm().item()  # ε uses every parameter with g
+    g_norm = flat(list(g_all)).norm().item()  # ε uses every parameter with g
     with torch.no_grad():
         for p, gi in zip(params, g_all, strict=True):
             p.add_(rho * gi / g_norm)
@@ -277,7 +232,7 @@ def test_parameter_without_gs_keeps_no_grad_and_is_left_out(
         for p, w in zip(params, before, strict=True):
             p.copy_(w)
     g = g_all[: len(mlp_params)]
-    beta = torch.dot(_flat(list(g)), _flat(list(g_s))).item() / _flat(list(g_s)).norm().item() ** 2
+    beta = torch.dot(flat(list(g)), flat(list(g_s))).item() / flat(list(g_s)).norm().item() ** 2
     expected = [
         w - lr * (gs - alpha * (gi - beta * gs)) for w, gi, gs in zip(before, g, g_s, strict=False)
     ]
@@ -289,9 +244,7 @@ def test_parameter_without_gs_keeps_no_grad_and_is_left_out(
 
 
 def test_rho_zero_is_the_base_optimizer(
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-    make_closure: Callable[..., Any],
+    make_mlp: MakeMLP, make_batch: MakeBatch, make_closure: MakeClosure
 ) -> None:
     """ρ = 0: g_s = g, so g_⊥ = 0 up to rounding and the step is the base optimizer's."""
     x, y = make_batch()
@@ -310,28 +263,22 @@ def test_rho_zero_is_the_base_optimizer(
 
 @pytest.mark.parametrize("base_name", BASES)
 def test_alpha_zero_is_sam_bit_for_bit(
-    base_name: str,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-    make_closure: Callable[..., Any],
+    base_name: str, make_mlp: MakeMLP, make_batch: MakeBatch, make_closure: MakeClosure
 ) -> None:
     """α = 0 follows SAM's trajectory exactly (torch.equal) over 10 steps."""
     gsam_model, sam_model = make_mlp(), make_mlp()
-    gsam = GSAM(BASES[base_name](gsam_model.parameters()), rho=0.1, alpha=0.0)
-    sam = SAM(BASES[base_name](sam_model.parameters()), rho=0.1)
+    gsam = GSAM(make_base(base_name, gsam_model.parameters()), rho=0.1, alpha=0.0)
+    sam = SAM(make_base(base_name, sam_model.parameters()), rho=0.1)
     for t in range(10):
         x, y = make_batch(300 + t % 3)
         gsam_loss = gsam.step(make_closure(gsam_model, gsam, x, y))
         sam_loss = sam.step(make_closure(sam_model, sam, x, y))
         assert torch.equal(gsam_loss, sam_loss)
-        for a, b in zip(gsam_model.parameters(), sam_model.parameters(), strict=True):
-            assert torch.equal(a, b)
+        assert_tensors_equal(gsam_model.parameters(), sam_model.parameters())
 
 
 def test_closure_called_twice_every_step(
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-    make_closure: Callable[..., Any],
+    make_mlp: MakeMLP, make_batch: MakeBatch, make_closure: MakeClosure
 ) -> None:
     """Exactly two closure calls per step; ``step`` returns the first (the loss at w)."""
     model = make_mlp()
@@ -351,9 +298,7 @@ def test_closure_called_twice_every_step(
 
 
 def test_two_phase_api_matches_step_closure(
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-    make_closure: Callable[..., Any],
+    make_mlp: MakeMLP, make_batch: MakeBatch, make_closure: MakeClosure
 ) -> None:
     """backward → first_step → backward → second_step is bit-identical to step(closure)."""
     x, y = make_batch()
@@ -369,14 +314,11 @@ def test_two_phase_api_matches_step_closure(
         assert manual.in_second_pass
         manual_closure()
         manual.second_step()
-        for a, b in zip(closure_model.parameters(), manual_model.parameters(), strict=True):
-            assert torch.equal(a, b)
+        assert_tensors_equal(closure_model.parameters(), manual_model.parameters())
 
 
 def test_step_without_closure_raises(
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-    make_closure: Callable[..., Any],
+    make_mlp: MakeMLP, make_batch: MakeBatch, make_closure: MakeClosure
 ) -> None:
     model = make_mlp()
     opt = GSAM(torch.optim.SGD(model.parameters(), lr=0.1))
@@ -387,7 +329,7 @@ def test_step_without_closure_raises(
 
 
 def test_gradient_views_are_copied_before_the_second_pass(
-    make_mlp: Callable[..., nn.Sequential], make_batch: Callable[..., tuple[Tensor, Tensor]]
+    make_mlp: MakeMLP, make_batch: MakeBatch
 ) -> None:
     """DDP(gradient_as_bucket_view=True) by hand: the gradients are views of one flat buffer
     that every backward pass overwrites. GSAM still needs g after the second pass, so the
@@ -411,7 +353,7 @@ def test_gradient_views_are_copied_before_the_second_pass(
         return loss
 
     for _ in range(4):
-        plain.step(_closure(plain_model, plain, x, y))
+        plain.step(build_closure(plain_model, plain, x, y))
         viewed.step(bucket_closure)
     assert_close(list(view_model.parameters()), list(plain_model.parameters()), **CLOSE)
 
@@ -419,142 +361,52 @@ def test_gradient_views_are_copied_before_the_second_pass(
 # ---------------------------------------------------------------------- mixed precision
 
 
-def _runner_step(
-    model: nn.Module,
-    opt: GSAM,
-    scaler: torch.amp.GradScaler,
-    x: Tensor,
-    y: Tensor,
-    second_loss_factor: float = 1.0,
-) -> None:
-    """The runner's fp16 path: the optimizer runs both passes and is handed the scaler."""
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        factor = second_loss_factor if opt.in_second_pass else 1.0
-        loss = factor * nn.functional.mse_loss(model(x), y)
-        scaler.scale(loss).backward()
-        return loss.detach()
-
-    opt.step(
-        closure,
-        base_step=lambda: scaler.step(opt.base),
-        unscale=lambda: scaler.unscale_(opt),
-    )
-    scaler.update()
+#: The runner's path, and the README's two-phase recipe telling GSAM the scale g_s comes at.
+RECIPES = {
+    "runner": runner_recipe_step,
+    "two_phase": functools.partial(readme_recipe_step, tell_grad_scale=True),
+}
 
 
-def _two_phase_step(
-    model: nn.Module,
-    opt: GSAM,
-    scaler: torch.amp.GradScaler,
-    x: Tensor,
-    y: Tensor,
-    second_loss_factor: float = 1.0,
-) -> None:
-    """The README recipe, telling GSAM the scale g_s comes at (g was unscaled before)."""
-    opt.zero_grad()
-    scaler.scale(nn.functional.mse_loss(model(x), y)).backward()
-    scaler.unscale_(opt)
-    opt.first_step(grad_scale=scaler.get_scale())
-    loss2 = second_loss_factor * nn.functional.mse_loss(model(x), y)
-    scaler.scale(loss2).backward()
-    opt.second_step(lambda: scaler.step(opt.base))
-    scaler.update()
-
-
-RECIPES = {"runner": _runner_step, "two_phase": _two_phase_step}
+def _gsam(model: nn.Module) -> GSAM:
+    return GSAM(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), rho=0.1, alpha=0.5)
 
 
 @pytest.mark.parametrize("init_scale", [SCALE, 1000.0])
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_grad_scaler_matches_unscaled_steps(
-    recipe: str,
-    init_scale: float,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-    make_closure: Callable[..., Any],
-) -> None:
+def test_grad_scaler_matches_unscaled_steps(recipe: str, init_scale: float) -> None:
     """Six fp16-recipe steps == six unscaled steps (fp32). Without telling GSAM the scale the α
     term would be off by the scale factor; the runner's path measures it (exactly for a power
     of two), the two-phase API is given it. 1000 is not a power of two."""
-    x, y = make_batch(dtype=F32)
-    scaled_model, plain_model = make_mlp(dtype=F32), make_mlp(dtype=F32)
 
-    def make(model: nn.Module) -> GSAM:
-        return GSAM(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), rho=0.1, alpha=0.5)
-
-    scaled, plain = make(scaled_model), make(plain_model)
-    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
-    for _ in range(6):
-        RECIPES[recipe](scaled_model, scaled, scaler, x, y)
-        plain.step(make_closure(plain_model, plain, x, y))
+    def measured_exactly(opt: GSAM) -> None:
         if init_scale == SCALE:
-            assert scaled._grad_scale == SCALE  # measured exactly, not approximately
-    assert scaler.get_scale() == init_scale
-    assert scaled.steps_done == plain.steps_done == 6
-    assert_close(list(scaled_model.parameters()), list(plain_model.parameters()), **F32_CLOSE)
+            assert opt._grad_scale == SCALE  # measured exactly, not approximately
+
+    check_scaled_matches_unscaled(_gsam, RECIPES[recipe], init_scale, each_step=measured_exactly)
 
 
 @pytest.mark.parametrize("factor", [1e37, math.inf])
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_grad_scaler_overflow_in_gs_skips_the_step(
-    recipe: str,
-    factor: float,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-) -> None:
+def test_grad_scaler_overflow_in_gs_skips_the_step(recipe: str, factor: float) -> None:
     """g finite, g_s overflows: w restored bit-for-bit and not updated, the momentum untouched,
     the scale backs off, and the next step trains normally."""
-    model = make_mlp(dtype=F32)
-    x, y = make_batch(dtype=F32)
-    opt = GSAM(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), rho=0.1, alpha=0.5)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
-    RECIPES[recipe](model, opt, scaler, x, y)
-    before = [p.detach().clone() for p in model.parameters()]
-    momentum = [opt.base.state[p]["momentum_buffer"].clone() for p in model.parameters()]
-
-    RECIPES[recipe](model, opt, scaler, x, y, second_loss_factor=factor)
-
-    for p, w in zip(model.parameters(), before, strict=True):
-        assert torch.equal(p, w)
-    for p, m in zip(model.parameters(), momentum, strict=True):
-        assert torch.equal(opt.base.state[p]["momentum_buffer"], m)
-    assert not opt.in_second_pass
-    assert scaler.get_scale() == 2.0**7
-    RECIPES[recipe](model, opt, scaler, x, y)
-    assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert not all(torch.equal(p, w) for p, w in zip(model.parameters(), before, strict=True))
+    check_gs_overflow_skips(_gsam, RECIPES[recipe], steps_before=1, factor=factor)
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_grad_scaler_overflow_in_g_skips_the_step(
-    recipe: str,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-) -> None:
+def test_grad_scaler_overflow_in_g_skips_the_step(recipe: str) -> None:
     """init_scale 3e38 overflows the first backward: no perturbation, no update, the base has no
     state, the scale backs off."""
-    model = make_mlp(dtype=F32)
-    x, y = make_batch(dtype=F32)
-    opt = GSAM(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), rho=0.1, alpha=0.5)
-    scaler = torch.amp.GradScaler("cpu", init_scale=3e38)
-    before = [p.detach().clone() for p in model.parameters()]
-    RECIPES[recipe](model, opt, scaler, 1e3 * x, y)
-    for p, w in zip(model.parameters(), before, strict=True):
-        assert torch.equal(p, w)
-    assert len(opt.base.state) == 0
-    assert scaler.get_scale() < 3e38
+    check_g_overflow_skips(_gsam, RECIPES[recipe])
 
 
-def test_bf16_autocast_steps_are_finite(
-    make_mlp: Callable[..., nn.Sequential], make_batch: Callable[..., tuple[Tensor, Tensor]]
-) -> None:
+def test_bf16_autocast_steps_are_finite(make_mlp: MakeMLP, make_batch: MakeBatch) -> None:
     """CPU bf16 autocast (fp32 master weights): the steps run, stay fp32 and finite, and move."""
     model = make_mlp(dtype=F32)
     x, y = make_batch(dtype=F32)
-    opt = GSAM(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), rho=0.1, alpha=0.5)
-    before = [p.detach().clone() for p in model.parameters()]
+    opt = _gsam(model)
+    before = snapshot(model)
 
     def closure() -> Tensor:
         opt.zero_grad()
@@ -576,15 +428,12 @@ def test_bf16_autocast_steps_are_finite(
 
 @pytest.mark.parametrize("base_name", BASES)
 def test_state_dict_round_trip_resumes_bit_for_bit(
-    base_name: str,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-    make_closure: Callable[..., Any],
+    base_name: str, make_mlp: MakeMLP, make_batch: MakeBatch, make_closure: MakeClosure
 ) -> None:
     """5 steps, torch.save of model and optimizer, a fresh model and GSAM load it, and both
     runs continue identically for 5 more steps."""
     model = make_mlp()
-    opt = GSAM(BASES[base_name](model.parameters()), rho=0.1, alpha=0.4)
+    opt = GSAM(make_base(base_name, model.parameters()), rho=0.1, alpha=0.4)
 
     def train(model: nn.Module, opt: GSAM, start: int, stop: int) -> None:
         for t in range(start, stop):
@@ -592,48 +441,40 @@ def test_state_dict_round_trip_resumes_bit_for_bit(
             opt.step(make_closure(model, opt, x, y))
 
     train(model, opt, 0, 5)
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
-    buffer.seek(0)
-    checkpoint = torch.load(buffer)
+    checkpoint = checkpoint_round_trip(model, opt)
     assert checkpoint["opt"]["sam_family"] == {"steps_done": 5}
 
     fresh_model = make_mlp(seed=11)
-    fresh = GSAM(BASES[base_name](fresh_model.parameters()), rho=0.1, alpha=0.4)
+    fresh = GSAM(make_base(base_name, fresh_model.parameters()), rho=0.1, alpha=0.4)
     fresh_model.load_state_dict(checkpoint["model"])
     fresh.load_state_dict(copy.deepcopy(checkpoint["opt"]))
     assert fresh.steps_done == 5
     assert fresh.param_groups is fresh.base.param_groups
     train(model, opt, 5, 10)
     train(fresh_model, fresh, 5, 10)
-    for a, b in zip(model.parameters(), fresh_model.parameters(), strict=True):
-        assert torch.equal(a, b)
+    assert_tensors_equal(model.parameters(), fresh_model.parameters())
 
 
 # ---------------------------------------------------------------------- validation
 
 
-def _base() -> torch.optim.Optimizer:
-    return torch.optim.SGD([nn.Parameter(torch.zeros(3))], lr=0.1)
-
-
 @pytest.mark.parametrize("alpha", [-1e-12, -0.5, math.nan, math.inf, "0.2", None, True], ids=repr)
 def test_bad_alpha(alpha: Any) -> None:
     with pytest.raises(ValueError, match=r"alpha must be a finite number >= 0"):
-        GSAM(_base(), alpha=alpha)
+        GSAM(tiny_sgd(), alpha=alpha)
 
 
 @pytest.mark.parametrize("rho", [-1e-12, -0.1, math.nan, math.inf, "0.05", None, True], ids=repr)
 def test_bad_rho(rho: Any) -> None:
     with pytest.raises(ValueError, match="rho"):
-        GSAM(_base(), rho=rho)
+        GSAM(tiny_sgd(), rho=rho)
 
 
 def test_boundary_values_are_accepted() -> None:
     """α = 0 (SAM) and ρ = 0 (the base) are valid; the defaults are ρ = 0.05, α = 0.2."""
-    opt = GSAM(_base(), rho=0.0, alpha=0.0)
+    opt = GSAM(tiny_sgd(), rho=0.0, alpha=0.0)
     assert (opt.rho, opt.alpha) == (0.0, 0.0)
-    default = GSAM(_base())
+    default = GSAM(tiny_sgd())
     assert (default.rho, default.alpha, default.k) == (0.05, 0.2, 1)
     assert repr(default) == "GSAM(base=SGD, rho=0.05, alpha=0.2, steps_done=0)"
 
@@ -646,21 +487,18 @@ def test_bad_base(base: Any) -> None:
 
 def test_nested_wrapper_is_rejected() -> None:
     with pytest.raises(ValueError, match="plain optimizer"):
-        GSAM(SAM(_base()))  # type: ignore[arg-type]
+        GSAM(SAM(tiny_sgd()))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("grad_scale", [0.0, -1.0, math.nan, math.inf, True, "2"], ids=repr)
 def test_bad_grad_scale_raises_before_moving(
-    grad_scale: Any,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-    make_closure: Callable[..., Any],
+    grad_scale: Any, make_mlp: MakeMLP, make_batch: MakeBatch, make_closure: MakeClosure
 ) -> None:
     model = make_mlp()
     opt = GSAM(torch.optim.SGD(model.parameters(), lr=0.1))
     make_closure(model, opt, *make_batch())()
-    before = [p.detach().clone() for p in model.parameters()]
+    before = snapshot(model)
     with pytest.raises(ValueError, match="grad_scale must be a finite number > 0"):
         opt.first_step(grad_scale=grad_scale)
     assert not opt.in_second_pass
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert_tensors_equal(model.parameters(), before)

@@ -7,39 +7,40 @@ against SAM and the bare base optimizer, under GradScaler and across a checkpoin
 from __future__ import annotations
 
 import copy
-import io
 import math
-from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from _models import (
+    BASES,
+    Closure,
+    MakeBatch,
+    MakeClosure,
+    MakeMLP,
+    TwoGroupNet,
+    assert_tensors_equal,
+    base_step_with,
+    build_closure,
+    check_gs_overflow_skips,
+    check_scaled_matches_unscaled,
+    checkpoint_round_trip,
+    first_gradient,
+    grads_at_offset,
+    make_base,
+    readme_recipe_step,
+    runner_recipe_step,
+    step_side_by_side,
+    tiny_sgd,
+)
 from torch import Tensor, nn
-from torch.testing import assert_close
 
 from looksam.optim import SAM
 from looksam.optim.late_phase import LatePhaseSAM, switch_step_for
 
 STEPS = 20
-CLOSE: dict[str, Any] = {"rtol": 1e-10, "atol": 1e-12}
-F32 = torch.float32
-F32_CLOSE: dict[str, Any] = {"rtol": 1e-5, "atol": 1e-6}
-LR_FACTOR = 0.3
-
-BASES: dict[str, Callable[[Any], torch.optim.Optimizer]] = {
-    "sgd": lambda groups: torch.optim.SGD(
-        groups, lr=0.05, momentum=0.9, weight_decay=1e-2, nesterov=True
-    ),
-    "adamw": lambda groups: torch.optim.AdamW(
-        groups, lr=1e-2, weight_decay=1e-2, betas=(0.9, 0.999)
-    ),
-}
-
-
-def _flat(tensors: list[Tensor]) -> Tensor:
-    return torch.cat([t.detach().reshape(-1) for t in tensors])
 
 
 class ReferenceLatePhaseSAM:
@@ -49,91 +50,35 @@ class ReferenceLatePhaseSAM:
         self.base, self.rho, self.switch_step = base, rho, switch_step
         self.t = 0
 
-    def step(self, closure: Callable[[], Tensor]) -> Tensor:
+    def step(self, closure: Closure) -> Tensor:
         loss = closure()
         if self.t >= self.switch_step:
-            params = [
-                p for grp in self.base.param_groups for p in grp["params"] if p.grad is not None
-            ]
-            g = [p.grad.detach().clone() for p in params]  # type: ignore[union-attr]
-            g_norm = _flat(g).norm().item()
-            saved = [p.detach().clone() for p in params]
+            params, g, g_norm = first_gradient(self.base)
+            offsets = None
             if self.rho > 0.0 and g_norm > 0.0:
-                with torch.no_grad():
-                    for p, gi in zip(params, g, strict=True):
-                        p.add_(self.rho * gi / g_norm)
-            closure()
-            g_s = [p.grad.detach().clone() for p in params]  # type: ignore[union-attr]
-            with torch.no_grad():
-                for p, w in zip(params, saved, strict=True):
-                    p.copy_(w)
-            for p, gsi in zip(params, g_s, strict=True):
-                p.grad = gsi
-        self.base.step()
+                offsets = [self.rho * gi / g_norm for gi in g]
+            base_step_with(self.base, params, grads_at_offset(params, offsets, closure))
+        else:
+            self.base.step()
         self.t += 1
         return loss
 
 
-class TwoGroupNet(nn.Module):
-    """The conftest MLP plus a parameter the forward pass never touches (its grad stays None)."""
-
-    def __init__(self, mlp: nn.Sequential) -> None:
-        super().__init__()
-        self.mlp = mlp
-        self.never_used = nn.Parameter(torch.linspace(-1.0, 1.0, 4, dtype=torch.float64))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.mlp(x)
-
-    def groups(self, lr: float) -> list[dict[str, Any]]:
-        return [
-            {"params": list(self.mlp[0].parameters())},
-            {"params": [*self.mlp[2].parameters(), self.never_used], "lr": lr * LR_FACTOR},
-        ]
-
-
-def _closure(model: nn.Module, opt: Any, x: Tensor, y: Tensor) -> Callable[[], Tensor]:
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        return loss
-
-    return closure
-
-
 @pytest.mark.parametrize("base_name", BASES)
-def test_matches_reference(
-    base_name: str,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-) -> None:
+def test_matches_reference(base_name: str, make_mlp: MakeMLP) -> None:
     """20 steps (start_fraction 0.4 of 20: base for steps 0–7, SAM for 8–19) side by side with
     the reference, two param groups and a parameter without a gradient: ~1e-10."""
     lib_net, ref_net = TwoGroupNet(make_mlp()), TwoGroupNet(make_mlp())
-    unused_before = lib_net.never_used.detach().clone()
-    make_base = BASES[base_name]
-    lr = make_base([torch.zeros(1, requires_grad=True)]).defaults["lr"]
     lib = LatePhaseSAM(
-        make_base(lib_net.groups(lr)), rho=0.1, start_fraction=0.4, total_steps=STEPS
+        lib_net.make_base(base_name), rho=0.1, start_fraction=0.4, total_steps=STEPS
     )
-    ref = ReferenceLatePhaseSAM(make_base(ref_net.groups(lr)), rho=0.1, switch_step=8)
+    ref = ReferenceLatePhaseSAM(ref_net.make_base(base_name), rho=0.1, switch_step=8)
     assert lib.switch_step == 8
 
     for t in range(STEPS):
-        x, y = make_batch(100 + t % 4)
         assert lib.is_look_step == (t >= 8)
-        lib_loss = lib.step(_closure(lib_net, lib, x, y))
-        ref_loss = ref.step(_closure(ref_net, ref.base, x, y))
-        assert_close(lib_loss, ref_loss, **CLOSE, msg=f"loss differs at step {t}")
-        assert_close(
-            list(lib_net.parameters()),
-            list(ref_net.parameters()),
-            **CLOSE,
-            msg=f"weights differ after step {t}",
-        )
-    assert lib_net.never_used.grad is None
-    assert torch.equal(lib_net.never_used, unused_before)
+        step_side_by_side(t, lib, lib_net, ref, ref_net)
+    lib_net.assert_never_used_untouched()
     assert lib.steps_done == STEPS
 
 
@@ -159,7 +104,7 @@ SWITCHES = [
 @pytest.mark.parametrize(("start_fraction", "total_steps", "switch"), SWITCHES)
 def test_switch_step(start_fraction: float, total_steps: int, switch: int) -> None:
     assert switch_step_for(start_fraction, total_steps) == switch
-    opt = LatePhaseSAM(_base(), start_fraction=start_fraction, total_steps=total_steps)
+    opt = LatePhaseSAM(tiny_sgd(), start_fraction=start_fraction, total_steps=total_steps)
     assert opt.switch_step == switch
     assert switch == math.ceil(Fraction(str(start_fraction)) * total_steps)
 
@@ -170,9 +115,9 @@ def test_switch_step(start_fraction: float, total_steps: int, switch: int) -> No
 def test_closure_calls_per_step(
     start_fraction: float,
     total_steps: int,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-    make_closure: Callable[..., Any],
+    make_mlp: MakeMLP,
+    make_batch: MakeBatch,
+    make_closure: MakeClosure,
 ) -> None:
     """One closure call before the switch, two from the switch step on (and past total_steps);
     ``is_look_step`` says which before the step's first pass; the run's passes per step are
@@ -201,55 +146,45 @@ def test_closure_calls_per_step(
 # ---------------------------------------------------------------------- equivalences
 
 
+@pytest.mark.parametrize(
+    ("start_fraction", "twin"),
+    [(0.0, "sam"), (1.0, "base")],
+    ids=["start_fraction_zero_is_sam", "start_fraction_one_is_the_base"],
+)
 @pytest.mark.parametrize("base_name", BASES)
-def test_start_fraction_zero_is_sam_bit_for_bit(
+def test_start_fraction_at_the_ends_is_bit_for_bit(
     base_name: str,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-    make_closure: Callable[..., Any],
+    start_fraction: float,
+    twin: str,
+    make_mlp: MakeMLP,
+    make_batch: MakeBatch,
+    make_closure: MakeClosure,
 ) -> None:
-    late_model, sam_model = make_mlp(), make_mlp()
+    """start_fraction 0 is SAM from the first step, 1 the bare base for the whole run (steps
+    past total_steps are SAM steps): same losses and weights, exactly, over 10 steps."""
+    late_model, twin_model = make_mlp(), make_mlp()
     late = LatePhaseSAM(
-        BASES[base_name](late_model.parameters()), rho=0.1, start_fraction=0.0, total_steps=10
+        make_base(base_name, late_model.parameters()),
+        rho=0.1,
+        start_fraction=start_fraction,
+        total_steps=10,
     )
-    sam = SAM(BASES[base_name](sam_model.parameters()), rho=0.1)
+    base = make_base(base_name, twin_model.parameters())
+    other: Any = SAM(base, rho=0.1) if twin == "sam" else base
     for t in range(10):
         x, y = make_batch(300 + t % 3)
         assert torch.equal(
             late.step(make_closure(late_model, late, x, y)),
-            sam.step(make_closure(sam_model, sam, x, y)),
+            other.step(make_closure(twin_model, other, x, y)),
         )
-        for a, b in zip(late_model.parameters(), sam_model.parameters(), strict=True):
-            assert torch.equal(a, b)
-
-
-@pytest.mark.parametrize("base_name", BASES)
-def test_start_fraction_one_is_the_base_bit_for_bit(
-    base_name: str,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-    make_closure: Callable[..., Any],
-) -> None:
-    late_model, base_model = make_mlp(), make_mlp()
-    late = LatePhaseSAM(
-        BASES[base_name](late_model.parameters()), rho=0.1, start_fraction=1.0, total_steps=10
-    )
-    base = BASES[base_name](base_model.parameters())
-    for t in range(10):
-        x, y = make_batch(300 + t % 3)
-        late.step(make_closure(late_model, late, x, y))
-        make_closure(base_model, base, x, y)()
-        base.step()
-        for a, b in zip(late_model.parameters(), base_model.parameters(), strict=True):
-            assert torch.equal(a, b)
-    assert late.switch_step == late.steps_done == 10
-    assert late.is_look_step  # steps past total_steps are SAM steps
+        assert_tensors_equal(late_model.parameters(), twin_model.parameters())
+    assert late.steps_done == 10
+    assert late.switch_step == 10 * start_fraction
+    assert late.is_look_step
 
 
 def test_switch_hands_the_base_state_to_sam_bit_for_bit(
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-    make_closure: Callable[..., Any],
+    make_mlp: MakeMLP, make_batch: MakeBatch, make_closure: MakeClosure
 ) -> None:
     """start 0.5 of 8: four plain base steps, then SAM wrapping that same base (its momentum
     carried over), exactly."""
@@ -270,17 +205,14 @@ def test_switch_hands_the_base_state_to_sam_bit_for_bit(
             base.step()
         else:
             sam.step(make_closure(manual_model, sam, x, y))
-        for a, b in zip(late_model.parameters(), manual_model.parameters(), strict=True):
-            assert torch.equal(a, b)
+        assert_tensors_equal(late_model.parameters(), manual_model.parameters())
 
 
 # ---------------------------------------------------------------------- two-phase API
 
 
 def test_plain_steps_accept_manual_backward_and_sam_steps_need_a_closure(
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-    make_closure: Callable[..., Any],
+    make_mlp: MakeMLP, make_batch: MakeBatch, make_closure: MakeClosure
 ) -> None:
     model = make_mlp()
     opt = LatePhaseSAM(
@@ -305,99 +237,30 @@ def test_plain_steps_accept_manual_backward_and_sam_steps_need_a_closure(
 # ---------------------------------------------------------------------- mixed precision
 
 
-def _runner_step(
-    model: nn.Module,
-    opt: LatePhaseSAM,
-    scaler: torch.amp.GradScaler,
-    x: Tensor,
-    y: Tensor,
-    second_loss_factor: float = 1.0,
-) -> None:
-    def closure() -> Tensor:
-        opt.zero_grad()
-        factor = second_loss_factor if opt.in_second_pass else 1.0
-        loss = factor * nn.functional.mse_loss(model(x), y)
-        scaler.scale(loss).backward()
-        return loss.detach()
-
-    opt.step(
-        closure,
-        base_step=lambda: scaler.step(opt.base),
-        unscale=lambda: scaler.unscale_(opt),
-    )
-    scaler.update()
-
-
-def _readme_step(
-    model: nn.Module,
-    opt: LatePhaseSAM,
-    scaler: torch.amp.GradScaler,
-    x: Tensor,
-    y: Tensor,
-    second_loss_factor: float = 1.0,
-) -> None:
-    opt.zero_grad()
-    scaler.scale(nn.functional.mse_loss(model(x), y)).backward()
-    if opt.is_look_step:
-        scaler.unscale_(opt)
-        opt.first_step()
-        loss2 = second_loss_factor * nn.functional.mse_loss(model(x), y)
-        scaler.scale(loss2).backward()
-    opt.second_step(lambda: scaler.step(opt.base))
-    scaler.update()
-
-
-RECIPES = {"runner": _runner_step, "readme": _readme_step}
+RECIPES = {"runner": runner_recipe_step, "readme": readme_recipe_step}
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_grad_scaler_matches_unscaled_steps_across_the_switch(
-    recipe: str,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-    make_closure: Callable[..., Any],
-) -> None:
+def test_grad_scaler_matches_unscaled_steps_across_the_switch(recipe: str) -> None:
     """Six fp16-recipe steps (base for 0–2, SAM for 3–5) == six unscaled steps."""
-    x, y = make_batch(dtype=F32)
-    scaled_model, plain_model = make_mlp(dtype=F32), make_mlp(dtype=F32)
 
     def make(model: nn.Module) -> LatePhaseSAM:
         base = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         return LatePhaseSAM(base, rho=0.1, start_fraction=0.5, total_steps=6)
 
-    scaled, plain = make(scaled_model), make(plain_model)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
-    for _ in range(6):
-        RECIPES[recipe](scaled_model, scaled, scaler, x, y)
-        plain.step(make_closure(plain_model, plain, x, y))
-    assert scaler.get_scale() == 2.0**16
-    assert not scaled.in_second_pass
-    assert_close(list(scaled_model.parameters()), list(plain_model.parameters()), **F32_CLOSE)
+    check_scaled_matches_unscaled(make, RECIPES[recipe])
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_grad_scaler_overflow_in_gs_after_the_switch_skips_the_step(
-    recipe: str,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-) -> None:
-    model = make_mlp(dtype=F32)
-    x, y = make_batch(dtype=F32)
-    opt = LatePhaseSAM(
-        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-        start_fraction=0.5,
-        total_steps=4,
-    )
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
-    while opt.steps_done < 2:
-        RECIPES[recipe](model, opt, scaler, x, y)
-    assert opt.is_look_step
-    before = [p.detach().clone() for p in model.parameters()]
-    RECIPES[recipe](model, opt, scaler, x, y, second_loss_factor=1e37)
-    for p, w in zip(model.parameters(), before, strict=True):
-        assert torch.equal(p, w)
-    assert scaler.get_scale() == 2.0**7
-    assert not opt.in_second_pass
+def test_grad_scaler_overflow_in_gs_after_the_switch_skips_the_step(recipe: str) -> None:
+    """Base steps 0–1, then an overflowing g_s on the first SAM step: skipped, w and the
+    momentum untouched, the scale halved, and training goes on."""
+
+    def make(model: nn.Module) -> LatePhaseSAM:
+        base = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        return LatePhaseSAM(base, start_fraction=0.5, total_steps=4)
+
+    check_gs_overflow_skips(make, RECIPES[recipe], steps_before=2)
 
 
 # ---------------------------------------------------------------------- checkpointing
@@ -412,42 +275,24 @@ def _build(total_steps: int = 10, start_fraction: float = 0.5) -> tuple[nn.Modul
 
 
 def _train(
-    model: nn.Module,
-    opt: LatePhaseSAM,
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-    start: int,
-    stop: int,
+    model: nn.Module, opt: LatePhaseSAM, make_batch: MakeBatch, start: int, stop: int
 ) -> list[int]:
     calls = []
     for t in range(start, stop):
-        record: list[int] = []
-        x, y = make_batch(600 + t)
-
-        def closure(x: Tensor = x, y: Tensor = y, record: list[int] = record) -> Tensor:
-            opt.zero_grad()
-            loss = nn.functional.mse_loss(model(x), y)
-            loss.backward()
-            record.append(1)
-            return loss
-
-        opt.step(closure)
+        record: list[Tensor] = []
+        opt.step(build_closure(model, opt, *make_batch(600 + t), record))
         calls.append(len(record))
     return calls
 
 
 @pytest.mark.parametrize("save_at", [3, 5, 7])
-def test_state_dict_round_trip_resumes_bit_for_bit(
-    save_at: int, make_batch: Callable[..., tuple[Tensor, Tensor]]
-) -> None:
+def test_state_dict_round_trip_resumes_bit_for_bit(save_at: int, make_batch: MakeBatch) -> None:
     """Saved before, at and after the switch (step 5 of 10) and resumed into an optimizer built
     for a different run (total_steps 100, start 0.1): the checkpoint's schedule is restored, the
     resumed run switches at step 5 and follows the uninterrupted one exactly to step 12."""
     model, opt = _build()
     _train(model, opt, make_batch, 0, save_at)
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
-    buffer.seek(0)
-    checkpoint = torch.load(buffer)
+    checkpoint = checkpoint_round_trip(model, opt)
     assert checkpoint["opt"]["sam_family"] == {
         "steps_done": save_at,
         "start_fraction": 0.5,
@@ -465,8 +310,7 @@ def test_state_dict_round_trip_resumes_bit_for_bit(
     expected_calls = [1 if t < 5 else 2 for t in range(save_at, 12)]
     assert _train(model, opt, make_batch, save_at, 12) == expected_calls
     assert _train(fresh_model, fresh, make_batch, save_at, 12) == expected_calls
-    for a, b in zip(model.parameters(), fresh_model.parameters(), strict=True):
-        assert torch.equal(a, b)
+    assert_tensors_equal(model.parameters(), fresh_model.parameters())
 
 
 @pytest.mark.parametrize(("key", "value"), [("total_steps", 0), ("start_fraction", 1.5)])
@@ -484,10 +328,6 @@ def test_load_state_dict_validates_the_schedule_first(key: str, value: Any) -> N
 # ---------------------------------------------------------------------- validation
 
 
-def _base() -> torch.optim.Optimizer:
-    return torch.optim.SGD([nn.Parameter(torch.zeros(3))], lr=0.1)
-
-
 BAD_START = [-1e-12, -0.5, 1.0 + 1e-12, 1.5, math.nan, math.inf, -math.inf, "0.5", None, True]
 GOOD_START = [0, 0.0, 1, 1.0, 0.5, Fraction(1, 3), np.float64(0.25)]
 BAD_TOTAL = [0, -1, 1.5, 2.0, True, False, "10", None, np.float64(3.0), math.inf]
@@ -497,12 +337,12 @@ GOOD_TOTAL = [1, 2, np.int64(5), 10**9]
 @pytest.mark.parametrize("start_fraction", BAD_START, ids=repr)
 def test_bad_start_fraction(start_fraction: Any) -> None:
     with pytest.raises(ValueError, match=r"start_fraction must be a finite number in \[0, 1\]"):
-        LatePhaseSAM(_base(), start_fraction=start_fraction, total_steps=10)
+        LatePhaseSAM(tiny_sgd(), start_fraction=start_fraction, total_steps=10)
 
 
 @pytest.mark.parametrize("start_fraction", GOOD_START, ids=repr)
 def test_good_start_fraction(start_fraction: Any) -> None:
-    opt = LatePhaseSAM(_base(), start_fraction=start_fraction, total_steps=12)
+    opt = LatePhaseSAM(tiny_sgd(), start_fraction=start_fraction, total_steps=12)
     assert opt.start_fraction == float(start_fraction)
     assert 0 <= opt.switch_step <= 12
 
@@ -510,25 +350,25 @@ def test_good_start_fraction(start_fraction: Any) -> None:
 @pytest.mark.parametrize("total_steps", BAD_TOTAL, ids=repr)
 def test_bad_total_steps(total_steps: Any) -> None:
     with pytest.raises(ValueError, match="total_steps must be an integer >= 1"):
-        LatePhaseSAM(_base(), total_steps=total_steps)
+        LatePhaseSAM(tiny_sgd(), total_steps=total_steps)
 
 
 @pytest.mark.parametrize("total_steps", GOOD_TOTAL, ids=repr)
 def test_good_total_steps(total_steps: Any) -> None:
-    opt = LatePhaseSAM(_base(), total_steps=total_steps)
+    opt = LatePhaseSAM(tiny_sgd(), total_steps=total_steps)
     assert opt.total_steps == int(total_steps)
     assert isinstance(opt.total_steps, int)
 
 
 def test_total_steps_is_required() -> None:
     with pytest.raises(TypeError, match="total_steps"):
-        LatePhaseSAM(_base())  # type: ignore[call-arg]
+        LatePhaseSAM(tiny_sgd())  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize("rho", [-1e-12, math.nan, math.inf, "0.05", None, True], ids=repr)
 def test_bad_rho(rho: Any) -> None:
     with pytest.raises(ValueError, match="rho"):
-        LatePhaseSAM(_base(), rho=rho, total_steps=10)
+        LatePhaseSAM(tiny_sgd(), rho=rho, total_steps=10)
 
 
 def test_bad_base() -> None:
@@ -539,10 +379,10 @@ def test_bad_base() -> None:
 def test_defaults_and_repr() -> None:
     """ρ = 0.05 and start_fraction = 0.875 (the paper's Fig. 1a switch) by default; ρ = 0 is
     allowed (the late phase is then the base optimizer with an extra pass)."""
-    opt = LatePhaseSAM(_base(), total_steps=200)
+    opt = LatePhaseSAM(tiny_sgd(), total_steps=200)
     assert (opt.rho, opt.start_fraction, opt.switch_step) == (0.05, 0.875, 175)
     assert repr(opt) == (
         "LatePhaseSAM(base=SGD, rho=0.05, start_fraction=0.875, total_steps=200, "
         "switch_step=175, steps_done=0)"
     )
-    assert LatePhaseSAM(_base(), rho=0.0, total_steps=1).rho == 0.0
+    assert LatePhaseSAM(tiny_sgd(), rho=0.0, total_steps=1).rho == 0.0

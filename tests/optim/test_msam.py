@@ -9,13 +9,31 @@ two param groups (different learning rates) and one parameter that never receive
 from __future__ import annotations
 
 import copy
-import io
 import itertools
 from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
 import torch
+from _models import (
+    BASES,
+    CLOSE,
+    MOMENTUM_KEY,
+    SECOND_GROUP_LR_FACTOR,
+    Closure,
+    MakeBatch,
+    MakeClosure,
+    MakeMLP,
+    TwoGroupNet,
+    assert_tensors_equal,
+    build_closure,
+    checkpoint_round_trip,
+    flat,
+    global_norm,
+    make_base,
+    snapshot,
+    step_side_by_side,
+)
 from torch import Tensor, nn
 from torch.testing import assert_close
 
@@ -23,27 +41,6 @@ from looksam import SAM, frozen_bn_stats
 from looksam.optim.msam import MSAM
 
 STEPS = 20
-CLOSE: dict[str, Any] = {"rtol": 1e-10, "atol": 1e-12}
-SECOND_GROUP_LR_FACTOR = 0.3
-
-BASES: dict[str, tuple[Callable[..., torch.optim.Optimizer], str]] = {
-    "sgd": (
-        lambda params, lr=0.05: torch.optim.SGD(
-            params, lr=lr, momentum=0.9, weight_decay=1e-2, nesterov=True
-        ),
-        "momentum_buffer",
-    ),
-    "adamw": (
-        lambda params, lr=1e-2: torch.optim.AdamW(
-            params, lr=lr, weight_decay=1e-2, betas=(0.9, 0.999)
-        ),
-        "exp_avg",
-    ),
-}
-
-
-def _flat(tensors: list[Tensor]) -> Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors])
 
 
 class ReferenceMSAM:
@@ -53,12 +50,12 @@ class ReferenceMSAM:
         self.base, self.key, self.rho = base, key, rho
         self.perturbed_steps = 0
 
-    def step(self, closure: Callable[[], Tensor]) -> Tensor:
+    def step(self, closure: Closure) -> Tensor:
         params = [p for g in self.base.param_groups for p in g["params"]]
         saved = [p.detach().clone() for p in params]
         with_v = [(p, self.base.state[p][self.key]) for p in params if p in self.base.state]
         if with_v and self.rho > 0.0:
-            v_norm = _flat([v for _, v in with_v]).norm().item()
+            v_norm = global_norm(v for _, v in with_v)
             if v_norm > 0.0:
                 self.perturbed_steps += 1
                 with torch.no_grad():
@@ -72,43 +69,8 @@ class ReferenceMSAM:
         return loss
 
 
-class TwoGroupNet(nn.Module):
-    """The conftest MLP plus a parameter the forward pass never touches (its grad stays None)."""
-
-    def __init__(self, mlp: nn.Sequential) -> None:
-        super().__init__()
-        self.mlp = mlp
-        self.never_used = nn.Parameter(torch.linspace(-1.0, 1.0, 4, dtype=torch.float64))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.mlp(x)
-
-    def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        return [
-            {"params": list(self.mlp[0].parameters())},
-            {
-                "params": [*self.mlp[2].parameters(), self.never_used],
-                "lr": lr * SECOND_GROUP_LR_FACTOR,
-            },
-        ]
-
-
-def _closure(net: nn.Module, opt: Any, x: Tensor, y: Tensor) -> Callable[[], Tensor]:
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = nn.functional.mse_loss(net(x), y)
-        loss.backward()
-        return loss
-
-    return closure
-
-
 def _sgd(params: Any, **kw: Any) -> torch.optim.SGD:
     return torch.optim.SGD(params, **{"lr": 0.05, "momentum": 0.9, **kw})
-
-
-def _params(model: nn.Module) -> list[Tensor]:
-    return [p.detach().clone() for p in model.parameters()]
 
 
 def _momentum(opt: MSAM, model: nn.Module, key: str = "momentum_buffer") -> list[Tensor]:
@@ -117,50 +79,32 @@ def _momentum(opt: MSAM, model: nn.Module, key: str = "momentum_buffer") -> list
 
 # ---------------------------------------------------------------------- the reference trajectory
 @pytest.mark.parametrize("base_name", BASES)
-def test_matches_reference(
-    base_name: str,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-) -> None:
+def test_matches_reference(base_name: str, make_mlp: MakeMLP) -> None:
     """20 steps of MSAM(ρ = 0.5) follow the literal reference to ~1e-10, on SGD (Nesterov,
     weight decay) and AdamW, two groups with different lr and a parameter without gradient."""
-    make_base, key = BASES[base_name]
-    lr = 0.05 if base_name == "sgd" else 1e-2
     lib_net, ref_net, plain_net = (TwoGroupNet(make_mlp()) for _ in range(3))
-    unused_before = lib_net.never_used.detach().clone()
-    lib = MSAM(make_base(lib_net.param_groups(lr)), rho=0.5)
-    ref = ReferenceMSAM(make_base(ref_net.param_groups(lr)), key, rho=0.5)
-    plain = make_base(plain_net.param_groups(lr))
+    lib = MSAM(lib_net.make_base(base_name), rho=0.5)
+    ref = ReferenceMSAM(ref_net.make_base(base_name), MOMENTUM_KEY[base_name], rho=0.5)
+    plain = plain_net.make_base(base_name)
+    lr = BASES[base_name]["lr"]
     assert [g["lr"] for g in lib.param_groups] == [lr, lr * SECOND_GROUP_LR_FACTOR]
 
     for t in range(STEPS):
-        x, y = make_batch(100 + t % 4)
-        lib_loss = lib.step(_closure(lib_net, lib, x, y))
-        ref_loss = ref.step(_closure(ref_net, ref.base, x, y))
-        plain.step(_closure(plain_net, plain, x, y))  # type: ignore[arg-type]
-        assert_close(lib_loss, ref_loss, **CLOSE, msg=f"loss differs at step {t}")
-        assert_close(
-            list(lib_net.parameters()),
-            list(ref_net.parameters()),
-            **CLOSE,
-            msg=f"weights differ after step {t}",
-        )
+        x, y = step_side_by_side(t, lib, lib_net, ref, ref_net)
+        plain.step(build_closure(plain_net, plain, x, y))
 
     assert ref.perturbed_steps == STEPS - 1  # every step but the first was perturbed
     assert lib.steps_done == STEPS
-    assert lib_net.never_used.grad is None
-    assert torch.equal(lib_net.never_used, unused_before)
+    lib_net.assert_never_used_untouched()
     assert lib_net.never_used not in lib.base.state
     # Not vacuous: MSAM left the plain optimizer's trajectory.
-    gap = (_flat(list(lib_net.parameters())) - _flat(list(plain_net.parameters()))).norm()
+    gap = (flat(lib_net.parameters()) - flat(plain_net.parameters())).norm()
     assert gap > 1e-3
 
 
 # ---------------------------------------------------------------------- closure and passes
 def test_one_closure_call_per_step(
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
-    make_closure: Callable[..., Callable[[], Tensor]],
+    make_mlp: MakeMLP, make_batch: MakeBatch, make_closure: MakeClosure
 ) -> None:
     """The closure runs exactly once per step, outside any "second pass"; ``step`` returns that
     call's loss and the schedule never asks for a look step."""
@@ -186,18 +130,16 @@ def test_one_closure_call_per_step(
     assert flags == [(False, True)] * 6
 
 
-def test_first_step_has_no_perturbation(
-    make_mlp: Callable[..., nn.Sequential], make_batch: Callable[..., tuple[Tensor, Tensor]]
-) -> None:
+def test_first_step_has_no_perturbation(make_mlp: MakeMLP, make_batch: MakeBatch) -> None:
     """Step 0 (no momentum yet) takes the gradient at w itself, in w's own storage, and equals
     the base optimizer's first step bit for bit."""
     model, twin = make_mlp(), make_mlp()
     opt, plain = MSAM(_sgd(model.parameters()), rho=3.0), _sgd(twin.parameters())
     x, y = make_batch()
-    w0 = _params(model)
+    w0 = snapshot(model)
     pointers = [p.data_ptr() for p in model.parameters()]
     seen: list[bool] = []
-    inner = _closure(model, opt, x, y)
+    inner = build_closure(model, opt, x, y)
 
     def closure() -> Tensor:
         seen.append(
@@ -207,68 +149,60 @@ def test_first_step_has_no_perturbation(
         return inner()
 
     opt.step(closure)
-    plain.step(_closure(twin, plain, x, y))
+    plain.step(build_closure(twin, plain, x, y))
     assert seen == [True]
-    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
-        assert torch.equal(a, b)
+    assert_tensors_equal(model.parameters(), twin.parameters())
 
 
 @pytest.mark.parametrize("base_name", BASES)
 def test_rho_zero_is_the_base_optimizer(
-    base_name: str,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
+    base_name: str, make_mlp: MakeMLP, make_batch: MakeBatch
 ) -> None:
     """ρ = 0 (the lower boundary) reproduces the base optimizer bit for bit."""
-    make_base, _ = BASES[base_name]
     model, twin = make_mlp(), make_mlp()
-    opt, plain = MSAM(make_base(model.parameters()), rho=0.0), make_base(twin.parameters())
+    opt = MSAM(make_base(base_name, model.parameters()), rho=0.0)
+    plain = make_base(base_name, twin.parameters())
     for t in range(10):
         x, y = make_batch(100 + t % 3)
-        loss = opt.step(_closure(model, opt, x, y))
-        assert torch.equal(loss, plain.step(_closure(twin, plain, x, y)))  # type: ignore[arg-type]
-    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
-        assert torch.equal(a, b)
+        loss = opt.step(build_closure(model, opt, x, y))
+        assert torch.equal(loss, plain.step(build_closure(twin, plain, x, y)))
+    assert_tensors_equal(model.parameters(), twin.parameters())
 
 
 # ---------------------------------------------------------------------- w after the step
-def _warm(
-    model: nn.Module, opt: MSAM, make_batch: Callable[..., tuple[Tensor, Tensor]], steps: int = 3
-) -> None:
+def _warm(model: nn.Module, opt: MSAM, make_batch: MakeBatch, steps: int = 3) -> None:
     for t in range(steps):
         x, y = make_batch(200 + t)
-        opt.step(_closure(model, opt, x, y))
+        opt.step(build_closure(model, opt, x, y))
 
 
 @pytest.mark.parametrize("base_name", BASES)
 def test_gradient_at_w_tilde_update_from_w(
-    base_name: str,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
+    base_name: str, make_mlp: MakeMLP, make_batch: MakeBatch
 ) -> None:
     """Inside the closure the weights are w − ρ·v/‖v‖ (new storage); after ``step`` they are
     exactly what the base optimizer computes from w with that gradient, in w's own storage."""
-    make_base, key = BASES[base_name]
+    key = MOMENTUM_KEY[base_name]
     rho = 0.7
     model = make_mlp()
-    opt = MSAM(make_base(model.parameters()), rho=rho)
+    opt = MSAM(make_base(base_name, model.parameters()), rho=rho)
     _warm(model, opt, make_batch)
 
-    w = _params(model)
+    w = snapshot(model)
     v = [t.clone() for t in _momentum(opt, model, key)]
-    v_norm = _flat(v).norm().item()
+    v_norm = flat(v).norm().item()
     expected_tilde = [wi - rho * vi / v_norm for wi, vi in zip(w, v, strict=True)]
     pointers = [p.data_ptr() for p in model.parameters()]
     twin = copy.deepcopy(model)
-    twin_base = make_base(twin.parameters())
+    twin_base = make_base(base_name, twin.parameters())
     twin_base.load_state_dict(copy.deepcopy(opt.base.state_dict()))  # no aliasing
 
     x, y = make_batch(7)
     grads: list[Tensor] = []
-    inner = _closure(model, opt, x, y)
+    inner = build_closure(model, opt, x, y)
 
     def closure() -> Tensor:
-        now = _params(model)
+        now = snapshot(model)
         assert_close(now, expected_tilde, **CLOSE)
         assert all(p.data_ptr() != q for p, q in zip(model.parameters(), pointers, strict=True))
         loss = inner()
@@ -280,22 +214,19 @@ def test_gradient_at_w_tilde_update_from_w(
     for p, g in zip(twin.parameters(), grads, strict=True):
         p.grad = g
     twin_base.step()
-    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
-        assert torch.equal(a, b)
+    assert_tensors_equal(model.parameters(), twin.parameters())
 
 
-def test_closure_raising_restores_w(
-    make_mlp: Callable[..., nn.Sequential], make_batch: Callable[..., tuple[Tensor, Tensor]]
-) -> None:
+def test_closure_raising_restores_w(make_mlp: MakeMLP, make_batch: MakeBatch) -> None:
     """An exception in the (perturbed) pass leaves w bit-identical in its own storage, no step
     taken, the momentum untouched; the next step runs normally."""
     model = make_mlp()
     opt = MSAM(_sgd(model.parameters()), rho=1.0)
     _warm(model, opt, make_batch)
-    w, v = _params(model), [t.clone() for t in _momentum(opt, model)]
+    w, v = snapshot(model), [t.clone() for t in _momentum(opt, model)]
     pointers = [p.data_ptr() for p in model.parameters()]
     x, y = make_batch(5)
-    inner = _closure(model, opt, x, y)
+    inner = build_closure(model, opt, x, y)
 
     def failing() -> Tensor:
         assert not all(torch.equal(p, q) for p, q in zip(model.parameters(), w, strict=True))
@@ -307,17 +238,13 @@ def test_closure_raising_restores_w(
     assert not opt.is_perturbed
     assert opt.steps_done == 3
     assert [p.data_ptr() for p in model.parameters()] == pointers
-    for p, q in zip(model.parameters(), w, strict=True):
-        assert torch.equal(p, q)
-    for a, b in zip(_momentum(opt, model), v, strict=True):
-        assert torch.equal(a, b)
+    assert_tensors_equal(model.parameters(), w)
+    assert_tensors_equal(_momentum(opt, model), v)
     opt.step(inner)
     assert opt.steps_done == 4
 
 
-def test_rho_is_read_at_every_step(
-    make_mlp: Callable[..., nn.Sequential], make_batch: Callable[..., tuple[Tensor, Tensor]]
-) -> None:
+def test_rho_is_read_at_every_step(make_mlp: MakeMLP, make_batch: MakeBatch) -> None:
     """A warm-up assigns ``opt.rho`` between steps: the perturbation has exactly that length."""
     model = make_mlp()
     opt = MSAM(_sgd(model.parameters()), rho=5.0)
@@ -325,12 +252,12 @@ def test_rho_is_read_at_every_step(
     lengths: list[float] = []
     for rho in (0.0, 0.25, 2.0):
         opt.rho = rho
-        w = _params(model)
+        w = snapshot(model)
         x, y = make_batch(9)
-        inner = _closure(model, opt, x, y)
+        inner = build_closure(model, opt, x, y)
 
         def closure(w: list[Tensor] = w, inner: Callable[[], Tensor] = inner) -> Tensor:
-            lengths.append((_flat(_params(model)) - _flat(w)).norm().item())
+            lengths.append((flat(snapshot(model)) - flat(w)).norm().item())
             return inner()
 
         opt.step(closure)
@@ -338,20 +265,20 @@ def test_rho_is_read_at_every_step(
     assert lengths[1:] == pytest.approx([0.25, 2.0], rel=1e-12)
     opt.rho = -1.0
     with pytest.raises(ValueError, match="rho"):
-        opt.step(_closure(model, opt, *make_batch(9)))
+        opt.step(build_closure(model, opt, *make_batch(9)))
     assert not opt.is_perturbed
 
 
 # ---------------------------------------------------------------------- ‖v‖ thresholds
 def _step_and_measure(model: nn.Module, opt: MSAM, batch: tuple[Tensor, Tensor]) -> list[float]:
     """Run one step; return ‖w̃ − w‖ and whether the storage was swapped (1.0) or not (0.0)."""
-    w = _params(model)
+    w = snapshot(model)
     pointers = [p.data_ptr() for p in model.parameters()]
     out: list[float] = []
-    inner = _closure(model, opt, *batch)
+    inner = build_closure(model, opt, *batch)
 
     def closure() -> Tensor:
-        out.append((_flat(_params(model)) - _flat(w)).norm().item())
+        out.append((flat(snapshot(model)) - flat(w)).norm().item())
         moved = [p.data_ptr() for p in model.parameters()] != pointers
         out.append(1.0 if moved else 0.0)
         return inner()
@@ -361,7 +288,7 @@ def _step_and_measure(model: nn.Module, opt: MSAM, batch: tuple[Tensor, Tensor])
 
 
 def test_zero_momentum_norm_means_no_perturbation(
-    make_mlp: Callable[..., nn.Sequential], make_batch: Callable[..., tuple[Tensor, Tensor]]
+    make_mlp: MakeMLP, make_batch: MakeBatch
 ) -> None:
     """‖v‖ = 0 exactly: w is used as it is (no NaN, no copy); a tiny ‖v‖ = 1e-150·√n still gives
     a perturbation of length exactly ρ (no epsilon in the denominator)."""
@@ -382,9 +309,7 @@ def test_zero_momentum_norm_means_no_perturbation(
 
 @pytest.mark.parametrize("bad", [float("inf"), float("nan")])
 def test_non_finite_momentum_means_no_perturbation(
-    bad: float,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
+    bad: float, make_mlp: MakeMLP, make_batch: MakeBatch
 ) -> None:
     model = make_mlp()
     opt = MSAM(_sgd(model.parameters()), rho=0.5)
@@ -393,9 +318,7 @@ def test_non_finite_momentum_means_no_perturbation(
     assert _step_and_measure(model, opt, make_batch(3)) == [0.0, 0.0]
 
 
-def test_group_without_momentum_is_not_moved(
-    make_mlp: Callable[..., nn.Sequential], make_batch: Callable[..., tuple[Tensor, Tensor]]
-) -> None:
+def test_group_without_momentum_is_not_moved(make_mlp: MakeMLP, make_batch: MakeBatch) -> None:
     """Momentum 0 in one group (allowed while another group has some): only the group with a
     momentum is perturbed, and ‖v‖ runs over it alone."""
     model = make_mlp()
@@ -405,11 +328,11 @@ def test_group_without_momentum_is_not_moved(
     opt = MSAM(base, rho=0.5)
     _warm(model, opt, make_batch)
     w_first, w_second = [p.detach().clone() for p in first], [p.detach().clone() for p in second]
-    inner = _closure(model, opt, *make_batch(4))
+    inner = build_closure(model, opt, *make_batch(4))
     seen: list[tuple[float, bool]] = []
 
     def closure() -> Tensor:
-        length = (_flat([p.detach() for p in first]) - _flat(w_first)).norm().item()
+        length = (flat([p.detach() for p in first]) - flat(w_first)).norm().item()
         same = all(torch.equal(p, w) for p, w in zip(second, w_second, strict=True))
         seen.append((length, same))
         return inner()
@@ -420,37 +343,32 @@ def test_group_without_momentum_is_not_moved(
 
 
 # ---------------------------------------------------------------------- two-phase API
-def test_two_phase_api_matches_closure(
-    make_mlp: Callable[..., nn.Sequential], make_batch: Callable[..., tuple[Tensor, Tensor]]
-) -> None:
+def test_two_phase_api_matches_closure(make_mlp: MakeMLP, make_batch: MakeBatch) -> None:
     """perturb() → forward/backward → step() is step(closure), bit for bit; perturb() twice is
     perturb() once."""
     model, twin = make_mlp(), make_mlp()
     opt, other = MSAM(_sgd(model.parameters()), rho=1.0), MSAM(_sgd(twin.parameters()), rho=1.0)
     for t in range(5):
         x, y = make_batch(300 + t)
-        opt.step(_closure(model, opt, x, y))
+        opt.step(build_closure(model, opt, x, y))
         other.perturb()
         if t % 2:
             other.perturb()
         assert other.is_perturbed
-        _closure(twin, other, x, y)()
+        build_closure(twin, other, x, y)()
         assert other.step() is None
     assert other.steps_done == 5
-    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
-        assert torch.equal(a, b)
+    assert_tensors_equal(model.parameters(), twin.parameters())
 
 
-def test_step_without_closure_or_perturb_raises(
-    make_mlp: Callable[..., nn.Sequential], make_batch: Callable[..., tuple[Tensor, Tensor]]
-) -> None:
+def test_step_without_closure_or_perturb_raises(make_mlp: MakeMLP, make_batch: MakeBatch) -> None:
     """Gradients from a plain backward (at w) are not MSAM's: ``step()`` refuses, says what to
     do, and changes nothing; ``restore()`` undoes a perturbation without stepping."""
     model = make_mlp()
     opt = MSAM(_sgd(model.parameters()), rho=1.0)
     _warm(model, opt, make_batch)
-    w = _params(model)
-    _closure(model, opt, *make_batch(1))()
+    w = snapshot(model)
+    build_closure(model, opt, *make_batch(1))()
     with pytest.raises(RuntimeError, match=r"closure.*perturb\(\)"):
         opt.step()
     assert opt.steps_done == 3
@@ -458,13 +376,12 @@ def test_step_without_closure_or_perturb_raises(
     assert not all(torch.equal(p, q) for p, q in zip(model.parameters(), w, strict=True))
     opt.restore()
     opt.restore()  # a no-op the second time
-    for p, q in zip(model.parameters(), w, strict=True):
-        assert torch.equal(p, q)
+    assert_tensors_equal(model.parameters(), w)
     with pytest.raises(RuntimeError, match="perturb"):
         opt.step()
 
 
-def test_first_step_is_not_part_of_msam(make_mlp: Callable[..., nn.Sequential]) -> None:
+def test_first_step_is_not_part_of_msam(make_mlp: MakeMLP) -> None:
     model = make_mlp()
     opt = MSAM(_sgd(model.parameters()), rho=1.0)
     with pytest.raises(RuntimeError, match="first_step"):
@@ -474,7 +391,7 @@ def test_first_step_is_not_part_of_msam(make_mlp: Callable[..., nn.Sequential]) 
 
 
 def test_base_step_is_used_and_unscale_never_called(
-    make_mlp: Callable[..., nn.Sequential], make_batch: Callable[..., tuple[Tensor, Tensor]]
+    make_mlp: MakeMLP, make_batch: MakeBatch
 ) -> None:
     model, twin = make_mlp(), make_mlp()
     opt, other = MSAM(_sgd(model.parameters()), rho=1.0), MSAM(_sgd(twin.parameters()), rho=1.0)
@@ -487,17 +404,14 @@ def test_base_step_is_used_and_unscale_never_called(
     for t in range(3):
         x, y = make_batch(t)
         opt.step(
-            _closure(model, opt, x, y), base_step=base_step, unscale=lambda: calls.append("x")
+            build_closure(model, opt, x, y), base_step=base_step, unscale=lambda: calls.append("x")
         )
-        other.step(_closure(twin, other, x, y))
+        other.step(build_closure(twin, other, x, y))
     assert calls == ["base_step"] * 3
-    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
-        assert torch.equal(a, b)
+    assert_tensors_equal(model.parameters(), twin.parameters())
 
 
-def test_grad_scaler_recipe(
-    make_mlp: Callable[..., nn.Sequential], make_batch: Callable[..., tuple[Tensor, Tensor]]
-) -> None:
+def test_grad_scaler_recipe(make_mlp: MakeMLP, make_batch: MakeBatch) -> None:
     """The runner's fp16 recipe (scaled backward, ``base_step=scaler.step(base)``) equals the
     unscaled run exactly (power-of-two scale), and an overflowing pass skips the update with w
     restored."""
@@ -525,17 +439,14 @@ def test_grad_scaler_recipe(
     for t in range(5):
         x, y = make_batch(t)
         fp16_step(scaled_closure(x, y))
-        other.step(_closure(twin, other, x, y))
-    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
-        assert torch.equal(a, b)
+        other.step(build_closure(twin, other, x, y))
+    assert_tensors_equal(model.parameters(), twin.parameters())
 
-    w, v = _params(model), [t.clone() for t in _momentum(opt, model)]
+    w, v = snapshot(model), [t.clone() for t in _momentum(opt, model)]
     fp16_step(scaled_closure(*make_batch(0), poison=True))
     assert scaler.get_scale() == 2.0**11
-    for p, q in zip(model.parameters(), w, strict=True):
-        assert torch.equal(p, q)
-    for m, m_before in zip(_momentum(opt, model), v, strict=True):
-        assert torch.equal(m, m_before)
+    assert_tensors_equal(model.parameters(), w)
+    assert_tensors_equal(_momentum(opt, model), v)
 
 
 # ---------------------------------------------------------------------- BatchNorm
@@ -570,25 +481,20 @@ def test_batchnorm_stats_update_on_the_single_pass() -> None:
 # ---------------------------------------------------------------------- checkpointing
 @pytest.mark.parametrize("base_name", BASES)
 def test_state_dict_resume_is_bit_identical(
-    base_name: str,
-    make_mlp: Callable[..., nn.Sequential],
-    make_batch: Callable[..., tuple[Tensor, Tensor]],
+    base_name: str, make_mlp: MakeMLP, make_batch: MakeBatch
 ) -> None:
     """7 steps, serialise model + optimizer, load into fresh objects, 7 more steps on both: the
     resumed run equals the uninterrupted one bit for bit."""
-    make_base, key = BASES[base_name]
+    key = MOMENTUM_KEY[base_name]
     model = make_mlp()
-    opt = MSAM(make_base(model.parameters()), rho=0.8)
+    opt = MSAM(make_base(base_name, model.parameters()), rho=0.8)
     _warm(model, opt, make_batch, steps=7)
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
-    buffer.seek(0)
-    checkpoint = torch.load(buffer)
+    checkpoint = checkpoint_round_trip(model, opt)
     assert checkpoint["opt"]["sam_family"]["steps_done"] == 7
     assert all(key in s for s in checkpoint["opt"]["base"]["state"].values())
 
     fresh_model = make_mlp(seed=5)
-    fresh = MSAM(make_base(fresh_model.parameters()), rho=0.8)
+    fresh = MSAM(make_base(base_name, fresh_model.parameters()), rho=0.8)
     fresh_model.load_state_dict(checkpoint["model"])
     fresh.load_state_dict(checkpoint["opt"])
     assert fresh.steps_done == 7
@@ -596,24 +502,22 @@ def test_state_dict_resume_is_bit_identical(
 
     for t in range(7, 14):
         x, y = make_batch(200 + t)
-        opt.step(_closure(model, opt, x, y))
-        fresh.step(_closure(fresh_model, fresh, x, y))
-    for a, b in zip(model.parameters(), fresh_model.parameters(), strict=True):
-        assert torch.equal(a, b)
+        opt.step(build_closure(model, opt, x, y))
+        fresh.step(build_closure(fresh_model, fresh, x, y))
+    assert_tensors_equal(model.parameters(), fresh_model.parameters())
 
 
 def test_load_state_dict_undoes_a_pending_perturbation(
-    make_mlp: Callable[..., nn.Sequential], make_batch: Callable[..., tuple[Tensor, Tensor]]
+    make_mlp: MakeMLP, make_batch: MakeBatch
 ) -> None:
     model = make_mlp()
     opt = MSAM(_sgd(model.parameters()), rho=1.0)
     _warm(model, opt, make_batch)
-    w, sd = _params(model), opt.state_dict()
+    w, sd = snapshot(model), opt.state_dict()
     opt.perturb()
     opt.load_state_dict(sd)
     assert not opt.is_perturbed
-    for p, q in zip(model.parameters(), w, strict=True):
-        assert torch.equal(p, q)
+    assert_tensors_equal(model.parameters(), w)
 
 
 # ---------------------------------------------------------------------- validation
@@ -667,9 +571,9 @@ def test_unsupported_base_rejected(make: Callable[[], torch.optim.Optimizer]) ->
 
 def test_not_an_optimizer_or_a_wrapper_rejected() -> None:
     with pytest.raises(ValueError, match=r"torch\.optim\.Optimizer"):
-        MSAM([_param()], rho=1.0)  # type: ignore[arg-type]
+        MSAM([_param()], rho=1.0)
     with pytest.raises(ValueError, match="plain optimizer"):
-        MSAM(SAM(_sgd([_param()])), rho=1.0)  # type: ignore[arg-type]
+        MSAM(SAM(_sgd([_param()])), rho=1.0)
 
 
 def test_repr() -> None:
