@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install sweep test lint format bench-optim clean
+.PHONY: install sweep test lint format bench-optim bench-gpu clean
 
 install: $(STAMP)
 
@@ -34,6 +34,11 @@ format: install
 bench-optim: install
 	$(BIN)/looksam-bench bench -w synthetic-mlp --device cpu --rounds 30
 	$(BIN)/looksam-bench bench -w synthetic-convnet --device cpu --rounds 30
+
+# One GPU, one command, about 8 minutes: bf16 step costs, host syncs, compiled vs eager; writes
+# reports/gpu-bench/results.{json,md} ($OUT when set). Without CUDA: a CPU dry run (seconds).
+bench-gpu: install
+	PYTHON=$(BIN)/python bench/gpu.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
