@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from looksam.bench.workloads.timm_models import with_timm_options
+from looksam.cli._console import fail
+
 Workload = Annotated[
     str,
     typer.Option("--workload", "-w", help="Workload name (see `looksam-bench workloads`)."),
@@ -37,6 +40,52 @@ DataDir = Annotated[
     Path | None,
     typer.Option("--data-dir", help="Where CIFAR-10 / ImageFolder data lives (no downloads)."),
 ]
+Data = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="timm:MODEL workloads: 'synthetic' for random tensors at the model's input size "
+        "(speed only) instead of --data-dir.",
+    ),
+]
+NumClasses = Annotated[
+    int | None,
+    typer.Option(
+        "--num-classes",
+        min=2,
+        help="timm:MODEL workloads: the model's outputs \\[default: the data's classes, or the "
+        "model's own with --data synthetic].",
+    ),
+]
+ImgSize = Annotated[
+    int | None,
+    typer.Option(
+        "--img-size",
+        min=1,
+        help="timm:MODEL workloads: input side in pixels \\[default: the model's own].",
+    ),
+]
+
+
+def cli_spelling(key: str) -> str:
+    """A workload parameter as its option is spelled (``img_size`` -> ``--img-size``)."""
+    return "--" + key.replace("_", "-")
+
+
+def workload_name(
+    workload: str, data: str | None, num_classes: int | None, img_size: int | None
+) -> str:
+    """``--workload`` with ``--data``, ``--num-classes`` and ``--img-size`` written into it
+    (``timm:MODEL,data=synthetic,…``), the name every later step carries; exit 2 if they do
+    not apply."""
+    try:
+        return with_timm_options(
+            workload, data=data, num_classes=num_classes, img_size=img_size, spell=cli_spelling
+        )
+    except ValueError as error:
+        fail(str(error))
+
+
 JsonOut = Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON.")]
 Perturbation = Annotated[
     str,

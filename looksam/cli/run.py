@@ -138,6 +138,9 @@ def run(
         ),
     ] = 0.0,
     data_dir: opt.DataDir = None,
+    data: opt.Data = None,
+    num_classes: opt.NumClasses = None,
+    img_size: opt.ImgSize = None,
     json_path: opt.JsonOut = None,
     perturbation: opt.Perturbation = "global",
     replica_check_every: Annotated[
@@ -158,6 +161,7 @@ def run(
 
     Data-parallel: --nproc 2 here, or torchrun --nproc-per-node 2 -m looksam run ...
     """
+    workload = opt.workload_name(workload, data, num_classes, img_size)
     try:
         launch = launch_from_env()
     except ValueError as error:
@@ -276,7 +280,14 @@ def _launch_locally(ctx: typer.Context, nproc: int, json_path: Path | None) -> N
 
 def workloads() -> None:
     """List the workloads: what they train, their defaults, whether they need --data-dir."""
-    table = Table(title="Registered workloads", title_justify="left")
+    table = Table(
+        title="Registered workloads",
+        title_justify="left",
+        caption="Also: timm:MODEL, any timm model (--data synthetic, or --data-dir with an "
+        "ImageFolder tree or CIFAR-10; --img-size, --num-classes), and MODULE:FUNCTION, a "
+        "function of yours returning a Workload (looksam.bench.workloads.custom_workload).",
+        caption_justify="left",
+    )
     for column in ("name", "what it is", "epochs", "batch", "target acc", "data"):
         table.add_column(column)
     for info in list_workloads():

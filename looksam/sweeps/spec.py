@@ -17,7 +17,7 @@ from typing import Any
 
 from looksam._plugins import PluginError, load_plugins
 from looksam.bench.runner import AMP_MODES, DEVICES
-from looksam.bench.workloads import get_workload_info
+from looksam.bench.workloads import get_workload_info, timm_models
 from looksam.optim import (
     DEFAULT_BASE,
     LINEUPS,
@@ -321,7 +321,7 @@ def parse_spec(
     raw_workload = dict(_table(where, data, "workload"))
     _check_keys(
         f"{where} [workload]", raw_workload,
-        {"name", "epochs", "batch_size", "device", "amp", "data_dir"},
+        {"name", "epochs", "batch_size", "device", "amp", "data_dir", *timm_models.PARAMETERS},
     )  # fmt: skip
     overrides = dict(overrides or {})
     overridden: set[str] = set()
@@ -338,6 +338,15 @@ def parse_spec(
         override = "workload" if key == "name" else key
         return _at(where, "[workload]", override, key in overridden)
 
+    # timm:MODEL's data, num_classes and img_size travel in its name, as from the command line.
+    timm_options = {k: raw_workload.pop(k) for k in timm_models.PARAMETERS if k in raw_workload}
+    if timm_options:
+        try:
+            raw_workload["name"] = timm_models.with_timm_options(
+                raw_workload.get("name", WorkloadSettings.name), **timm_options
+            )
+        except (ValueError, TypeError) as error:
+            raise _fail(at_workload("name"), str(error)) from None
     workload = WorkloadSettings(**raw_workload)
     try:
         get_workload_info(workload.name)

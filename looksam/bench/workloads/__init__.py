@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from looksam.bench.workloads import cifar as _cifar  # noqa: F401  (registers on import)
+from looksam.bench.workloads import custom as _custom  # noqa: F401  (module:function names)
 from looksam.bench.workloads import digits as _digits  # noqa: F401  (registers on import)
 from looksam.bench.workloads import generated as _generated  # noqa: F401  (registers on import)
 from looksam.bench.workloads import imagenet as _imagenet  # noqa: F401  (registers on import)
 from looksam.bench.workloads import mnist as _mnist  # noqa: F401  (registers on import)
 from looksam.bench.workloads import synthetic as _synthetic  # noqa: F401  (registers on import)
+from looksam.bench.workloads import timm_models as _timm  # noqa: F401  (timm:MODEL names)
 from looksam.bench.workloads._base import (
     Batch,
     TensorWorkload,
@@ -18,7 +20,9 @@ from looksam.bench.workloads._base import (
     get_workload_info,
     list_workloads,
     register_workload,
+    register_workload_resolver,
 )
+from looksam.bench.workloads.custom import custom_workload
 
 __all__ = [
     "Batch",
@@ -27,7 +31,9 @@ __all__ = [
     "WorkloadDataError",
     "WorkloadInfo",
     "create_workload",
+    "custom_workload",
     "get_workload_info",
     "list_workloads",
     "register_workload",
+    "register_workload_resolver",
 ]

@@ -185,17 +185,46 @@ def list_workloads() -> list[WorkloadInfo]:
     return [cls.info() for cls in _REGISTRY.values()]
 
 
-def get_workload_info(name: str) -> WorkloadInfo:
-    """The registry entry for ``name``; ValueError listing the valid names otherwise."""
+#: Resolves a name outside the registry to its entry and a factory (``factory(data_dir=…)``).
+WorkloadResolver = Callable[[str], tuple[WorkloadInfo, Callable[..., Workload]]]
+#: Resolvers of ``PREFIX:REST`` names by prefix; ``""`` takes every other name with a colon.
+_RESOLVERS: dict[str, WorkloadResolver] = {}
+
+
+def register_workload_resolver(prefix: str, resolver: WorkloadResolver) -> None:
+    """Resolve names ``PREFIX:…`` (``""``: any other ``a:b``) that are not registered.
+
+    The resolver raises ValueError (one line) for a name it cannot resolve; it should cache,
+    since every command asks for the entry several times.
+    """
+    _RESOLVERS[prefix] = resolver
+
+
+def _resolve(name: str) -> tuple[WorkloadInfo, Callable[..., Workload]]:
+    if isinstance(name, str) and name not in _REGISTRY and ":" in name:
+        prefix = name.partition(":")[0]
+        resolver = _RESOLVERS.get(prefix) or _RESOLVERS.get("")
+        if resolver is not None:
+            return resolver(name)
     try:
-        return _REGISTRY[name].info()
+        cls = _REGISTRY[name]
     except KeyError:
         raise ValueError(
-            f"unknown workload {name!r}; choose one of: {', '.join(_REGISTRY)}"
+            f"unknown workload {name!r}; choose one of: {', '.join(_REGISTRY)}; or "
+            "timm:MODEL (any timm model), or MODULE:FUNCTION (a function returning a Workload)"
         ) from None
+    return cls.info(), cls
+
+
+def get_workload_info(name: str) -> WorkloadInfo:
+    """The registry entry for ``name``; ValueError listing the valid names otherwise.
+
+    Besides registered names: ``timm:MODEL`` and ``module:function`` (see their resolvers).
+    """
+    return _resolve(name)[0]
 
 
 def create_workload(name: str, *, data_dir: Path | None = None, **options: Any) -> Workload:
-    """Instantiate a registered workload (data is loaded later, by ``prepare``)."""
-    factory: Callable[..., Workload] = get_workload_info(name).cls
+    """Instantiate a workload (data is loaded later, by ``prepare``)."""
+    factory = _resolve(name)[1]
     return factory(data_dir=data_dir, **options)
