@@ -9,11 +9,15 @@ committed baseline.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from looksam.bench.runner import (
     Environment,
@@ -21,8 +25,10 @@ from looksam.bench.runner import (
     TrainingSession,
     environment,
     resolve_device,
+    run_training,
 )
 from looksam.bench.timing import time_relative
+from looksam.bench.workloads import Workload, create_workload, get_workload_info
 from looksam.optim import DEFAULT_BASE, get_optimizer_info, list_optimizers
 
 
@@ -166,13 +172,53 @@ def measure_suite(
 
 
 @dataclass(frozen=True)
+class AbsoluteExpectation:
+    """Absolute mode of one suite, for fixed hardware: samples/s per optimizer on one device."""
+
+    device_name: str  # the Environment's device_name; a check elsewhere is refused
+    tolerance: float  # relative: samples/s below baseline × (1 - tolerance) is a regression
+    samples_per_second: dict[str, float]
+
+
+@dataclass(frozen=True)
+class AccuracyExpectation:
+    """Accuracy guard of one suite: each optimizer's final test accuracy after a short run
+    (``steps`` steps, seed ``seed``), to be matched within ``tolerance`` (0: bit for bit).
+
+    ``threads``: the CPU threads torch used (None off the CPU), used again by the check, since
+    how a CPU kernel splits its sums, and so its last bits, depends on them.
+    """
+
+    steps: int
+    seed: int
+    tolerance: float  # absolute, in accuracy (0.01 = one percentage point)
+    final_accuracy: dict[str, float]
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
 class Baseline:
-    """Committed expectations: per suite, the ratio each optimizer had, and the tolerance."""
+    """Committed expectations: per suite, the ratio each optimizer had, and the tolerance.
+
+    Optionally, per suite, absolute samples/s on a named device (``absolute``) and the final
+    accuracy of a short fixed-seed run (``accuracy``); both tuples are aligned with ``suites``
+    (None where a suite has none; left empty, no suite has any).
+    """
 
     suites: tuple[SuiteSpec, ...]
     ratios: tuple[dict[str, float], ...]  # aligned with suites
     tolerance: float  # relative: a ratio above baseline × (1 + tolerance) is a regression
     measured_on: dict[str, Any] = field(default_factory=dict)
+    absolute: tuple[AbsoluteExpectation | None, ...] = ()
+    accuracy: tuple[AccuracyExpectation | None, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("absolute", "accuracy"):
+            value = getattr(self, name)
+            if not value:
+                object.__setattr__(self, name, (None,) * len(self.suites))
+            elif len(value) != len(self.suites):
+                raise ValueError(f"{name} must have one entry per suite, got {len(value)}")
 
     @classmethod
     def read(cls, path: Path) -> Baseline:
@@ -188,26 +234,68 @@ class Baseline:
             entries = data["suites"]
             suites = tuple(SuiteSpec(**_spec_fields(e["suite"])) for e in entries)
             ratios = tuple({k: float(v) for k, v in e["ratios"].items()} for e in entries)
-        except (KeyError, TypeError) as error:
+            absolute = tuple(_read_absolute(e.get("absolute")) for e in entries)
+            accuracy = tuple(_read_accuracy(e.get("accuracy")) for e in entries)
+        except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(
                 f"baseline {path} lacks {error}: expected "
                 '{"tolerance": 0.1, "suites": [{"suite": {...}, "ratios": {...}}]}'
             ) from None
         if not tolerance >= 0:
             raise ValueError(f"baseline {path}: tolerance must be >= 0, got {tolerance}")
-        return cls(suites, ratios, tolerance, data.get("measured_on", {}))
+        for entry in absolute:
+            if entry is not None and not 0 <= entry.tolerance < 1:
+                raise ValueError(
+                    f"baseline {path}: absolute tolerance must be in [0, 1), got {entry.tolerance}"
+                )
+        for guard in accuracy:
+            if guard is not None and not guard.tolerance >= 0:
+                raise ValueError(
+                    f"baseline {path}: accuracy tolerance must be >= 0, got {guard.tolerance}"
+                )
+            if guard is not None and guard.steps < 1:
+                raise ValueError(
+                    f"baseline {path}: accuracy steps must be >= 1, got {guard.steps}"
+                )
+        return cls(suites, ratios, tolerance, data.get("measured_on", {}), absolute, accuracy)
 
     def write(self, path: Path) -> None:
-        """Write the baseline as indented JSON."""
-        data = {
-            "tolerance": self.tolerance,
-            "suites": [
-                {"suite": asdict(s), "ratios": r}
-                for s, r in zip(self.suites, self.ratios, strict=True)
-            ],
-            "measured_on": self.measured_on,
-        }
+        """Write the baseline as indented JSON (a suite without absolute or accuracy entries is
+        written exactly as before they existed)."""
+        suites = []
+        for spec, ratios, absolute, accuracy in zip(
+            self.suites, self.ratios, self.absolute, self.accuracy, strict=True
+        ):
+            entry: dict[str, Any] = {"suite": asdict(spec), "ratios": ratios}
+            if absolute is not None:
+                entry["absolute"] = asdict(absolute)
+            if accuracy is not None:
+                entry["accuracy"] = asdict(accuracy)
+            suites.append(entry)
+        data = {"tolerance": self.tolerance, "suites": suites, "measured_on": self.measured_on}
         path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _read_absolute(raw: Any) -> AbsoluteExpectation | None:
+    if raw is None:
+        return None
+    return AbsoluteExpectation(
+        device_name=str(raw["device_name"]),
+        tolerance=float(raw["tolerance"]),
+        samples_per_second={k: float(v) for k, v in raw["samples_per_second"].items()},
+    )
+
+
+def _read_accuracy(raw: Any) -> AccuracyExpectation | None:
+    if raw is None:
+        return None
+    return AccuracyExpectation(
+        steps=int(raw["steps"]),
+        seed=int(raw["seed"]),
+        tolerance=float(raw["tolerance"]),
+        final_accuracy={k: float(v) for k, v in raw["final_accuracy"].items()},
+        threads=None if raw.get("threads") is None else int(raw["threads"]),
+    )
 
 
 def _spec_fields(raw: dict[str, Any]) -> dict[str, Any]:
@@ -217,30 +305,55 @@ def _spec_fields(raw: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+#: What a :class:`CheckRow` compares: the step-cost ratio to the reference (at most ``limit``),
+#: absolute samples/s on a named device (at least ``lower``), or the final accuracy of a short
+#: fixed-seed run (between ``lower`` and ``limit``).
+METRICS = ("ratio", "samples/s", "accuracy")
+
+
 @dataclass(frozen=True)
 class CheckRow:
-    """One optimizer in one suite: baseline vs measured ratio."""
+    """One optimizer in one suite: the baseline's value vs the measured one, and the allowed range.
+
+    A value exactly at a bound passes; a NaN measurement (a run that did not finish) fails.
+    """
 
     workload: str
     optimizer: str
     baseline: float
     measured: float
-    limit: float
+    limit: float | None  # the most allowed; None: no upper bound
+    metric: str = "ratio"
+    lower: float | None = None  # the least allowed; None: no lower bound
+
+    @property
+    def excess(self) -> float:
+        """How far the measurement lies outside its range (<= 0 inside it; inf for NaN)."""
+        if math.isnan(self.measured):
+            return math.inf
+        over = self.measured - self.limit if self.limit is not None else -math.inf
+        under = self.lower - self.measured if self.lower is not None else -math.inf
+        return max(over, under)
 
     @property
     def regressed(self) -> bool:
-        """True when the measured ratio exceeds the allowed limit."""
-        return self.measured > self.limit
+        """True when the measurement lies outside the allowed range."""
+        return self.excess > 0
 
 
 def compare(baseline: Baseline, reports: Sequence[BenchReport]) -> list[CheckRow]:
-    """Rows for every optimizer the baseline knows, in baseline order (pure function)."""
+    """Rows for every optimizer the baseline knows, in baseline order (pure function): per suite
+    its ratios, then its samples/s where the baseline records them (absolute mode)."""
     rows = []
-    for expected, report in zip(baseline.ratios, reports, strict=True):
+    for expected, absolute, report in zip(
+        baseline.ratios, baseline.absolute, reports, strict=True
+    ):
         measured = {c.optimizer: c.ratio for c in report.costs}
-        for name, ratio in expected.items():
+        throughput = {c.optimizer: c.samples_per_second for c in report.costs}
+        for name in (*expected, *(absolute.samples_per_second if absolute else ())):
             if name not in measured:
                 raise ValueError(f"baseline names {name!r} but the suite did not measure it")
+        for name, ratio in expected.items():
             rows.append(
                 CheckRow(
                     workload=report.spec.workload,
@@ -250,6 +363,20 @@ def compare(baseline: Baseline, reports: Sequence[BenchReport]) -> list[CheckRow
                     limit=ratio * (1.0 + baseline.tolerance),
                 )
             )
+        if absolute is None:
+            continue
+        for name, samples in absolute.samples_per_second.items():
+            rows.append(
+                CheckRow(
+                    workload=report.spec.workload,
+                    optimizer=name,
+                    baseline=samples,
+                    measured=throughput[name],
+                    limit=None,
+                    metric="samples/s",
+                    lower=samples * (1.0 - absolute.tolerance),
+                )
+            )
     return rows
 
 
@@ -257,8 +384,10 @@ def settle(first: Sequence[CheckRow], second: Sequence[CheckRow]) -> list[CheckR
     """Per row, the milder of two measurements: a regression must show in both to count.
 
     One noisy moment on a shared machine can inflate one measurement; it rarely inflates two.
+    The milder is the one nearer to (or further inside) its allowed range: the lower ratio, the
+    higher samples/s.
     """
-    return [min(a, b, key=lambda r: r.measured) for a, b in zip(first, second, strict=True)]
+    return [min(a, b, key=lambda r: r.excess) for a, b in zip(first, second, strict=True)]
 
 
 def check_baseline(
@@ -289,12 +418,147 @@ def check_baseline(
     return settle(rows, compare(baseline, again))
 
 
-def baseline_from(reports: Sequence[BenchReport], tolerance: float) -> Baseline:
-    """A new baseline from fresh measurements (``check --update``)."""
+def baseline_from(
+    reports: Sequence[BenchReport],
+    tolerance: float,
+    *,
+    absolute_tolerances: Sequence[float | None] = (),
+    accuracy: Sequence[AccuracyExpectation | None] = (),
+) -> Baseline:
+    """A new baseline from fresh measurements (``check --init``, ``check --update``).
+
+    Args:
+        reports: one measured suite each.
+        tolerance: of the ratios.
+        absolute_tolerances: per report, None or the tolerance of absolute mode (samples/s and
+            the device name are taken from the report); empty: no absolute mode.
+        accuracy: per report, None or its measured accuracy guard; empty: none.
+    """
     env = reports[0].environment if reports else None
+    absolute = tuple(
+        None
+        if tol is None
+        else AbsoluteExpectation(
+            device_name=report.environment.device_name,
+            tolerance=tol,
+            samples_per_second={c.optimizer: round(c.samples_per_second, 1) for c in report.costs},
+        )
+        for report, tol in zip(reports, absolute_tolerances or [None] * len(reports), strict=True)
+    )
     return Baseline(
         suites=tuple(r.spec for r in reports),
         ratios=tuple({c.optimizer: round(c.ratio, 4) for c in r.costs} for r in reports),
         tolerance=tolerance,
         measured_on=asdict(env) if env is not None else {},
+        absolute=absolute,
+        accuracy=tuple(accuracy),
     )
+
+
+# ---------------------------------------------------------------------- accuracy guard
+
+
+def measure_accuracy(
+    spec: SuiteSpec,
+    steps: int,
+    seed: int,
+    *,
+    threads: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, float]:
+    """Train each optimizer of ``spec`` (reference first) for ``steps`` steps from ``seed`` and
+    return its final test accuracy; NaN for a run that did not finish (diverged, out of memory).
+
+    Same seed, same machine type, same versions and threads: on a CPU the numbers repeat bit for
+    bit, so a changed one means the optimizer (or the training loop) computes something else.
+
+    Args:
+        threads: torch's CPU threads for these runs (restored afterwards); None: as they are.
+        progress: called as ``progress(optimizer, step, total_steps)``.
+
+    Raises:
+        ValueError: the workload measures no accuracy (random data), or a bad setting.
+    """
+    info = get_workload_info(spec.workload)
+    if not info.measures_accuracy:
+        raise ValueError(
+            f"{spec.workload} trains on random data and measures no accuracy: "
+            "it cannot have an accuracy guard"
+        )
+    if steps < 1:
+        raise ValueError(f"accuracy steps must be >= 1, got {steps}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    workload = create_workload(
+        spec.workload, data_dir=Path(spec.data_dir) if spec.data_dir else None
+    )
+    before = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        return _train_each(spec, steps, seed, workload, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_each(
+    spec: SuiteSpec,
+    steps: int,
+    seed: int,
+    workload: Workload,
+    progress: Callable[[str, int, int], None] | None,
+) -> dict[str, float]:
+    accuracies = {}
+    for name in dict.fromkeys((spec.reference, *spec.optimizers)):
+        config = RunConfig(
+            workload=spec.workload,
+            optimizer=name,
+            hyperparameters=_hyperparameters(name, spec.k),
+            batch_size=spec.batch_size,
+            device=spec.device,
+            amp=spec.amp,
+            data_dir=spec.data_dir,
+            max_steps=steps,
+            seed=seed,
+        )
+        tell = None
+        if progress is not None:
+            tell = functools.partial(_tell, progress, name)
+        result = run_training(config, workload=workload, progress=tell)
+        final = result.final_accuracy if result.status == "ok" else None
+        accuracies[name] = math.nan if final is None else final
+    return accuracies
+
+
+def _tell(
+    progress: Callable[[str, int, int], None], name: str, step: int, total: int, _: object
+) -> None:
+    progress(name, step, total)
+
+
+def compare_accuracy(
+    baseline: Baseline, measured: Sequence[dict[str, float] | None]
+) -> list[CheckRow]:
+    """Accuracy rows of every suite with a guard (``measured`` aligned with the suites, None
+    where a suite has none): each within baseline ± the guard's tolerance (pure function)."""
+    rows = []
+    for spec, guard, accuracies in zip(baseline.suites, baseline.accuracy, measured, strict=True):
+        if guard is None:
+            continue
+        if accuracies is None:
+            raise ValueError(f"the accuracy guard of {spec.workload} was not run")
+        for name, expected in guard.final_accuracy.items():
+            if name not in accuracies:
+                raise ValueError(f"baseline names {name!r} but the accuracy runs did not train it")
+            rows.append(
+                CheckRow(
+                    workload=spec.workload,
+                    optimizer=name,
+                    baseline=expected,
+                    measured=accuracies[name],
+                    limit=expected + guard.tolerance,
+                    metric="accuracy",
+                    lower=expected - guard.tolerance,
+                )
+            )
+    return rows
