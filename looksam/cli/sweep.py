@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -247,15 +248,21 @@ def sweep(
     except (SpecError, ValueError, WorkloadDataError) as error:
         fail(str(error))
     data = load_sweep_data(spec)
+    attached: list[Path] = []  # to each study's MLflow parent run
     if has_results(data):
         print_and_save(data, html=report_path)  # every trial failed: the report says why
+        attached.append(report_path)
     else:
         console.print("no trial has finished yet: no report")
+    if spec.source is not None and Path(spec.source).is_file():
+        attached.append(Path(spec.source))  # uploaded with any URL password masked
+    tracker.log_artifacts(attached)
     console.print(f"Optuna storage: {redact_url(spec.storage)}")
     if spec.tracking_uri is not None:
         console.print(
             f"MLflow: {redact_url(spec.tracking_uri)}; open it with "
-            f"`looksam-bench ui --tracking-uri {redact_url(spec.tracking_uri)}`"
+            f"`looksam-bench ui --tracking-uri {redact_url(spec.tracking_uri)} "
+            f"--sweep {shlex.quote(spec.name)}`"
         )
     if interrupted:
         raise typer.Exit(INTERRUPTED)

@@ -10,20 +10,30 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from looksam.cli._console import console, fail
 from looksam.sweeps.redact import redact_url
-from looksam.sweeps.tracking import DEFAULT_TRACKING_URI, sqlite_db_path
+from looksam.sweeps.spec import SpecError, load_spec
+from looksam.sweeps.tracking import (
+    DEFAULT_TRACKING_URI,
+    experiment_url,
+    list_experiments,
+    sqlite_db_path,
+)
 
 #: Seconds MLflow gets to shut down after Ctrl-C before it is killed.
 _STOP_TIMEOUT = 10.0
 _STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
+#: Experiments listed by URL when no sweep is named; more are left to the UI's list.
+_LISTED = 10
 
 
 def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
@@ -91,13 +101,48 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def _sweep_links(tracking_uri: str, sweep: str | None, base_url: str) -> None:
+    """Print the sweep's experiment page (opened on its runs), or every sweep's if none given."""
+    found = list_experiments(tracking_uri)
+    if sweep is None:
+        links = [(n, i) for n, i in found.items() if n != "Default"][-_LISTED:]  # the newest
+    elif sweep in found:
+        links = [(sweep, found[sweep])]
+    else:
+        console.print(
+            f"[yellow]no experiment {escape(repr(sweep))} in this store yet[/]: "
+            "the UI lists the others",
+            highlight=False,
+        )
+        return
+    for name, experiment_id in links:
+        url = experiment_url(base_url, experiment_id)
+        console.print(
+            f"sweep [bold]{escape(name)}[/]: [link={url}]{url}[/]", highlight=False, soft_wrap=True
+        )
+
+
 def ui(
-    tracking_uri: Annotated[
-        str,
-        typer.Option(
-            "--tracking-uri", help="The sweeps' MLflow store (sqlite:///…, postgresql://…)."
+    spec_path: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[SPEC]",
+            help="A sweep spec: its MLflow store and experiment (the URL of its runs is printed).",
         ),
-    ] = DEFAULT_TRACKING_URI,
+    ] = None,
+    sweep: Annotated[
+        str | None,
+        typer.Option("--sweep", help="The sweep (experiment) whose URL to print."),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri",
+            help="The sweeps' MLflow store (sqlite:///…, postgresql://…) "
+            f"[default: the spec's, else {DEFAULT_TRACKING_URI}].",
+            show_default=False,
+        ),
+    ] = None,
     port: Annotated[int, typer.Option(help="Port to serve the UI on.")] = 5000,
     host: Annotated[
         str, typer.Option(help="Interface to bind; keep 127.0.0.1 (the UI has no login).")
@@ -109,7 +154,18 @@ def ui(
     """Browse sweep results in the MLflow UI (Ctrl-C stops it).
 
     Each sweep is an experiment, each optimizer's study a parent run, each trial a child run.
+    The printed experiment URLs open on the runs (the UI's "Model training" view).
     """
+    if spec_path is not None:
+        try:
+            spec = load_spec(spec_path)
+        except (SpecError, ValueError) as error:
+            fail(str(error))
+        if spec.tracking_uri is None and tracking_uri is None:
+            fail(f"{spec_path} tracks no MLflow runs ([tracking] is off): pass --tracking-uri")
+        tracking_uri = tracking_uri or spec.tracking_uri
+        sweep = sweep or spec.name
+    tracking_uri = tracking_uri or DEFAULT_TRACKING_URI
     shown_uri = redact_url(tracking_uri)
     if tracking_uri.startswith(("http://", "https://")):
         fail(f"{shown_uri} is already an MLflow server with its own UI: open it in a browser")
@@ -136,10 +192,12 @@ def ui(
     url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     if ":" in url_host and not url_host.startswith("["):
         url_host = f"[{url_host}]"  # an IPv6 address in a URL
+    base_url = f"http://{url_host}:{port}"
     console.print(
-        f"MLflow UI for [bold]{shown_uri}[/] at [link]http://{url_host}:{port}[/] "
+        f"MLflow UI for [bold]{shown_uri}[/] at [link]{base_url}[/] "
         "(ready in a few seconds; Ctrl-C stops it)"
     )
+    _sweep_links(tracking_uri, sweep, base_url)
     console.print(
         "To compare trials: open the sweep's experiment, expand an optimizer's study run, tick "
         "its child runs and press [bold]Compare[/]; charts plot test_accuracy and train_loss per "

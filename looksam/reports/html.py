@@ -698,8 +698,9 @@ def _importances_section(data: SweepData, colours: Mapping[str, str]) -> str:
     }
     return (
         '<section id="importances"><h2>Hyperparameter importances</h2>'
-        '<p class="note">Share of the variation in accuracy each parameter explains '
-        "(Optuna's importance evaluator), per study.</p>"
+        '<p class="note">Share of the variance of each study\'s objective (accuracy, for a '
+        "pareto study) that each parameter explains: fANOVA (Optuna's "
+        "FanovaImportanceEvaluator, seeded), per study.</p>"
         f'<div class="grid-charts">{"".join(blocks)}</div>'
         f"{_json_script('data-importances', payload)}</section>\n"
     )

@@ -221,11 +221,21 @@ class TrialRun:
     told: bool = False  # the storage has this trial's final state
 
     def _progress(self, seed: int) -> Callable[[int, int, EpochRecord | None], None]:
+        """Per epoch of the trial's first seed: its accuracy so far in the ``curve_accuracy``
+        user attribute (all studies: Optuna keeps no intermediate values for multi-objective
+        ones, ``Trial.report`` raises there), and for a searched accuracy objective
+        ``Trial.report`` too, so a pruner can stop the trial. The attribute becomes the mean
+        over seeds when the trial ends."""
         prune = self.stage == "search" and self.spec.objective == "accuracy"
+        first = seed == (self.seeds or self.spec.seeds)[0]
+        curve: list[float] = []
 
         def report(step: int, total: int, record: EpochRecord | None) -> None:
             raise_if_interrupted()
             self.observer.epoch(self.optimizer, seed, step, total)
+            if first and record is not None and record.test_accuracy is not None:
+                curve.append(round(record.test_accuracy, 5))
+                self.trial.set_user_attr("curve_accuracy", list(curve))
             if (
                 prune
                 and record is not None

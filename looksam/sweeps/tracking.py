@@ -31,6 +31,7 @@ import os
 import re
 import socket
 import statistics
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -82,6 +83,15 @@ _RECORD_TAG = "looksam.record_id"
 _TERMINATED = ("FINISHED", "FAILED", "KILLED")
 #: Alembic's name prefix for the copy of a SQLite table it is rebuilding.
 _ALEMBIC_TMP = "_alembic_tmp_"
+#: Tags of a sweep's experiment. MLflow 3's UI keeps an experiment's kind in
+#: ``mlflow.experimentKind`` (its experiment-type selector writes this tag); a UI that chooses
+#: the view by it opens ``custom_model_development`` on its runs and metric charts, not on the
+#: GenAI overview of traces. The UI of MLflow 3.17 chooses by its global "GenAI / Model
+#: training" switch instead (the tag is not read for that), which experiment_url's
+#: ``?workflowType=machine_learning`` sets.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+#: Folder, beside a SQLite tracking store, under which each sweep's artifacts are kept.
+ARTIFACTS_DIR = "mlartifacts"
 
 
 class TrackingUnavailable(ValueError):  # noqa: N818 - the name the sweep command catches
@@ -137,6 +147,9 @@ class Tracker(Protocol):
     def backfill(self) -> int:
         """Write what an outage held back; returns how many records are still pending."""
 
+    def log_artifacts(self, files: Sequence[Path]) -> None:
+        """Attach files (the report, the spec) to every study's parent run; never raises."""
+
 
 class NullTracker:
     """``--no-mlflow``: track nothing, cost nothing."""
@@ -159,6 +172,9 @@ class NullTracker:
     def backfill(self) -> int:
         """Nothing is ever pending."""
         return 0
+
+    def log_artifacts(self, files: Sequence[Path]) -> None:
+        """Do nothing."""
 
 
 def sqlite_db_path(tracking_uri: str) -> Path | None:
@@ -186,7 +202,10 @@ class MlflowTracker:
         tracking_uri: ``sqlite:///…`` (the parent folder is created), ``http(s)://…`` (probed
             once, quickly: :class:`TrackingUnavailable` if it does not answer), or any other
             backend MLflow accepts (``postgresql://…``).
-        experiment: the experiment's name (one per sweep), created if missing.
+        experiment: the experiment's name (one per sweep), created if missing, tagged as a
+            model-training experiment (:data:`EXPERIMENT_TAGS`); on a SQLite store its
+            artifacts go in ``mlartifacts/EXPERIMENT`` beside the database (see
+            :func:`artifact_location`), never in ``./mlruns``.
         outbox: JSON-lines file for records kept during an outage (see :func:`outbox_path`).
             Records left there by a process that is gone (same store and experiment) are taken
             over, and written by the next call that reaches the store or by :meth:`backfill`.
@@ -250,13 +269,20 @@ class MlflowTracker:
         found = client.get_experiment_by_name(name)
         if found is None:
             try:
-                return client.create_experiment(name)
+                return client.create_experiment(
+                    name,
+                    artifact_location=artifact_location(self._uri, name),
+                    tags=EXPERIMENT_TAGS,
+                )
             except MlflowException as error:  # another process created it first
                 found = client.get_experiment_by_name(name)
                 if found is None:
                     raise error from None
         if found.lifecycle_stage == "deleted":  # a deleted name cannot be reused otherwise
             client.restore_experiment(found.experiment_id)
+        for key, value in EXPERIMENT_TAGS.items():  # an older sweep's; a kind set in the UI stays
+            if key not in found.tags:
+                client.set_experiment_tag(found.experiment_id, key, value)
         return str(found.experiment_id)
 
     @contextlib.contextmanager
@@ -388,6 +414,34 @@ class MlflowTracker:
         is gone left in the outbox file). Returns how many are still pending (0: all written)."""
         self._flush()
         return self.pending
+
+    def log_artifacts(self, files: Sequence[Path]) -> None:
+        """Attach ``files`` (the report, the spec) to every study's parent run this tracker
+        wrote, at the root of its artifacts: one ``log_artifact`` per file and parent.
+
+        Runs after the sweep (finished parents take artifacts too). Text holding a URL password
+        is uploaded as a redacted copy. A store that is down or refuses only costs a warning: the
+        files stay on disk, and the next run of the sweep attaches them again (same names).
+        """
+        parents = sorted(set(self._parent_ids.values()))
+        files = [f for f in files if f.is_file()]
+        if not parents or not files:
+            return
+        shown = ", ".join(f.name for f in files)
+        if self._outage:  # still down at close: do not wait for its retries again
+            _logger.warning(
+                "%s not attached to the MLflow runs: %s is unavailable", shown, self._shown_uri
+            )
+            return
+        with tempfile.TemporaryDirectory(prefix="looksam-artifacts-") as staging:
+            staged = [_redacted_copy(f, Path(staging) / str(i)) for i, f in enumerate(files)]
+            try:
+                with self._store_errors():
+                    for run_id in parents:
+                        for path in staged:
+                            self._client.log_artifact(run_id, str(path))
+            except TrackingUnavailable as error:
+                _logger.warning("%s not attached to the MLflow runs: %s", shown, error)
 
     # ------------------------------------------------------------------ writing and the outbox
 
@@ -691,6 +745,78 @@ class _Outbox:
                 self.path,
                 error.strerror or error,
             )
+
+
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """Where a new experiment keeps its runs' artifacts (MLflow's own default is ``./mlruns``
+    in whatever the working directory is).
+
+    A SQLite store: ``mlartifacts/EXPERIMENT`` beside the database (``runs/mlflow.db`` ->
+    ``runs/mlartifacts/quick``); a database server: the same under ``runs/`` of the working
+    directory; a tracking server (http/https) decides itself (None).
+    """
+    if tracking_uri.startswith(("http://", "https://")):
+        return None
+    db = sqlite_db_path(tracking_uri)
+    if db is None and not tracking_uri.startswith(_SERVER_DATABASES):
+        return None  # in-memory SQLite or a store MLflow knows better
+    folder = db.parent if db is not None else Path("runs")
+    safe_name = re.sub(r"[^\w.-]", "_", experiment)
+    return (folder.resolve() / ARTIFACTS_DIR / safe_name).as_uri()
+
+
+def experiment_url(ui_url: str, experiment_id: str) -> str:
+    """The MLflow UI page of an experiment, opened on its runs.
+
+    ``workflowType=machine_learning``: MLflow 3 UIs with a global "GenAI / Model training"
+    switch (3.17's has it) choose the view by it, not by the experiment's kind tag, and open
+    an experiment on its GenAI overview without it; UIs without the switch ignore it.
+    """
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def list_experiments(tracking_uri: str) -> dict[str, str]:
+    """Name -> id of every active experiment in a database tracking store, oldest first.
+
+    Reads MLflow's ``experiments`` table with a plain query (no mlflow import, no schema
+    upgrade, so it can run beside a starting ``mlflow ui``); a store that cannot be read
+    (missing, not MLflow's, unreachable) lists nothing.
+    """
+    import sqlalchemy
+
+    db = sqlite_db_path(tracking_uri)
+    if db is not None and not db.is_file():
+        return {}
+    args = {} if db is not None else {"connect_timeout": PROBE_TIMEOUT_SECONDS}
+    query = sqlalchemy.text(
+        "SELECT name, experiment_id FROM experiments WHERE lifecycle_stage = 'active' "
+        "ORDER BY experiment_id"
+    )
+    try:
+        engine = sqlalchemy.create_engine(tracking_uri, connect_args=args)
+        try:
+            with engine.connect() as connection:
+                rows = connection.execute(query).all()
+        finally:
+            engine.dispose()
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, OSError):
+        return {}
+    return {str(name): str(experiment_id) for name, experiment_id in rows}
+
+
+def _redacted_copy(path: Path, folder: Path) -> Path:
+    """``path`` itself, or a copy in ``folder`` (same name) with URL passwords masked."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError):
+        return path  # not text: nothing a URL password could hide in
+    clean = redact_text(text)
+    if clean == text:
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / path.name
+    copy.write_text(clean, encoding="utf-8")
+    return copy
 
 
 def outbox_path(storage: str, sweep: str) -> Path:
