@@ -58,7 +58,7 @@ from looksam._json import json_safe
 from looksam.bench.runner import RunConfig, TrainingSession, environment, resolve_device
 from looksam.bench.suite import SuiteSpec, default_optimizers, measure_suite
 from looksam.bench.timing import synchronize, time_relative
-from looksam.optim import DEFAULT_BASE, get_optimizer_info, list_optimizers
+from looksam.optim import DEFAULT_BASE, DEFAULT_OPTIMIZER, get_optimizer_info, list_optimizers
 from looksam.optim._registry import OptimizerInfo
 
 # ---------------------------------------------------------------------- settings (data)
@@ -126,7 +126,7 @@ DEFAULT_TIME_BUDGET_S = 480.0
 #: Where results go without ``--out`` and without ``$OUT``.
 DEFAULT_OUT = Path("reports/gpu-bench")
 #: The optimizers part 3 compiles: the base and the method this project is named after.
-COMPILED_OPTIMIZERS = (DEFAULT_BASE, "looksam")
+COMPILED_OPTIMIZERS = (DEFAULT_BASE, DEFAULT_OPTIMIZER)  # SGD and LookSAM
 
 #: One CUDA GPU, bf16 autocast. Shares: 2 × 0.30 step costs, 0.05 syncs, 0.30 compile (mostly
 #: inductor's compile time) and 0.05 left for start-up and writing.

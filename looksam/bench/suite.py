@@ -101,6 +101,20 @@ class BenchReport:
         return data
 
 
+def _suite_config(spec: SuiteSpec, optimizer: str, **run: Any) -> RunConfig:
+    """The run ``optimizer`` gets in ``spec``'s suite (``run``: epochs, max_steps, seed…)."""
+    return RunConfig(
+        workload=spec.workload,
+        optimizer=optimizer,
+        hyperparameters=_hyperparameters(optimizer, spec.k),
+        batch_size=spec.batch_size,
+        device=spec.device,
+        amp=spec.amp,
+        data_dir=spec.data_dir,
+        **run,
+    )
+
+
 def _hyperparameters(optimizer: str, k: int) -> dict[str, Any]:
     return {"k": k} if get_optimizer_info(optimizer).takes_k else {}
 
@@ -113,16 +127,7 @@ def measure_suite(
     contenders = tuple(dict.fromkeys((spec.reference, *spec.optimizers)))
     sessions = {
         name: TrainingSession(
-            RunConfig(
-                workload=spec.workload,
-                optimizer=name,
-                hyperparameters=_hyperparameters(name, spec.k),
-                batch_size=spec.batch_size,
-                device=spec.device,
-                amp=spec.amp,
-                data_dir=spec.data_dir,
-                epochs=10_000,  # the LR schedule must not reach zero while we time
-            )
+            _suite_config(spec, name, epochs=10_000)  # the LR must not reach zero while timed
         )
         for name in contenders
     }
@@ -510,17 +515,7 @@ def _train_each(
 ) -> dict[str, float]:
     accuracies = {}
     for name in dict.fromkeys((spec.reference, *spec.optimizers)):
-        config = RunConfig(
-            workload=spec.workload,
-            optimizer=name,
-            hyperparameters=_hyperparameters(name, spec.k),
-            batch_size=spec.batch_size,
-            device=spec.device,
-            amp=spec.amp,
-            data_dir=spec.data_dir,
-            max_steps=steps,
-            seed=seed,
-        )
+        config = _suite_config(spec, name, max_steps=steps, seed=seed)
         tell = None
         if progress is not None:
             tell = functools.partial(_tell, progress, name)
