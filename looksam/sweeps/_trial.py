@@ -74,6 +74,10 @@ class QuietObserver:
         pass
 
 
+#: How often a running trial's learning curve is written to the storage, at most.
+CURVE_WRITE_SECONDS = 2.0
+
+
 def defaults(spec: SweepSpec, optimizer: str) -> dict[str, Any]:
     """The registry's defaults for ``optimizer`` with the workload's SGD rate and batch size."""
     info = get_optimizer_info(optimizer)
@@ -229,13 +233,18 @@ class TrialRun:
         prune = self.stage == "search" and self.spec.objective == "accuracy"
         first = seed == (self.seeds or self.spec.seeds)[0]
         curve: list[float] = []
+        written = [-math.inf]  # when the curve last went to the storage (monotonic seconds)
 
         def report(step: int, total: int, record: EpochRecord | None) -> None:
             raise_if_interrupted()
             self.observer.epoch(self.optimizer, seed, step, total)
             if first and record is not None and record.test_accuracy is not None:
                 curve.append(round(record.test_accuracy, 5))
-                self.trial.set_user_attr("curve_accuracy", list(curve))
+                # A storage write per epoch would cost a remote database more than a digits
+                # epoch trains; dashboards need the curve every few seconds, not every epoch.
+                if time.monotonic() - written[0] >= CURVE_WRITE_SECONDS:
+                    self.trial.set_user_attr("curve_accuracy", list(curve))
+                    written[0] = time.monotonic()
             if (
                 prune
                 and record is not None

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from looksam.reports.html import render_html
 from looksam.reports.model import StudyData, SweepData
-from looksam.sweeps import results
+from looksam.sweeps import _trial, results
 from looksam.sweeps._trial import QuietObserver
 from looksam.sweeps.spec import parse_spec
 from looksam.sweeps.study import run_sweep
@@ -36,7 +36,16 @@ class RunningCurves(QuietObserver):
                 self.seen.append(list(curve))
 
 
-def test_a_pareto_trial_shows_its_learning_curve_while_it_trains(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("interval", "while_training"),
+    [(0.0, "every epoch"), (3600.0, "first epoch only")],
+)
+def test_a_pareto_trial_shows_its_learning_curve_while_it_trains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: float, while_training: str
+) -> None:
+    """The curve reaches the storage while the trial trains, at most every
+    CURVE_WRITE_SECONDS (the first epoch always), and whole when it ends."""
+    monkeypatch.setattr(_trial, "CURVE_WRITE_SECONDS", interval)
     storage = f"sqlite:///{tmp_path}/optuna.db"
     spec = parse_spec(
         {
@@ -62,7 +71,8 @@ def test_a_pareto_trial_shows_its_learning_curve_while_it_trains(tmp_path: Path)
     assert len(final) == 3
     assert trial.intermediate_values == {}
     # while it trained, the storage held the curve so far, one epoch longer each time
-    assert observer.seen == [[], final[:1], final[:2]]
+    expected = [[], final[:1], final[:2]] if while_training == "every epoch" else [[], final[:1]]
+    assert observer.seen == expected
 
 
 def _study(multi: bool) -> optuna.Study:
