@@ -37,7 +37,9 @@ app = typer.Typer(
     name="looksam-bench",
     help=(
         "Measure what Sharpness-Aware Minimization (SAM) costs and buys on your model, and which "
-        "cheap variant (SAM-k, LookSAM, Look-LayerSAM) gets SAM's accuracy at near-SGD speed."
+        "cheap variant (SAM-k, LookSAM, MSAM, AE-SAM, late-phase SAM, ...; see `optimizers`) "
+        "gets SAM's accuracy at near-SGD speed. Bring your own optimizer with --plugin, your own "
+        "model with -w timm:MODEL or -w module:function."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
