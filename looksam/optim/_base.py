@@ -1,4 +1,5 @@
-"""The two-pass engine shared by SAM, SAM-k, LookSAM and Look-LayerSAM.
+"""The engine every SAM-family optimizer here runs on: SAM, SAM-k, LookSAM, Look-LayerSAM, GSAM,
+AE-SAM, AE-LookSAM and late-phase SAM take their second pass through it, and MSAM its one pass.
 
 A wrapper owns no parameters of its own: it shares its base optimizer's ``param_groups`` (so an LR
 scheduler attached to the wrapper drives the base) and only decides *which gradient* the base
