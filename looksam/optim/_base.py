@@ -41,7 +41,12 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from looksam.optim._foreach import global_norm, group_by_device_and_dtype
+from looksam.optim._foreach import (
+    add_scaled,
+    global_norm,
+    group_by_device_and_dtype,
+    safe_ratio,
+)
 
 Closure = Callable[[], Any]
 
@@ -108,9 +113,9 @@ class Bucket:
 class _LookInFlight:
     """What a look step carries from ``first_step`` to ``second_step``."""
 
-    buckets: list[Bucket]  # grads hold g (LookSAM) or nothing (SAM, SAM-k free g early)
+    buckets: list[Bucket]  # grads hold g (GSAM) or nothing (SAM, SAM-k free g early)
     originals: list[list[Tensor]]  # per bucket: the untouched storage of w, swapped back exactly
-    grad_norm: float
+    grad_norm: Tensor  # ‖g‖, 0-dim on the device
 
 
 class SharpnessAwareOptimizer(Optimizer):
@@ -261,9 +266,9 @@ class SharpnessAwareOptimizer(Optimizer):
             )
         self.abandon_look_step()  # a half-done look step (the second pass raised): undo it
         buckets = self._buckets()
-        grad_norm = global_norm([b.grads for b in buckets])
+        grad_norm = self._first_gradient_norm(buckets)
         originals: list[list[Tensor]] = []
-        if self.rho > 0.0 and grad_norm > 0.0 and math.isfinite(grad_norm):
+        if self.rho > 0.0:  # ‖g‖ = 0 or ∞ is handled on the device: ε = 0 (or NaN, for ∞·0)
             perturbed = self._perturbed_weights(buckets, grad_norm)
             for bucket, weights in zip(buckets, perturbed, strict=True):
                 originals.append([p.data for p in bucket.params])
@@ -312,10 +317,18 @@ class SharpnessAwareOptimizer(Optimizer):
         self.steps_done += 1
 
     # ------------------------------------------------------------------ hooks for subclasses
-    def _perturbed_weights(self, buckets: list[Bucket], grad_norm: float) -> list[list[Tensor]]:
-        """w + ρ·g/‖g‖ (global norm) per bucket, out of place; called when ρ > 0, 0 < ‖g‖ < ∞."""
-        scale = self.rho / grad_norm
-        return [list(torch._foreach_add(b.params, b.grads, alpha=scale)) for b in buckets]
+    def _first_gradient_norm(self, buckets: list[Bucket]) -> Tensor:
+        """‖g‖ over every bucket, on the device; LookSAM also keeps its copy of g here."""
+        return global_norm([b.grads for b in buckets])
+
+    def _perturbed_weights(self, buckets: list[Bucket], grad_norm: Tensor) -> list[list[Tensor]]:
+        """w + ρ·g/‖g‖ (global norm) per bucket, out of place; called when ρ > 0.
+
+        ‖g‖ = 0 gives ε = 0. A non-finite g (an fp16 overflow) makes w + ε non-finite where g
+        is, so the second pass's g_s is too and GradScaler skips the step, as it would have.
+        """
+        scale = safe_ratio(self.rho, grad_norm)
+        return [add_scaled(b.params, b.grads, scale) for b in buckets]
 
     def _finish_look_(self, in_flight: _LookInFlight) -> None:
         """Look at g_s (now in ``p.grad``) before the base step; SAM and SAM-k need nothing."""

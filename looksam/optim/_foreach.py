@@ -1,14 +1,20 @@
-"""Multi-tensor building blocks shared by the SAM family.
+"""Multi-tensor building blocks shared by the SAM family, with every scalar kept on the device.
 
 Every helper takes lists that are already grouped by (device, dtype), so each list is one
 ``torch._foreach_*`` launch on GPU and one C++ loop on CPU. The only Python-level loops left are
 over those groups (almost always exactly one).
+
+No helper reads a value back to the host. Norms, ratios and the zero/overflow guards are 0-dim
+tensors on the device (``torch.where`` instead of ``if``), so on a GPU the host can queue the next
+kernels while these run: a ``.item()`` would stall it until the device caught up, a cost SGD never
+pays and that a benchmark of SAM's overhead must not charge to the method. Scalars that multiply
+a list go through :func:`add_scaled_`, which picks the cheaper sync-free form per device.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -17,6 +23,9 @@ from torch.optim import Optimizer
 TensorLists = tuple[list[Tensor], ...]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+#: Flat buffers start every tensor on a 16-byte boundary: CUDA's multi-tensor kernels take their
+#: vectorised path only for aligned tensors.
+_ALIGN_BYTES = 16
 
 
 def group_by_device_and_dtype(*aligned: list[Tensor]) -> list[TensorLists]:
@@ -28,27 +37,145 @@ def group_by_device_and_dtype(*aligned: list[Tensor]) -> list[TensorLists]:
     return [tuple(lists) for lists, _ in grouped.values()]  # type: ignore[misc,arg-type]
 
 
-def _norm_dtype(tensors: Sequence[Tensor]) -> torch.dtype | None:
-    # Half-precision norms lose too many bits (bf16) or overflow (fp16): accumulate in fp32.
-    return torch.float32 if tensors and tensors[0].dtype in _LOW_PRECISION else None
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype norms, dot products and kept copies use: fp32 for half precision.
+
+    bf16 keeps too few mantissa bits for a norm or a projection, fp16 overflows in a sum of
+    squares; fp32 and fp64 are used as they are.
+    """
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
 
 
-def squared_norm(groups: Sequence[list[Tensor]]) -> float:
-    """Global ‖x‖² over every tensor of every group, as a Python float (one sync per group)."""
-    total = 0.0
-    for tensors in groups:
-        if not tensors:
-            continue
-        norms = torch._foreach_norm(tensors, 2, dtype=_norm_dtype(tensors))
-        total += float(torch.linalg.vector_norm(torch.stack(norms)).item()) ** 2
-    return total
+def combine_norms(norms: Sequence[Tensor]) -> Tensor:
+    """‖(n_1, n_2, …)‖₂ of per-bucket norms: the global norm over all their buckets.
+
+    The parts are moved to the first one's device and widest dtype (buckets on several devices
+    or in several dtypes are rare; one bucket is returned as it is).
+    """
+    if len(norms) == 1:
+        return norms[0]
+    device, dtype = norms[0].device, norms[0].dtype
+    for n in norms[1:]:
+        dtype = torch.promote_types(dtype, n.dtype)
+    parts = [n.to(device=device, dtype=dtype, non_blocking=True) for n in norms]
+    return torch.linalg.vector_norm(torch.stack(parts))
 
 
-def global_norm(groups: Sequence[list[Tensor]]) -> float:
-    """Global ‖x‖₂ over every tensor of every group."""
-    return math.sqrt(squared_norm(groups))
+def global_norm(groups: Sequence[list[Tensor]]) -> Tensor:
+    """Global ‖x‖₂ over every tensor of every group, as a 0-dim tensor on the device.
+
+    An empty input gives 0 (on the CPU, as there is no device to put it on).
+    """
+    per_group = [
+        torch.linalg.vector_norm(
+            torch.stack(torch._foreach_norm(ts, 2, dtype=accumulation_dtype(ts[0].dtype)))
+        )
+        for ts in groups
+        if ts
+    ]
+    return combine_norms(per_group) if per_group else torch.zeros(())
 
 
 def per_tensor_norms(tensors: list[Tensor]) -> tuple[Tensor, ...]:
     """‖x_l‖₂ for each tensor, kept on device (used by the layer-wise perturbation)."""
-    return torch._foreach_norm(tensors, 2, dtype=_norm_dtype(tensors))
+    return torch._foreach_norm(tensors, 2, dtype=accumulation_dtype(tensors[0].dtype))
+
+
+def usable(value: Tensor) -> Tensor:
+    """Whether a norm can divide: finite and > 0 (a 0-dim bool tensor)."""
+    return torch.isfinite(value) & (value > 0)
+
+
+def safe_ratio(numerator: float | Tensor, denominator: Tensor) -> Tensor:
+    """numerator / denominator where the denominator is finite and > 0, else 0, on the device.
+
+    The zero and the overflow guards of every "divide by a norm" live here, so that no caller
+    branches on a value the device holds. The result is always finite when the numerator is.
+    """
+    ok = usable(denominator)
+    safe = torch.where(ok, denominator, torch.ones_like(denominator))
+    return torch.where(ok, numerator / safe, torch.zeros_like(denominator))
+
+
+def _factors(scale: Tensor | list[Tensor], n: int) -> list[Tensor]:
+    return scale if isinstance(scale, list) else [scale] * n
+
+
+def add_scaled_(tensors: list[Tensor], others: list[Tensor], scale: Tensor | list[Tensor]) -> None:
+    """tensors[i] += scale · others[i] in place, with ``scale`` 0-dim device tensors.
+
+    ``scale`` is one 0-dim tensor for all, or one per tensor. ``_foreach_add_`` takes only a
+    host number as its ``alpha``. On CUDA a product with the 0-dim tensor (one fused kernel,
+    reading the scalar from device memory) and a fused add cost two launches; ``addcmul`` with a
+    broadcast 0-dim factor would fall back to one launch per tensor. On the CPU, where launches
+    cost nothing but each pass over memory does, the per-tensor ``addcmul`` is a single pass.
+    """
+    if not tensors:
+        return
+    factors = _factors(scale, len(others))
+    if tensors[0].device.type == "cpu":
+        torch._foreach_addcmul_(tensors, others, factors)
+    elif isinstance(scale, list):
+        torch._foreach_add_(tensors, torch._foreach_mul(others, factors))
+    else:
+        torch._foreach_add_(tensors, torch._foreach_mul(others, scale))
+
+
+def add_scaled(
+    tensors: list[Tensor], others: list[Tensor], scale: Tensor | list[Tensor]
+) -> list[Tensor]:
+    """tensors[i] + scale · others[i], out of place (see :func:`add_scaled_`)."""
+    if not tensors:
+        return []
+    factors = _factors(scale, len(others))
+    if tensors[0].device.type == "cpu":
+        return list(torch._foreach_addcmul(tensors, others, factors))
+    if isinstance(scale, list):
+        out = list(torch._foreach_mul(others, factors))
+    else:
+        out = list(torch._foreach_mul(others, scale))
+    torch._foreach_add_(out, tensors)
+    return out
+
+
+@dataclass(frozen=True)
+class FlatLayout:
+    """Where each tensor of one (device, dtype) bucket sits inside one contiguous 1-D buffer.
+
+    A flat buffer turns a global dot product, norm or select into one kernel instead of one
+    launch per tensor plus a reduction, and lets ``torch.where`` keep or replace a whole stored
+    vector at once. Each tensor starts on a 16-byte boundary; the gaps are zero when the buffer
+    is allocated, and stay zero because only elementwise operations with finite scalars touch
+    the whole buffer.
+    """
+
+    shapes: tuple[torch.Size, ...]
+    offsets: tuple[int, ...]
+    total: int
+    dtype: torch.dtype
+    device: torch.device
+
+    @classmethod
+    def of(cls, tensors: list[Tensor]) -> FlatLayout:
+        """The layout for ``tensors`` (one bucket), in their accumulation dtype."""
+        dtype = accumulation_dtype(tensors[0].dtype)
+        align = max(1, _ALIGN_BYTES // torch.empty((), dtype=dtype).element_size())
+        offsets = []
+        total = 0
+        for t in tensors:
+            offsets.append(total)
+            total += -(-t.numel() // align) * align
+        return cls(
+            tuple(t.shape for t in tensors), tuple(offsets), total, dtype, tensors[0].device
+        )
+
+    def allocate(self) -> tuple[Tensor, list[Tensor]]:
+        """A zeroed buffer and its per-tensor views (shaped like the tensors)."""
+        flat = torch.zeros(self.total, dtype=self.dtype, device=self.device)
+        return flat, self.views(flat)
+
+    def views(self, flat: Tensor) -> list[Tensor]:
+        """The per-tensor views of a buffer with this layout."""
+        return [
+            flat[o : o + s.numel()].view(s) for o, s in zip(self.offsets, self.shapes, strict=True)
+        ]

@@ -40,9 +40,10 @@ are committed when the step completes (``second_step``), so they move exactly on
 and an abandoned or retried step leaves them alone. A step whose ‖g‖² is not finite (a GradScaler
 overflow) is a plain step and leaves the statistics as they were.
 
-Cost: one host read per step (the decision's ‖g‖², one ``.item()`` per (device, dtype) bucket) is
-this policy's allowance. The engine's look step and LookSAM's reuse step compute ‖g‖ again, one
-more read each (the decision's value could be reused if the engine accepted a known ‖g‖).
+Cost: one host read per step, the decision's ‖g‖²: which branch runs must be known on the host.
+That read is this policy's allowance; everything else stays on the device as in the other
+optimizers (the engine's look step and LookSAM's reuse step compute ‖g‖ again there, with no
+read).
 
 Not supported: a *per-rank* perturbation under DDP (whether the first pass may skip its all-reduce
 must be known before that pass, the decision only after it) and fp16's GradScaler (the decision
@@ -62,7 +63,7 @@ import torch
 from torch.optim import Optimizer
 
 from looksam.optim._base import Closure, SharpnessAwareOptimizer, check_total_steps
-from looksam.optim._foreach import squared_norm
+from looksam.optim._foreach import global_norm
 from looksam.optim.looksam import LookSAM
 
 #: The paper's defaults (Sec. 3 and the experimental setup): EMA rate δ and schedule ends λ₁, λ₂.
@@ -180,7 +181,8 @@ class _AdaptivePolicy(SharpnessAwareOptimizer):
             if not any(p.grad is not None for g in self.param_groups for p in g["params"]):
                 return False
             buckets = self._buckets()
-            decision = self._decide(squared_norm([b.grads for b in buckets]))
+            # The policy's one host read per step: the branch must be known on the host.
+            decision = self._decide(float(global_norm([b.grads for b in buckets])) ** 2)
             self._decision = decision
         return decision.use_sam
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -11,9 +10,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from looksam.optim._base import Closure, SharpnessAwareOptimizer, _check_real, _LookInFlight
-from looksam.optim._foreach import global_norm, squared_norm
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
+from looksam.optim._foreach import add_scaled_, global_norm, safe_ratio, usable
 
 
 def check_gsam_alpha(alpha: float) -> float:
@@ -51,29 +48,29 @@ class GSAM(SharpnessAwareOptimizer):
     adaptive, ASAM-scaled ρ = 2.0). The defaults here are SAM's CIFAR-scale ρ = 0.05 and α = 0.2.
 
     Cost: two forward-backward passes per step (the closure is called twice) and, beyond SAM,
-    g kept across the second pass (|θ| memory), two ``_foreach_norm`` launches, three in-place
-    elementwise foreach ops and one host read per (device, dtype) bucket. With c = α·S (S = 1
-    unless g_s comes at a GradScaler scale S relative to g, see below):
+    g kept across the second pass (|θ| memory), two norms and three in-place elementwise foreach
+    passes, with no host read: every scalar below is a 0-dim tensor on the device. With
+    c = α·S (S = 1 unless g_s comes at a GradScaler scale S relative to g, see below):
 
     * g ← g − g_s/c, in g's own storage (g is no longer needed as such);
-    * ‖g_s‖² and ‖g − g_s/c‖², fetched together in one host read; ⟨g, g_s⟩ then follows by
-      polarisation, and with it k = α·⟨g, g_s⟩/‖g_s‖² (in g's units)
-      = (c²(‖g‖² − ‖g − g_s/c‖²) + ‖g_s‖²) / (2‖g_s‖²);
+    * ‖g_s‖² and ‖g − g_s/c‖²; ⟨g, g_s⟩ follows by polarisation, and with it
+      k = α·⟨g, g_s⟩/‖g_s‖² (in g's units) = (c²(‖g‖² − ‖g − g_s/c‖²) + ‖g_s‖²) / (2‖g_s‖²);
     * p.grad ← k·g_s − c·(g − g_s/c) = (1 + k)·g_s − c·g, i.e. S·(g_s − α·g_⊥), in place.
 
     torch's foreach family has norms but no dot product. A direct per-tensor dot product would
     read g and g_s once without a write, but costs one kernel launch per parameter; a foreach
     product followed by per-tensor sums needs a |θ| temporary and the same launches. The
     polarised vector here is formed at the scale of the update, so the rounding error of k is
-    about ε·(1 + (α‖g‖/‖g_s‖)²)/2 (no 1/α blow-up for small α), and while the norms are checked
-    for overflow p.grad still holds g_s untouched.
+    about ε·(1 + (α‖g‖/‖g_s‖)²)/2 (no 1/α blow-up for small α). The guards need no branch:
+    ‖g‖ = 0 (or an overflowed g) sets the g_s coefficient to 1 and drops the α term, and a
+    non-finite g or g_s leaves p.grad non-finite, which GradScaler skips as it skips SAM's.
 
     Mixed precision (GradScaler). The combination is not scale-free: if g was unscaled before the
     perturbation (the fp16 recipe does this) while g_s comes from a scaled backward pass, the
     gradient the base receives must be S·(g_s − α·g_⊥) with S the loss scale. Through
     ``step(closure, base_step=lambda: scaler.step(opt.base), unscale=lambda:
     scaler.unscale_(opt))`` GSAM measures S itself as ‖g‖ before ``unscale()`` over ‖g‖ after it
-    (exact for GradScaler's power-of-two scales; one more norm and host read per step). With the
+    (exact for GradScaler's power-of-two scales; one more norm per step, on the device). With the
     two-phase API pass it explicitly: ``scaler.unscale_(opt); opt.first_step(grad_scale=
     scaler.get_scale())``; omitting it there is silently wrong by a factor S on the α term.
 
@@ -91,9 +88,9 @@ class GSAM(SharpnessAwareOptimizer):
 
     def __init__(self, base: Optimizer, *, rho: float = 0.05, alpha: float = 0.2) -> None:
         super().__init__(base, rho=rho, k=1, alpha=check_gsam_alpha(alpha))
-        #: Loss scale of g_s relative to g for the step in flight (1 without GradScaler).
-        self._grad_scale = 1.0
-        self._norm_before_unscale: float | None = None
+        #: Loss scale of g_s relative to g for the step in flight (1 without GradScaler), 0-dim.
+        self._grad_scale = torch.ones(())
+        self._norm_before_unscale: Tensor | None = None
 
     # ------------------------------------------------------------------ steps
     def step(  # type: ignore[override]
@@ -139,18 +136,20 @@ class GSAM(SharpnessAwareOptimizer):
         super().first_step()
         after = cast(_LookInFlight, self._in_flight).grad_norm
         if grad_scale is None and before is not None:
-            ratio = before / after if after > 0.0 else math.nan
-            if math.isfinite(ratio) and ratio > 0.0:  # else g overflowed or is 0: S is moot
-                scale = ratio
-        self._grad_scale = scale
+            # S = ‖g‖ before unscale() / after it, on the device; where g overflowed or is 0, S is
+            # moot (the step is skipped, or g_⊥ = 0) and 1 is used.
+            ratio = safe_ratio(before, after)
+            self._grad_scale = torch.where(usable(ratio), ratio, torch.ones_like(ratio))
+        else:
+            self._grad_scale = torch.full_like(after, scale)
 
     # ------------------------------------------------------------------ the GSAM gradient
     def _finish_look_(self, in_flight: _LookInFlight) -> None:
+        if self.alpha == 0.0:
+            return  # SAM's gradient, bit for bit
         g_norm = in_flight.grad_norm
-        if self.alpha == 0.0 or g_norm == 0.0 or not math.isfinite(g_norm):
-            return  # SAM's gradient: α = 0, g = 0 (g_⊥ = 0), or g overflowed (GradScaler)
         pairs: list[tuple[list[Tensor], list[Tensor]]] = []  # (g, g_s) per bucket
-        g_sq = g_norm**2
+        partial = False
         for bucket in in_flight.buckets:
             grads_s = [p.grad for p in bucket.params]
             if any(gs is None for gs in grads_s):  # rare: a parameter unused at w + ε
@@ -158,37 +157,30 @@ class GSAM(SharpnessAwareOptimizer):
                 pairs.append(
                     ([bucket.grads[i] for i in keep], [cast(Tensor, grads_s[i]) for i in keep])
                 )
-                g_sq = -1.0  # recompute over the kept parameters below
+                partial = True
             else:
                 pairs.append((bucket.grads, cast(list[Tensor], grads_s)))
         pairs = [(g, gs) for g, gs in pairs if gs]
-        if g_sq < 0.0:
-            g_sq = squared_norm([g for g, _ in pairs])
-            if g_sq == 0.0 or not math.isfinite(g_sq):
-                return
-        c = self.alpha * self._grad_scale
-        gs_sq = d_sq = 0.0
+        if not pairs:
+            return
+        if partial:
+            g_norm = global_norm([g for g, _ in pairs])
+        c = self.alpha * self._grad_scale.to(g_norm)
+        # ‖g‖ = 0 (or g overflowed): no α term, the gradient stays g_s (SAM's; GradScaler skips an
+        # overflow). Else d = g − g_s/c in g's storage and the coefficient of g_s is k below.
+        g_ok = usable(g_norm)
+        inverse = torch.where(g_ok, 1.0 / c, torch.zeros_like(c))
+        gs_norm = global_norm([gs for _, gs in pairs])
         for g, gs in pairs:
-            dtype = torch.float32 if gs[0].dtype in _LOW_PRECISION else None
-            gs_norms = torch._foreach_norm(gs, 2, dtype=dtype)
-            torch._foreach_add_(g, gs, alpha=-1.0 / c)  # g ← g − g_s/c (g is ours: see engine)
-            d_norms = torch._foreach_norm(g, 2, dtype=dtype)
-            both = torch.stack(
-                [
-                    torch.linalg.vector_norm(torch.stack(gs_norms)),
-                    torch.linalg.vector_norm(torch.stack(d_norms)),
-                ]
-            )
-            gs_bucket, d_bucket = both.tolist()  # the one host read of this bucket
-            gs_sq += gs_bucket**2
-            d_sq += d_bucket**2
-        if not (math.isfinite(gs_sq) and math.isfinite(d_sq)):
-            return  # g_s (or the combination) overflowed: p.grad is still g_s, GradScaler skips
+            add_scaled_(g, gs, -inverse)
+        d_sq = global_norm([g for g, _ in pairs]).square()
+        gs_sq = gs_norm.square()
         # k = α⟨g, g_s⟩/‖g_s‖² in g_s's units; ‖g_s‖ = 0 → k = 0, the update is then −c·g.
-        k = (c * c * (g_sq - d_sq) + gs_sq) / (2.0 * gs_sq) if gs_sq > 0.0 else 0.0
+        k = safe_ratio(c * c * (g_norm.square() - d_sq) + gs_sq, 2.0 * gs_sq)
+        coefficient = torch.where(g_ok, k, torch.ones_like(k))
         for g, gs in pairs:  # p.grad ← k·g_s − c·(g − g_s/c) = (1 + k)·g_s − c·g
-            torch._foreach_mul_(gs, k)
-            torch._foreach_add_(gs, g, alpha=-c)
+            torch._foreach_mul_(gs, coefficient)
+            add_scaled_(gs, g, -c)
 
     def __repr__(self) -> str:
         return (

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from looksam.optim._base import Bucket
-from looksam.optim._foreach import per_tensor_norms
+from looksam.optim._foreach import add_scaled, per_tensor_norms, usable
 from looksam.optim.looksam import LookSAM
 
 
@@ -35,16 +35,16 @@ class LayerLookSAM(LookSAM):
         sync_gv: per-rank perturbation only: averages g_v across ranks in place (see LookSAM).
     """
 
-    def _perturbed_weights(self, buckets: list[Bucket], grad_norm: float) -> list[list[Tensor]]:
+    def _perturbed_weights(self, buckets: list[Bucket], grad_norm: Tensor) -> list[list[Tensor]]:
         del grad_norm  # the layer-wise radius uses each tensor's own norms
         perturbed = []
         for b in buckets:
             w_norms = torch.stack(per_tensor_norms(b.params))
             g_norms = torch.stack(per_tensor_norms(b.grads))
-            usable = (w_norms > 0) & (g_norms > 0) & torch.isfinite(g_norms)
-            ratio = torch.where(usable, w_norms / torch.where(usable, g_norms, 1.0), 0.0)
-            scales = (self.rho * ratio).tolist()  # one sync: foreach takes per-tensor scalars
-            eps = torch._foreach_mul(b.grads, scales)
-            torch._foreach_add_(eps, b.params)
-            perturbed.append(list(eps))
+            # ρ‖w_l‖/‖g_l‖ per tensor on the device, 0 where either norm is 0 or not finite;
+            # one 0-dim factor per tensor, so forming w + ε needs no host read.
+            ok = usable(w_norms) & usable(g_norms)
+            ratio = self.rho * w_norms / torch.where(ok, g_norms, torch.ones_like(g_norms))
+            scales = torch.where(ok, ratio, torch.zeros_like(ratio))
+            perturbed.append(add_scaled(b.params, b.grads, list(scales.unbind())))
         return perturbed

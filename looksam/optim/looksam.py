@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from looksam.optim._base import SharpnessAwareOptimizer, _LookInFlight, check_alpha
-from looksam.optim._foreach import global_norm, squared_norm
+from looksam.optim._base import Bucket, SharpnessAwareOptimizer, _LookInFlight, check_alpha
+from looksam.optim._foreach import (
+    FlatLayout,
+    accumulation_dtype,
+    add_scaled_,
+    combine_norms,
+    global_norm,
+    safe_ratio,
+    usable,
+)
 
 #: ‖g_v‖ at or below this many ulps of ‖g_s‖ is rounding error of the projection, taken as 0.
 _NOISE_FLOOR = 16.0
+
+
+@dataclass
+class _GvStore:
+    """LookSAM's flat buffers for one (device, dtype) bucket of parameters.
+
+    ``kept`` holds g from the first pass, is turned into the candidate g_v in place, and is
+    copied into ``gv`` (whose views are the state's ``g_v``) unless it came out non-finite.
+    """
+
+    kept: Tensor
+    kept_views: list[Tensor]
+    gv: Tensor
 
 
 class LookSAM(SharpnessAwareOptimizer):
@@ -34,10 +55,17 @@ class LookSAM(SharpnessAwareOptimizer):
     .. math::
         w ← \text{base\_step}\Big(w,\; g + α\,\frac{‖g‖}{‖g_v‖}\, g_v\Big)
 
-    ‖g_v‖ is computed once per look step and cached. If ‖g‖ = 0 there is no perturbation and
-    ⟨g, g_s⟩/‖g‖² is taken as 0; if ‖g_v‖ = 0 — or is no larger than the projection's rounding
-    error, 16 ulps of ‖g_s‖, as when g_s ∥ g — the reuse term is 0. ``k=1`` is SAM; ``alpha=0`` is
+    ‖g_v‖ and α/‖g_v‖ are computed once per look step and cached. If ‖g‖ = 0 there is no
+    perturbation and ⟨g, g_s⟩/‖g‖² is taken as 0; if ‖g_v‖ = 0 — or is no larger than the
+    projection's rounding error, 16 ulps of ‖g_s‖, as when g_s ∥ g — the reuse term is 0. A look
+    step whose passes overflowed (fp16) keeps the previous g_v. ``k=1`` is SAM; ``alpha=0`` is
     SAM-k. Cost: 1 + 1/k forward-backward passes per step.
+
+    No step reads a value back to the host: the norms, α/‖g_v‖ and every guard above are 0-dim
+    tensors on the device (``torch.where``, not ``if``). g and g_v live in two flat buffers per
+    (device, dtype) bucket (2|θ| of memory, as g_v plus the g kept over a look step took before),
+    so keeping or replacing g_v is one ``torch.where`` over the buffer; ``state[p]["g_v"]`` are
+    views of it.
 
     Data-parallel training (``DistributedDataParallel``; see the module docstring of
     ``looksam.optim._base``): with the default *global* perturbation both passes are
@@ -53,13 +81,12 @@ class LookSAM(SharpnessAwareOptimizer):
         rho: neighbourhood radius ρ ≥ 0.
         k: interval between look steps, an integer ≥ 1.
         alpha: weight α ≥ 0 of the reused g_v (the paper uses 0.7).
-        sync_gv: per-rank perturbation only: called with each (device, dtype) bucket's list of
-            g_v tensors, it must replace them in place by their mean over the ranks (e.g.
-            ``DistContext.average_`` in ``looksam.bench.distributed``). Every rank calls it on
-            every look step, also when its own gradient overflowed, so collectives stay matched.
+        sync_gv: per-rank perturbation only: called with a list of tensors (one per (device,
+            dtype) bucket: its g_v in one flat buffer, so one all-reduce each), it must replace
+            them in place by their mean over the ranks (e.g. ``DistContext.average_`` in
+            ``looksam.bench.distributed``). Every rank calls it on every look step, also when
+            its own gradient overflowed, so collectives stay matched.
     """
-
-    keeps_first_gradient = True
 
     def __init__(
         self,
@@ -78,107 +105,171 @@ class LookSAM(SharpnessAwareOptimizer):
             )
         #: Averages a freshly computed g_v across data-parallel ranks (per-rank perturbation).
         self.sync_gv = sync_gv
-        self.gv_norm = 0.0
-        self._gv_key: tuple[int, ...] | None = None
-        self._gv_lists: list[list[Tensor | None]] = []
+        #: ‖g_v‖ (0 when g_v is rounding noise) and α/‖g_v‖ (0 likewise), 0-dim on the device;
+        #: None until the first look step (or a checkpoint) provides them.
+        self._gv_norm: Tensor | None = None
+        self._reuse_scale: Tensor | None = None
+        #: Flat buffers of the parameters seen at the last look step, and their identities.
+        self._store: list[_GvStore] = []
+        self._store_key: tuple[int, ...] = ()
+        #: Plain steps: the stored g_v aligned with the current buckets, cached on their key.
+        self._plain_key: tuple[tuple[int, ...], int] | None = None
+        self._plain: list[tuple[list[int] | None, list[Tensor]]] = []
+        self._gv_version = 0  # bumped whenever the state's g_v tensors are replaced
+
+    @property
+    def gv_norm(self) -> float:
+        """‖g_v‖ of the stored g_v (0 before the first look step, or when g_v is rounding noise).
+
+        Reading it copies the value to the host: for inspection, not inside a training step.
+        """
+        return 0.0 if self._gv_norm is None else float(self._gv_norm)
+
+    # ------------------------------------------------------------------ look step
+    def _store_for(self, buckets: list[Bucket]) -> list[_GvStore]:
+        """Flat buffers for this look step's buckets: reused while the parameters stay the same.
+
+        A new layout (the first look, a parameter that gained or lost its gradient) copies the
+        stored g_v of the parameters it keeps, so a look step that overflows still falls back
+        to it. This is the only per-parameter Python loop, and it runs only on a new layout.
+        """
+        key = self._bucket_key
+        if key == self._store_key and len(self._store) == len(buckets):
+            return self._store
+        store = []
+        for bucket in buckets:
+            layout = FlatLayout.of(bucket.params)
+            kept, kept_views = layout.allocate()
+            gv, gv_views = layout.allocate()
+            for p, view in zip(bucket.params, gv_views, strict=True):
+                previous = self.state[p].get("g_v")
+                if isinstance(previous, Tensor) and previous.shape == view.shape:
+                    view.copy_(previous)
+                self.state[p]["g_v"] = view
+            store.append(_GvStore(kept, kept_views, gv))
+        self._store, self._store_key = store, key
+        self._gv_version += 1
+        return store
+
+    def _first_gradient_norm(self, buckets: list[Bucket]) -> Tensor:
+        # g is needed after the second pass overwrites p.grad: copy it into the flat buffer where
+        # the projection will form g_v, and take ‖g‖ there (one kernel per bucket).
+        norms = []
+        for bucket, store in zip(buckets, self._store_for(buckets), strict=True):
+            torch._foreach_copy_(store.kept_views, bucket.grads)
+            norms.append(torch.linalg.vector_norm(store.kept))
+        return combine_norms(norms)
 
     def _finish_look_(self, in_flight: _LookInFlight) -> None:
-        g_sq = in_flight.grad_norm**2
-        pairs: list[tuple[list[Tensor], list[Tensor], list[Tensor]]] = []  # (params, g, g_s)
-        for bucket in in_flight.buckets:
+        store = self._store
+        g_norm = in_flight.grad_norm
+        pairs: list[tuple[list[Tensor], list[Tensor]]] = []  # (g in the flat buffer, g_s)
+        partial = False
+        for bucket, kept in zip(in_flight.buckets, store, strict=True):
             grads_s = [p.grad for p in bucket.params]
             if any(gs is None for gs in grads_s):  # rare: no gradient at w + ε for some params
-                keep = [i for i, gs in enumerate(grads_s) if gs is not None]
-                for i in set(range(len(grads_s))) - set(keep):
-                    self.state[bucket.params[i]].pop("g_v", None)
-                pairs.append(
-                    (
-                        [bucket.params[i] for i in keep],
-                        [bucket.grads[i] for i in keep],
-                        [cast(Tensor, grads_s[i]) for i in keep],
-                    )
-                )
-                g_sq = -1.0  # recompute over the kept parameters below
+                partial = True
+                views = list(zip(kept.kept_views, grads_s, strict=True))
+                # They drop out of g, of the norms and of g_v (their g_v becomes 0).
+                torch._foreach_zero_([v for v, gs in views if gs is None])
+                present = [(v, gs) for v, gs in views if gs is not None]
+                pairs.append(([v for v, _ in present], [cast(Tensor, gs) for _, gs in present]))
             else:
-                pairs.append((bucket.params, bucket.grads, cast(list[Tensor], grads_s)))
-        if g_sq < 0.0:
-            g_sq = squared_norm([g for _, g, _ in pairs])
-        g_norm, gs_norm = math.sqrt(g_sq), global_norm([gs for _, _, gs in pairs])
-        if math.isfinite(g_norm) and math.isfinite(gs_norm):
-            self._project_out_(pairs, g_sq, g_norm, gs_norm)
-        elif self.sync_gv is None:
-            return  # a pass overflowed (fp16): keep the previous g_v; GradScaler skips the step
-        else:
-            # Per-rank mode, and only this rank's g overflowed: every rank must still join the
-            # all-reduce. NaN makes the average non-finite everywhere, so all ranks keep their
-            # previous g_v together below.
-            for _, e, _ in pairs:
-                torch._foreach_mul_(e, math.nan)
+                pairs.append((kept.kept_views, cast(list[Tensor], grads_s)))
+        if partial:
+            g_norm = combine_norms([torch.linalg.vector_norm(k.kept) for k in store])
+        gs_norm = global_norm([gs for _, gs in pairs])
+        self._project_out_(pairs, store, g_norm, gs_norm)
         if self.sync_gv is not None:
-            for _, gv, _ in pairs:  # one call per (device, dtype) bucket
-                self.sync_gv(gv)
-        gv_norm = global_norm([gv for _, gv, _ in pairs])
-        if not math.isfinite(gv_norm):
-            return
-        eps = max(torch.finfo(gs[0].dtype).eps for _, _, gs in pairs if gs)
-        if gv_norm <= _NOISE_FLOOR * eps * gs_norm:
-            gv_norm = 0.0  # g_s ∥ g: what is left is rounding error, not a direction to reuse
-        for params, gv, _ in pairs:
-            for p, buffer in zip(params, gv, strict=True):
-                self.state[p]["g_v"] = buffer
-        self.gv_norm = gv_norm
-        self._gv_key = None  # re-derive the aligned g_v lists on the next plain step
+            for kept in store:  # one call per (device, dtype) bucket, on its whole flat g_v
+                self.sync_gv([kept.kept])
+        gv_norm = combine_norms([torch.linalg.vector_norm(k.kept) for k in store])
+        # A pass that overflowed (fp16) makes g_v non-finite: keep the previous g_v and its
+        # scale, GradScaler skips the step. In per-rank mode the average carries one rank's
+        # overflow to every rank, so all of them keep theirs together.
+        finite = torch.isfinite(gv_norm)
+        eps = max(torch.finfo(gs[0].dtype).eps for _, gs in pairs if gs)
+        signal = finite & (gv_norm > _NOISE_FLOOR * eps * gs_norm)  # g_s ∥ g: rounding noise
+        zero = torch.zeros_like(gv_norm)
+        new_norm = torch.where(signal, gv_norm, zero)
+        new_scale = torch.where(signal, safe_ratio(self.alpha, gv_norm), zero)
+        for kept in store:
+            torch.where(finite, kept.kept, kept.gv, out=kept.gv)
+        if self._gv_norm is None or self._reuse_scale is None:
+            self._gv_norm, self._reuse_scale = new_norm, new_scale
+        else:
+            self._gv_norm = torch.where(finite, new_norm, self._gv_norm.to(new_norm))
+            self._reuse_scale = torch.where(finite, new_scale, self._reuse_scale.to(new_scale))
 
     @staticmethod
     def _project_out_(
-        pairs: list[tuple[list[Tensor], list[Tensor], list[Tensor]]],
-        g_sq: float,
-        g_norm: float,
-        gs_norm: float,
+        pairs: list[tuple[list[Tensor], list[Tensor]]],
+        store: list[_GvStore],
+        g_norm: Tensor,
+        gs_norm: Tensor,
     ) -> None:
-        """Overwrite g (the middle lists) with g_v = g_s − (⟨g, g_s⟩/‖g‖²)·g; norms finite."""
-        if g_norm == 0.0 or gs_norm == 0.0:  # β = 0 by convention: g_v = g_s (possibly 0)
-            for _, e, gs in pairs:
-                torch._foreach_copy_(e, gs)
-            return
-        # ⟨g, g_s⟩ by polarisation of the *norm-matched* pair: with c = ‖g‖/‖g_s‖,
-        # ‖g − c·g_s‖² = 2‖g‖²(1 − cos). Matching the norms keeps the identity exact when g and
-        # g_s come at different scales (GradScaler), and foreach has norms but no dot. g is ours
-        # (detached in first_step): e = g − c·g_s is formed in its storage, which then becomes
-        # the g_v buffer.
-        scale = g_norm / gs_norm
-        for _, g, gs in pairs:
-            torch._foreach_add_(g, gs, alpha=-scale)
-        e_sq = squared_norm([e for _, e, _ in pairs])
-        cos = 1.0 - e_sq / (2.0 * g_sq)
-        beta = cos * gs_norm / g_norm  # ⟨g, g_s⟩ / ‖g‖²
-        # g_v = g_s − β·g with g = e + c·g_s  ⇒  g_v = (1 − cos)·g_s − β·e   (β·c = cos)
-        for _, e, gs in pairs:
-            torch._foreach_mul_(e, -beta)
-            torch._foreach_add_(e, gs, alpha=1.0 - cos)
+        """Overwrite g (the first lists, views of the flat buffers) with g_s − (⟨g, g_s⟩/‖g‖²)·g.
 
+        ⟨g, g_s⟩ comes from polarisation of the *norm-matched* pair: with c = ‖g‖/‖g_s‖,
+        ‖g − c·g_s‖² = 2‖g‖²(1 − cos). Matching the norms keeps the identity exact when g and g_s
+        come at different scales (GradScaler). Then g_v = (1 − cos)·g_s − β·(g − c·g_s) with
+        β = cos·‖g_s‖/‖g‖ = ⟨g, g_s⟩/‖g‖². ‖g‖ = 0 or ‖g_s‖ = 0 gives β = 0, g_v = g_s. All
+        arithmetic runs on the views, so the buffers' alignment gaps stay zero.
+        """
+        both = usable(g_norm) & usable(gs_norm)
+        scale = safe_ratio(g_norm, gs_norm)  # c
+        for g, gs in pairs:
+            add_scaled_(g, gs, -scale)  # e = g − c·g_s, in the flat buffer
+        e_sq = combine_norms([torch.linalg.vector_norm(k.kept) for k in store]).square()
+        zero = torch.zeros_like(g_norm)
+        cos = torch.where(both, 1.0 - safe_ratio(e_sq, 2.0 * g_norm.square()), zero)
+        beta = torch.where(both, cos * safe_ratio(gs_norm, g_norm), zero)
+        one_minus_cos = 1.0 - cos
+        for e, gs in pairs:
+            torch._foreach_mul_(e, -beta)
+            add_scaled_(e, gs, one_minus_cos)
+
+    # ------------------------------------------------------------------ plain steps
     def _adjust_plain_gradient_(self) -> None:
-        if self.alpha == 0.0 or self.gv_norm == 0.0:
+        reuse_scale = self._reuse_scale
+        if self.alpha == 0.0 or reuse_scale is None:
             return
         buckets = self._buckets()
-        if self._gv_key != self._bucket_key:
-            # Align the stored g_v with the current buckets once per look interval.
-            self._gv_lists = [[self.state[p].get("g_v") for p in b.params] for b in buckets]
-            self._gv_key = self._bucket_key
-        grad_norm = global_norm([b.grads for b in buckets])
-        if not math.isfinite(grad_norm):
-            return  # leave the overflow as it is for GradScaler to see
-        coef = self.alpha * grad_norm / self.gv_norm
-        for bucket, gv in zip(buckets, self._gv_lists, strict=True):
-            if any(v is None for v in gv):  # rare: a parameter gained a gradient since the look
-                kept = [(g, v) for g, v in zip(bucket.grads, gv, strict=True) if v is not None]
-                torch._foreach_add_([g for g, _ in kept], [v for _, v in kept], alpha=coef)
-            else:
-                torch._foreach_add_(bucket.grads, cast(list[Tensor], gv), alpha=coef)
+        key = (self._bucket_key, self._gv_version)
+        if key != self._plain_key:
+            # Align the stored g_v with the current buckets once per look interval: the indices
+            # of the parameters that have one (all of them, unless one gained a gradient since).
+            plain: list[tuple[list[int] | None, list[Tensor]]] = []
+            for bucket in buckets:
+                stored = [self.state[p].get("g_v") for p in bucket.params]
+                have = [i for i, v in enumerate(stored) if v is not None]
+                subset = None if len(have) == len(stored) else have
+                plain.append((subset, [cast(Tensor, stored[i]) for i in have]))
+            self._plain, self._plain_key = plain, key
+        coef = global_norm([b.grads for b in buckets]) * reuse_scale  # α‖g‖/‖g_v‖
+        for bucket, (subset, gv) in zip(buckets, self._plain, strict=True):
+            grads = bucket.grads if subset is None else [bucket.grads[i] for i in subset]
+            add_scaled_(grads, gv, coef)
 
+    # ------------------------------------------------------------------ checkpointing
     def _extra_state(self) -> dict[str, Any]:
-        return {"gv_norm": self.gv_norm}
+        scale = 0.0 if self._reuse_scale is None else float(self._reuse_scale)
+        return {"gv_norm": self.gv_norm, "reuse_scale": scale}
 
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
-        self.gv_norm = float(extra.get("gv_norm", 0.0))
-        self._gv_key = None
+        gv_norm = float(extra.get("gv_norm", 0.0))
+        self._store, self._store_key = [], ()
+        self._gv_version += 1
+        self._plain_key = None
+        has_gv = any("g_v" in self.state[p] for g in self.param_groups for p in g["params"])
+        if not has_gv:
+            self._gv_norm = self._reuse_scale = None
+            return
+        first = self.param_groups[0]["params"][0]
+        like = torch.zeros((), dtype=accumulation_dtype(first.dtype), device=first.device)
+        self._gv_norm = like + gv_norm
+        if "reuse_scale" in extra:  # exactly what was in use, so a resumed run is bit for bit
+            reuse_scale = float(extra["reuse_scale"])
+        else:
+            reuse_scale = self.alpha / gv_norm if gv_norm > 0.0 else 0.0
+        self._reuse_scale = like + reuse_scale

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +11,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from looksam.optim._base import Closure, SharpnessAwareOptimizer, check_rho
-from looksam.optim._foreach import global_norm, group_by_device_and_dtype
+from looksam.optim._foreach import add_scaled, global_norm, group_by_device_and_dtype, safe_ratio
 
 _SUPPORTED = "torch.optim.SGD (momentum > 0), torch.optim.Adam or torch.optim.AdamW"
 
@@ -99,8 +98,8 @@ class MSAM(SharpnessAwareOptimizer):
     with one forward-only epoch after training for its BatchNorm models).
 
     Cost: one forward-backward pass per step (``is_look_step`` is always False), one fused
-    add over |θ| to form w̃ and one extra |θ| of memory while it exists; host reads: one per
-    (device, dtype) bucket for ‖v‖ (``global_norm``; almost always exactly one), none when ρ = 0.
+    add over |θ| to form w̃ and one extra |θ| of memory while it exists, and no host read: ‖v‖
+    and the factor −ρ/‖v‖ (0 while ‖v‖ is 0 or not finite) stay on the device.
     Data-parallel: v is built from all-reduced gradients, so every rank forms the same w̃ with no
     communication; there is no per-rank gradient to perturb with, so no per-rank variant.
     Mixed precision: v is unscaled (GradScaler unscales before the base step), so ``unscale`` is
@@ -193,16 +192,16 @@ class MSAM(SharpnessAwareOptimizer):
         rho = check_rho(self.rho)
         moved: list[list[Tensor]] = []
         originals: list[list[Tensor]] = []
-        if rho > 0.0:
-            buckets = self._momentum_buckets()
-            norm = global_norm([moms for _, moms in buckets]) if buckets else 0.0
-            if norm > 0.0 and math.isfinite(norm):
-                for params, moms in buckets:
-                    perturbed = torch._foreach_add(params, moms, alpha=-rho / norm)
-                    originals.append([p.data for p in params])
-                    for p, w in zip(params, perturbed, strict=True):
-                        p.data = w
-                    moved.append(params)
+        buckets = self._momentum_buckets() if rho > 0.0 else []
+        if buckets:
+            # −ρ/‖v‖ on the device: 0 (w̃ = w) while ‖v‖ is 0 or not finite, with no host read.
+            scale = -safe_ratio(rho, global_norm([moms for _, moms in buckets]))
+            for params, moms in buckets:
+                perturbed = add_scaled(params, moms, scale)
+                originals.append([p.data for p in params])
+                for p, w in zip(params, perturbed, strict=True):
+                    p.data = w
+                moved.append(params)
         self._perturbation = _Perturbation(moved, originals)
 
     @torch.no_grad()

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
 from looksam.optim._base import Bucket, SharpnessAwareOptimizer
-from looksam.optim._foreach import global_norm
+from looksam.optim._foreach import global_norm, safe_ratio
 
 
 def asam_perturbed_weights(buckets: list[Bucket], rho: float) -> list[list[Tensor]]:
-    """w + ρ·T²g/‖Tg‖ with T = |w| and a global norm; w unchanged when ‖Tg‖ is 0 or not finite."""
+    """w + ρ·T²g/‖Tg‖ with T = |w| and a global norm; ε = 0 when ‖Tg‖ is 0 (no host read)."""
     abs_w = [torch._foreach_abs(b.params) for b in buckets]
     scaled = [list(torch._foreach_mul(t, b.grads)) for t, b in zip(abs_w, buckets, strict=True)]
-    norm = global_norm(scaled)  # ‖T g‖
-    if norm == 0.0 or not math.isfinite(norm):
-        return [list(torch._foreach_clone(b.params)) for b in buckets]
+    scale = safe_ratio(rho, global_norm(scaled))  # ρ/‖T g‖
     for tg, t, b in zip(scaled, abs_w, buckets, strict=True):
         torch._foreach_mul_(tg, t)  # T² g
-        torch._foreach_mul_(tg, rho / norm)
+        torch._foreach_mul_(tg, scale)
         torch._foreach_add_(tg, b.params)
     return scaled
 
@@ -36,6 +32,7 @@ class SAM(SharpnessAwareOptimizer):
 
     ``adaptive=True`` gives ASAM, whose neighbourhood is scaled by T = |w| elementwise:
     ε = ρ·T²g/‖T g‖. If the norm is zero there is no perturbation (no NaN, no epsilon).
+    No value is read back to the host: the norms and their zero guard stay on the device.
 
     Each step costs two forward-backward passes; the closure is called twice.
 
@@ -64,7 +61,7 @@ class SAM(SharpnessAwareOptimizer):
         super().__init__(base, rho=rho, k=1)
         self.adaptive = adaptive
 
-    def _perturbed_weights(self, buckets: list[Bucket], grad_norm: float) -> list[list[Tensor]]:
+    def _perturbed_weights(self, buckets: list[Bucket], grad_norm: Tensor) -> list[list[Tensor]]:
         if not self.adaptive:
             return super()._perturbed_weights(buckets, grad_norm)
         return asam_perturbed_weights(buckets, self.rho)
