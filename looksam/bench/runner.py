@@ -48,6 +48,9 @@ from looksam.optim._registry import get_optimizer_info, resolve_base
 AMP_MODES = ("off", "bf16", "fp16")
 #: Whose gradient a data-parallel look step perturbs with: the all-reduced one, or each rank's.
 PERTURBATIONS = ("global", "per-rank")
+#: ``torch.compile`` modes; those that capture CUDA graphs need fixed parameter addresses.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 #: The clock the runner reads; a module attribute so tests can drive it deterministically.
 now: Callable[[], float] = time.perf_counter
@@ -70,6 +73,7 @@ class RunConfig:
     device: str = "auto"
     amp: str = "off"
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile's mode, when compile is on
     channels_last: bool = False
     warmup_fraction: float = 0.05  # of all steps, linear LR warm-up before the cosine decay
     rho_warmup_fraction: float = 0.0  # of all steps, ρ ramped linearly from 0 (large batches)
@@ -237,6 +241,11 @@ def git_commit_of_project() -> str | None:
     return out.stdout.strip() or None
 
 
+def _compiled(module: nn.Module, mode: str) -> Callable[[Tensor], Tensor]:
+    """``torch.compile(module)`` in ``mode`` (torch's own default for "default")."""
+    return torch.compile(module, mode=None if mode == "default" else mode)  # type: ignore[return-value]
+
+
 def validate_config(config: RunConfig, world_size: int = 1) -> None:
     """Raise ValueError for anything a user could have typed wrong, before any work starts.
 
@@ -252,6 +261,17 @@ def validate_config(config: RunConfig, world_size: int = 1) -> None:
         raise ValueError(
             f"unknown --perturbation {config.perturbation!r}; choose one of: "
             f"{', '.join(PERTURBATIONS)}"
+        )
+    if config.compile_mode not in COMPILE_MODES:
+        raise ValueError(
+            f"unknown --compile-mode {config.compile_mode!r}; choose one of: "
+            f"{', '.join(COMPILE_MODES)}"
+        )
+    if config.compile and config.compile_mode in CUDA_GRAPH_MODES and not optimizer.cuda_graphs:
+        raise ValueError(
+            f"--compile-mode {config.compile_mode} captures CUDA graphs, which replay fixed "
+            f"parameter addresses, but {config.optimizer} points the parameters at perturbed "
+            "copies for a pass; use --compile-mode default or max-autotune-no-cudagraphs"
         )
     if config.perturbation == "per-rank" and not optimizer.per_rank_perturbation:
         raise ValueError(
@@ -373,7 +393,7 @@ class TrainingSession:
             if dist.rank:  # rank 0 carries on with the single-process stream
                 seed_everything(config.seed + _RANK_SEED_STRIDE * dist.rank)
         self.forward: Callable[[Tensor], Tensor] = (
-            torch.compile(trained) if config.compile else trained  # type: ignore[assignment]
+            _compiled(trained, config.compile_mode) if config.compile else trained
         )
         self.steps_per_epoch = self.workload.steps_per_epoch(self.batch_size)
         total = self.steps_per_epoch * self.epochs

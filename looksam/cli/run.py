@@ -126,6 +126,14 @@ def run(
     compile_model: Annotated[
         bool, typer.Option("--compile", help="torch.compile the model.")
     ] = False,
+    compile_mode: Annotated[
+        str,
+        typer.Option(
+            help="torch.compile mode (implies --compile): default, max-autotune-no-cudagraphs; "
+            "reduce-overhead and max-autotune capture CUDA graphs, which only optimizers that "
+            "keep the weights in place (the base optimizers) allow."
+        ),
+    ] = "default",
     channels_last: Annotated[bool, typer.Option(help="Channels-last memory format.")] = False,
     grad_clip: Annotated[float | None, typer.Option(help="Clip the gradient norm.")] = None,
     warmup: Annotated[
@@ -188,7 +196,8 @@ def run(
         seed=seed,
         device=device,
         amp=amp,
-        compile=compile_model,
+        compile=compile_model or compile_mode != "default",
+        compile_mode=compile_mode,
         channels_last=channels_last,
         grad_clip=grad_clip,
         warmup_fraction=warmup,

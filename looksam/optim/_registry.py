@@ -154,6 +154,10 @@ class OptimizerInfo:
     #: run's measured share of second passes instead of trusting the window's own.
     fixed_schedule: bool = True
     grad_scaler: bool = True  # works under fp16's GradScaler recipe
+    #: Whether its steps keep every parameter's storage in place, as the CUDA graphs of
+    #: torch.compile's "reduce-overhead" and "max-autotune" modes need. The SAM family points
+    #: ``param.data`` at perturbed copies for a pass, so its entries say False.
+    cuda_graphs: bool = True
     #: A base optimizer whose learning rate the workloads tune (they ship an SGD rate).
     uses_workload_lr: bool = False
 
@@ -418,6 +422,7 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         passes=fixed_passes(2.0),
         cost_formula="2",
         wraps_base=True,
+        cuda_graphs=False,
         sam_role="full",
         per_rank_perturbation=True,
     ),
@@ -432,6 +437,7 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         passes=every_k_passes,
         cost_formula="1 + 1/k",
         wraps_base=True,
+        cuda_graphs=False,
         sam_role="approximation",
         per_rank_perturbation=True,
     ),
@@ -446,6 +452,7 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         passes=every_k_passes,
         cost_formula="1 + 1/k",
         wraps_base=True,
+        cuda_graphs=False,
         sam_role="approximation",
         per_rank_perturbation=True,
     ),
@@ -460,6 +467,7 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         passes=every_k_passes,
         cost_formula="1 + 1/k",
         wraps_base=True,
+        cuda_graphs=False,
         sam_role="approximation",
         per_rank_perturbation=True,
     ),
@@ -474,6 +482,7 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         # searches about 0.3-3 (more for ViTs), an order of magnitude above SAM's.
         hyperparameters=(_hp_rho(3.0, (0.1, 3.0)),),
         wraps_base=True,
+        cuda_graphs=False,
         bases=("sgd", "adamw"),  # it reads SGD's momentum buffer or AdamW's first moment
         sam_role="approximation",
     ),
@@ -488,6 +497,7 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         passes=fixed_range(1.0, 2.0),
         cost_formula="1–2",
         wraps_base=True,
+        cuda_graphs=False,
         sam_role="approximation",
         needs_total_steps=True,
         fixed_schedule=False,
@@ -504,6 +514,7 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         passes=fixed_range(1.0, 2.0),
         cost_formula="1–2",
         wraps_base=True,
+        cuda_graphs=False,
         sam_role="approximation",
         needs_total_steps=True,
         fixed_schedule=False,
@@ -533,6 +544,7 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         passes=fixed_passes(2.0),
         cost_formula="2",
         wraps_base=True,
+        cuda_graphs=False,
         sam_role="none",  # it costs what SAM costs: a refinement, not a cheap stand-in
     ),
     OptimizerInfo(
@@ -558,6 +570,7 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         passes=_late_phase_passes,
         cost_formula="2 − f",
         wraps_base=True,
+        cuda_graphs=False,
         sam_role="approximation",
         per_rank_perturbation=True,
         fixed_schedule=False,
