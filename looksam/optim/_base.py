@@ -94,10 +94,10 @@ def _check_real(name: str, value: float, allowed: str) -> float:
 _NO_SECOND_GRADIENT = (
     "look step {step}: the second forward-backward pass produced no gradient (every p.grad is "
     "None after the closure's second call), so the step was not taken; w is restored. A "
-    "framework that runs the closure's backward once per step does this, e.g. PyTorch "
-    "Lightning's automatic optimization: use manual optimization with the two-phase API "
-    "(README: 'PyTorch Lightning'), or make the closure zero the gradients, run forward and "
-    "backward on every call"
+    "closure that runs no forward-backward pass does this, e.g. a two-phase step finished by "
+    "PyTorch Lightning's opt.step(), which passes a closure of its own: pass your "
+    "forward-backward closure to opt.step(closure=...) (README: 'PyTorch Lightning'), or make "
+    "the closure zero the gradients, run forward and backward on every call"
 )
 
 

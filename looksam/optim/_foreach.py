@@ -50,10 +50,12 @@ def combine_norms(norms: Sequence[Tensor]) -> Tensor:
     """‖(n_1, n_2, …)‖₂ of per-bucket norms: the global norm over all their buckets.
 
     The parts are moved to the first one's device and widest dtype (buckets on several devices
-    or in several dtypes are rare; one bucket is returned as it is).
+    or in several dtypes are rare; one bucket is returned as it is). No bucket gives 0.
     """
     if len(norms) == 1:
         return norms[0]
+    if not norms:  # no parameter has a gradient
+        return torch.zeros(())
     device, dtype = norms[0].device, norms[0].dtype
     for n in norms[1:]:
         dtype = torch.promote_types(dtype, n.dtype)
@@ -73,7 +75,7 @@ def global_norm(groups: Sequence[list[Tensor]]) -> Tensor:
         for ts in groups
         if ts
     ]
-    return combine_norms(per_group) if per_group else torch.zeros(())
+    return combine_norms(per_group)
 
 
 def per_tensor_norms(tensors: list[Tensor]) -> tuple[Tensor, ...]:

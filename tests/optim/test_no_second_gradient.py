@@ -53,7 +53,7 @@ def test_a_second_pass_without_gradient_raises_and_restores_w(
     ) as info:
         opt.step(_caching_closure(model, opt, x, y))
     assert "Lightning" in str(info.value)  # the likely cause, and the recipe
-    assert "two-phase API" in str(info.value)
+    assert "opt.step(closure=...)" in str(info.value)
     for p, w in zip(model.parameters(), before, strict=True):
         assert torch.equal(p, w)  # w exactly, not w + ε
     assert opt.steps_done == 0
@@ -92,3 +92,16 @@ def test_a_partial_second_gradient_is_still_accepted(
 
     opt.step(closure)
     assert opt.steps_done == 1
+
+
+@pytest.mark.parametrize("name", LOOKING)
+def test_a_look_step_with_no_gradient_at_all_raises_the_clear_error(
+    name: str, make_mlp: Callable[..., nn.Sequential]
+) -> None:
+    """The boundary below the one above: not even the first pass left a gradient (no bucket)."""
+    model = make_mlp()
+    opt: Any = create_optimizer(name, model, total_steps=10)
+    with pytest.raises(RuntimeError, match="second forward-backward pass produced no gradient"):
+        opt.step(lambda: None)
+    assert opt.steps_done == 0
+    assert not opt.in_second_pass
