@@ -170,10 +170,9 @@ class FlatLayout:
             tuple(t.shape for t in tensors), tuple(offsets), total, dtype, tensors[0].device
         )
 
-    def allocate(self) -> tuple[Tensor, list[Tensor]]:
-        """A zeroed buffer and its per-tensor views (shaped like the tensors)."""
-        flat = torch.zeros(self.total, dtype=self.dtype, device=self.device)
-        return flat, self.views(flat)
+    def allocate(self, rows: int = 1) -> Tensor:
+        """A zeroed ``(rows, total)`` buffer: ``rows`` flat vectors side by side in memory."""
+        return torch.zeros(rows, self.total, dtype=self.dtype, device=self.device)
 
     def views(self, flat: Tensor) -> list[Tensor]:
         """The per-tensor views of a buffer with this layout."""

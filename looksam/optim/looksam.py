@@ -18,7 +18,6 @@ from looksam.optim._foreach import (
     combine_norms,
     global_norm,
     safe_ratio,
-    usable,
 )
 
 #: ‖g_v‖ at or below this many ulps of ‖g_s‖ is rounding error of the projection, taken as 0.
@@ -27,15 +26,25 @@ _NOISE_FLOOR = 16.0
 
 @dataclass
 class _GvStore:
-    """LookSAM's flat buffers for one (device, dtype) bucket of parameters.
+    """LookSAM's flat buffers for one (device, dtype) bucket of parameters: two rows of one tensor.
 
-    ``kept`` holds g from the first pass, is turned into the candidate g_v in place, and is
-    copied into ``gv`` (whose views are the state's ``g_v``) unless it came out non-finite.
+    Row 1 (``kept``) holds g from the first pass and is turned into the candidate g_v in place;
+    row 0 (``gv``, whose views are the state's ``g_v``) then takes row 1, or keeps its own when
+    the candidate came out non-finite. Choosing a row by a device index is one gather, where a
+    ``torch.where`` with a 0-dim condition is several times slower on the CPU.
     """
 
-    kept: Tensor
+    rows: Tensor
     kept_views: list[Tensor]
-    gv: Tensor
+
+    @property
+    def kept(self) -> Tensor:
+        return self.rows[1]
+
+    def keep_candidate_if_(self, finite: Tensor) -> None:
+        """g_v ← the candidate where ``finite`` (a 0-dim bool tensor), else unchanged."""
+        chosen = self.rows.index_select(0, finite.to(torch.long).view(1))
+        self.rows[0].copy_(chosen.view(-1))
 
 
 class LookSAM(SharpnessAwareOptimizer):
@@ -139,14 +148,13 @@ class LookSAM(SharpnessAwareOptimizer):
         store = []
         for bucket in buckets:
             layout = FlatLayout.of(bucket.params)
-            kept, kept_views = layout.allocate()
-            gv, gv_views = layout.allocate()
-            for p, view in zip(bucket.params, gv_views, strict=True):
+            rows = layout.allocate(rows=2)
+            for p, view in zip(bucket.params, layout.views(rows[0]), strict=True):
                 previous = self.state[p].get("g_v")
                 if isinstance(previous, Tensor) and previous.shape == view.shape:
                     view.copy_(previous)
                 self.state[p]["g_v"] = view
-            store.append(_GvStore(kept, kept_views, gv))
+            store.append(_GvStore(rows, layout.views(rows[1])))
         self._store, self._store_key = store, key
         self._gv_version += 1
         return store
@@ -186,20 +194,19 @@ class LookSAM(SharpnessAwareOptimizer):
         gv_norm = combine_norms([torch.linalg.vector_norm(k.kept) for k in store])
         # A pass that overflowed (fp16) makes g_v non-finite: keep the previous g_v and its
         # scale, GradScaler skips the step. In per-rank mode the average carries one rank's
-        # overflow to every rank, so all of them keep theirs together.
+        # overflow to every rank, so all of them keep theirs together. ‖g_v‖ no larger than the
+        # projection's rounding error (g_s ∥ g) counts as 0. Few 0-dim operations: on a CPU
+        # each costs a few microseconds of dispatch, on a GPU a launch.
         finite = torch.isfinite(gv_norm)
         eps = max(torch.finfo(gs[0].dtype).eps for _, gs in pairs if gs)
-        signal = finite & (gv_norm > _NOISE_FLOOR * eps * gs_norm)  # g_s ∥ g: rounding noise
-        zero = torch.zeros_like(gv_norm)
-        new_norm = torch.where(signal, gv_norm, zero)
-        new_scale = torch.where(signal, safe_ratio(self.alpha, gv_norm), zero)
+        signal = gv_norm > gs_norm * (_NOISE_FLOOR * eps)  # False for NaN
+        norm_and_scale = torch.where(signal, torch.stack([gv_norm, self.alpha / gv_norm]), 0.0)
         for kept in store:
-            torch.where(finite, kept.kept, kept.gv, out=kept.gv)
-        if self._gv_norm is None or self._reuse_scale is None:
-            self._gv_norm, self._reuse_scale = new_norm, new_scale
-        else:
-            self._gv_norm = torch.where(finite, new_norm, self._gv_norm.to(new_norm))
-            self._reuse_scale = torch.where(finite, new_scale, self._reuse_scale.to(new_scale))
+            kept.keep_candidate_if_(finite)
+        if self._gv_norm is not None and self._reuse_scale is not None:
+            old = torch.stack([self._gv_norm, self._reuse_scale]).to(norm_and_scale)
+            norm_and_scale = torch.where(finite, norm_and_scale, old)
+        self._gv_norm, self._reuse_scale = norm_and_scale.unbind()
 
     @staticmethod
     def _project_out_(
@@ -213,20 +220,20 @@ class LookSAM(SharpnessAwareOptimizer):
         ⟨g, g_s⟩ comes from polarisation of the *norm-matched* pair: with c = ‖g‖/‖g_s‖,
         ‖g − c·g_s‖² = 2‖g‖²(1 − cos). Matching the norms keeps the identity exact when g and g_s
         come at different scales (GradScaler). Then g_v = (1 − cos)·g_s − β·(g − c·g_s) with
-        β = cos·‖g_s‖/‖g‖ = ⟨g, g_s⟩/‖g‖². ‖g‖ = 0 or ‖g_s‖ = 0 gives β = 0, g_v = g_s. All
+        β = cos/c = ⟨g, g_s⟩/‖g‖². ‖g‖ = 0 or ‖g_s‖ = 0 (c = 0) gives β = 0, g_v = g_s. All
         arithmetic runs on the views, so the buffers' alignment gaps stay zero.
         """
-        both = usable(g_norm) & usable(gs_norm)
-        scale = safe_ratio(g_norm, gs_norm)  # c
+        c = safe_ratio(g_norm, gs_norm)  # 0 when either norm is 0 or not finite
+        minus_c = -c
         for g, gs in pairs:
-            add_scaled_(g, gs, -scale)  # e = g − c·g_s, in the flat buffer
-        e_sq = combine_norms([torch.linalg.vector_norm(k.kept) for k in store]).square()
-        zero = torch.zeros_like(g_norm)
-        cos = torch.where(both, 1.0 - safe_ratio(e_sq, 2.0 * g_norm.square()), zero)
-        beta = torch.where(both, cos * safe_ratio(gs_norm, g_norm), zero)
+            add_scaled_(g, gs, minus_c)  # e = g − c·g_s, in the flat buffer
+        e_norm = combine_norms([torch.linalg.vector_norm(k.kept) for k in store])
+        ratio = safe_ratio(e_norm, g_norm)  # ‖e‖/‖g‖
+        cos = torch.where(c > 0, 1.0 - 0.5 * ratio * ratio, 0.0)
+        minus_beta = safe_ratio(cos, minus_c)
         one_minus_cos = 1.0 - cos
         for e, gs in pairs:
-            torch._foreach_mul_(e, -beta)
+            torch._foreach_mul_(e, minus_beta)
             add_scaled_(e, gs, one_minus_cos)
 
     # ------------------------------------------------------------------ plain steps
