@@ -114,6 +114,21 @@ def rank_slice(n: int, rank: int, world_size: int) -> slice:
     return slice(n * rank // world_size, n * (rank + 1) // world_size)
 
 
+def check_rank(rank: int, world_size: int) -> None:
+    """ValueError unless ``rank`` is one of ``world_size`` >= 1 processes.
+
+    Called where a rank picks its share of the data: a wrong rank would train silently on
+    someone else's examples.
+    """
+    for what, value in (("rank", rank), ("world size", world_size)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{what} must be an integer, got {value!r}")
+    if world_size < 1:
+        raise ValueError(f"world size must be >= 1, got {world_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+
+
 def fail_at_step(rank: int, environ: Mapping[str, str] | None = None) -> int | None:
     """The step before which the :data:`FAIL_AT_VARIABLE` test hook kills this rank, if any."""
     value = (os.environ if environ is None else environ).get(FAIL_AT_VARIABLE, "")

@@ -38,7 +38,6 @@ from looksam.bench.distributed import (
     check_global_batch,
     fail_at_step,
     init_distributed,
-    rank_slice,
 )
 from looksam.bench.timing import spread_looks, synchronize
 from looksam.bench.workloads import Workload, create_workload, get_workload_info
@@ -523,8 +522,9 @@ class TrainingSession:
         """Test accuracy of the current weights (train mode restored afterwards).
 
         Data-parallel: every rank must call it. Each evaluates its contiguous slice of every test
-        batch with rank 0's buffers, through the bare module (no DDP collectives), and the
-        (correct, total) counts are summed, so the accuracy is exact and the same on all ranks.
+        batch (``Workload.eval_share``) with rank 0's buffers, through the bare module (no DDP
+        collectives), and the (correct, total) counts are summed, so the accuracy is exact and
+        the same on all ranks.
         """
         dist = self.dist
         forward = self.forward if dist is None else self.model
@@ -532,13 +532,9 @@ class TrainingSession:
             dist.broadcast_buffers_(self.model)
         self.model.eval()
         counts = torch.zeros(2, dtype=torch.int64, device=self.device)
+        rank, world = self._place()
         try:
-            for x, y in self.workload.eval_batches(max(self.batch_size, 256)):
-                if dist is not None:
-                    part = rank_slice(len(y), dist.rank, dist.world_size)
-                    x, y = x[part], y[part]
-                    if len(y) == 0:
-                        continue
+            for x, y in self.workload.eval_share(max(self.batch_size, 256), rank, world):
                 with self._autocast():
                     logits = forward(self._prepare_input(x))
                 counts[0] += (logits.argmax(dim=1) == y).sum()
@@ -550,21 +546,23 @@ class TrainingSession:
         correct, total = counts.tolist()
         return correct / max(total, 1)
 
+    def _place(self) -> tuple[int, int]:
+        """(rank, world size) of this process: (0, 1) outside a data-parallel run."""
+        return (0, 1) if self.dist is None else (self.dist.rank, self.dist.world_size)
+
     def batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         """Training batches, epoch after epoch; the caller decides when to stop.
 
         Data-parallel: this rank's contiguous slice of every global batch, so the ranks' slices
-        together are exactly the batch one process would train on.
+        together are exactly the batch one process would train on. The workload produces the
+        slice (``Workload.train_share``): a DataLoader-fed one decodes nothing else.
         """
-        part = slice(None)
-        if self.dist is not None:
-            lo = self.dist.rank * self.local_batch_size
-            part = slice(lo, lo + self.local_batch_size)
+        rank, world = self._place()
         while True:
             empty = True
-            for x, y in self.workload.train_batches(self.batch_size, self.generator):
+            for x, y in self.workload.train_share(self.batch_size, self.generator, rank, world):
                 empty = False
-                yield x[part], y[part]
+                yield x, y
             if empty:  # a workload that cannot fill one batch would otherwise spin forever
                 raise RuntimeError(f"{self.workload.name} produced an epoch without a batch")
 

@@ -19,8 +19,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset
 
 from looksam.bench.runner import RunConfig, run_training
+from looksam.bench.workloads import LoaderWorkload, Workload, custom_workload
 from looksam.bench.workloads._base import Batch
 from looksam.bench.workloads.digits import DigitsNoisy
 from looksam.optim import create_optimizer
@@ -79,7 +81,7 @@ class Digits64(DigitsNoisy):
             yield batch
 
 
-def digits_config(optimizer: str, **overrides: Any) -> RunConfig:
+def digits_config(optimizer: str, workload: str = "digits-noisy", **overrides: Any) -> RunConfig:
     fields: dict[str, Any] = {
         "hyperparameters": HYPERPARAMETERS[optimizer],
         "batch_size": 64,
@@ -90,7 +92,7 @@ def digits_config(optimizer: str, **overrides: Any) -> RunConfig:
         "warmup_fraction": 0.0,
     }
     fields.update(overrides)
-    return RunConfig("digits-noisy", optimizer, **fields)
+    return RunConfig(workload, optimizer, **fields)
 
 
 def through_runner(config: RunConfig) -> dict[str, Any]:
@@ -111,6 +113,67 @@ def through_runner(config: RunConfig) -> dict[str, Any]:
         "per_rank": list(result.per_rank_samples_per_second),
         "samples_per_second": result.samples_per_second,
         "backend": result.environment.backend,
+    }
+
+
+class NoisyItems(Dataset[tuple[Tensor, Tensor]]):
+    """Examples read one at a time, with fresh noise on every read (a stand-in for augmentation);
+    counts its reads, so a test can tell how much each rank decoded."""
+
+    def __init__(self, x: Tensor, y: Tensor, noise: float) -> None:
+        self.x, self.y, self.noise = x, y, noise
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        self.reads += 1
+        return self.x[i] + self.noise * torch.randn(self.x[i].shape, dtype=self.x.dtype), self.y[i]
+
+
+#: The digits through a DataLoader (``custom_workload``): what the runner's config names.
+LOADER_WORKLOAD = "ddp_workers:digits_from_a_loader"
+LOADER_OPTIMIZERS = ("sgd", "looksam")
+
+
+def digits_from_a_loader(built: list[nn.Module] | None = None) -> Workload:
+    """digits-noisy in float64 read item by item through a DataLoader, noise drawn per read;
+    ``built`` collects the models it makes (the caller reads the trained weights there)."""
+    (x_tr, y_tr), (x_te, y_te) = Digits64().load_tensors()
+
+    def model() -> nn.Module:
+        net = DigitsNoisy().build_model().double()
+        if built is not None:
+            built.append(net)
+        return net
+
+    return custom_workload(
+        name="digits-loader",
+        model=model,
+        train=NoisyItems(x_tr, y_tr, noise=0.1),
+        test=NoisyItems(x_te, y_te, noise=0.0),
+        batch_size=64,
+        epochs=1,
+        num_classes=10,
+        lr=DigitsNoisy.default_lr,
+    )
+
+
+def through_loader(config: RunConfig) -> dict[str, Any]:
+    """Train the DataLoader-fed digits; the final weights and how many examples were read."""
+    built: list[nn.Module] = []
+    workload = digits_from_a_loader(built)
+    result = run_training(config, workload=workload)
+    assert isinstance(workload, LoaderWorkload)
+    train = workload.train_dataset()
+    assert isinstance(train, NoisyItems)
+    return {
+        "weights": {k: v.detach().clone() for k, v in built[-1].state_dict().items()},
+        "status": result.status,
+        "steps": result.steps,
+        "accuracy": result.final_accuracy,
+        "reads": train.reads,
     }
 
 
@@ -179,6 +242,10 @@ def scenarios() -> list[Scenario]:
     found += [
         Scenario(f"bucket-view/{o}", through_bucket_views, (o,))
         for o in ("samk", "looksam", "layerlooksam")
+    ]
+    found += [
+        Scenario(f"loader/{o}", through_loader, (digits_config(o, workload=LOADER_WORKLOAD),))
+        for o in LOADER_OPTIMIZERS
     ]
     return found
 

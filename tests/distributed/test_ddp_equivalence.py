@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 import torch
 import torch.multiprocessing as mp
-from ddp_workers import HYPERPARAMETERS, STEPS, free_port, rank_main, run_all
+from ddp_workers import (
+    HYPERPARAMETERS,
+    LOADER_OPTIMIZERS,
+    STEPS,
+    free_port,
+    rank_main,
+    run_all,
+)
 
 WORLD = 2
 Results = dict[str, dict[str, Any]]
@@ -50,6 +57,23 @@ def test_two_ranks_on_half_batches_match_one_process(
         # the runner sums losses in float32
         assert got["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-6)
         assert got["rank"] == rank
+
+
+@pytest.mark.parametrize("optimizer", LOADER_OPTIMIZERS)
+def test_a_dataloader_workload_reads_half_per_rank_and_trains_like_one_process(
+    ranks: list[Results], single: Results, optimizer: str
+) -> None:
+    # Each rank reads (and adds noise to) only its half of every batch; the noise of an item
+    # is seeded by its epoch and index, so the two halves are the very batch one process reads.
+    reference = single[f"loader/{optimizer}"]
+    assert reference["reads"] == STEPS * 64
+    for results in ranks:
+        got = results[f"loader/{optimizer}"]
+        assert got["status"] == "ok"
+        assert got["steps"] == STEPS
+        assert got["reads"] == STEPS * 64 // WORLD
+        assert_same_weights(got["weights"], reference["weights"])
+        assert got["accuracy"] == reference["accuracy"]
 
 
 def test_rank_zero_reports_the_global_run(ranks: list[Results]) -> None:

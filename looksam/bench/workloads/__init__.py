@@ -22,10 +22,12 @@ from looksam.bench.workloads._base import (
     register_workload,
     register_workload_resolver,
 )
+from looksam.bench.workloads._loader import LoaderWorkload
 from looksam.bench.workloads.custom import custom_workload
 
 __all__ = [
     "Batch",
+    "LoaderWorkload",
     "TensorWorkload",
     "Workload",
     "WorkloadDataError",

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from looksam.bench.distributed import check_rank, rank_slice
+
 Batch = tuple[Tensor, Tensor]
 
 
@@ -86,6 +88,30 @@ class Workload(abc.ABC):
     @abc.abstractmethod
     def eval_batches(self, batch_size: int) -> Iterator[Batch]:
         """The whole test set, in batches, on the device."""
+
+    def train_share(
+        self, batch_size: int, generator: torch.Generator, rank: int, world_size: int
+    ) -> Iterator[Batch]:
+        """One epoch of this rank's contiguous share (``rank_slice``) of every global batch.
+
+        Every rank draws the same global batches from an identically seeded generator, so the
+        ranks' shares, in rank order, are exactly the batches of one process. This default loads
+        each whole batch and slices it, which costs nothing for tensors already on the device;
+        workloads that decode their data (``LoaderWorkload``) load only the share instead.
+
+        Raises:
+            ValueError: a rank outside the world, or fewer examples per batch than ranks.
+        """
+        check_train_share(batch_size, rank, world_size)
+        batches = self.train_batches(batch_size, generator)
+        return batches if world_size == 1 else _sliced(batches, rank, world_size)
+
+    def eval_share(self, batch_size: int, rank: int, world_size: int) -> Iterator[Batch]:
+        """This rank's contiguous share of every test batch; a rank whose share of the last,
+        partial batch is empty skips it (evaluation only sums counts, so shares may differ)."""
+        check_rank(rank, world_size)
+        batches = self.eval_batches(batch_size)
+        return batches if world_size == 1 else _sliced(batches, rank, world_size)
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Mean cross-entropy; override for other objectives."""
@@ -167,6 +193,23 @@ class TensorWorkload(Workload):
         x, y = self._require(self._test)
         for start in range(0, len(x), batch_size):
             yield x[start : start + batch_size], y[start : start + batch_size]
+
+
+def check_train_share(batch_size: int, rank: int, world_size: int) -> None:
+    """ValueError unless ``rank`` of ``world_size`` gets at least one example of every batch."""
+    check_rank(rank, world_size)
+    if batch_size < world_size:
+        raise ValueError(
+            f"batch size {batch_size} leaves some of the {world_size} ranks without an "
+            "example; use at least one per rank"
+        )
+
+
+def _sliced(batches: Iterator[Batch], rank: int, world_size: int) -> Iterator[Batch]:
+    for x, y in batches:
+        part = rank_slice(len(y), rank, world_size)
+        if part.stop > part.start:
+            yield x[part], y[part]
 
 
 _REGISTRY: dict[str, type[Workload]] = {}

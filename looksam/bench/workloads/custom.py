@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from looksam._plugins import _cause, _with_current_directory
 from looksam.bench.workloads._base import (
@@ -28,6 +28,7 @@ from looksam.bench.workloads._base import (
     WorkloadInfo,
     register_workload_resolver,
 )
+from looksam.bench.workloads._loader import LoaderWorkload
 
 Loss = Callable[[Tensor, Tensor], Tensor]
 
@@ -74,9 +75,9 @@ class CustomTensorWorkload(_Custom, TensorWorkload):
         return (x_tr, labels(y_tr)), (x_te, labels(y_te))
 
 
-class CustomLoaderWorkload(_Custom):
-    """Any two map-style datasets, read through a DataLoader whose sampler draws from the run's
-    generator (so the order, and the workers' seeds, follow the seed)."""
+class CustomLoaderWorkload(_Custom, LoaderWorkload):
+    """Any two map-style datasets, read through DataLoaders whose order, and each item's
+    random draws, follow the run's generator (see :class:`LoaderWorkload`)."""
 
     def __init__(
         self,
@@ -90,45 +91,13 @@ class CustomLoaderWorkload(_Custom):
         super().__init__(model=model, loss=loss)
         self._train_set = train
         self._test_set = test
-        self.num_workers = num_workers
-        self._device = torch.device("cpu")
+        self.num_workers = num_workers  # checked by custom_workload
 
-    def prepare(self, device: torch.device) -> None:
-        self._device = device
+    def train_dataset(self) -> Dataset[Any]:
+        return self._train_set
 
-    @property
-    def num_train_examples(self) -> int:
-        return len(self._train_set)  # type: ignore[arg-type]  # checked by custom_workload
-
-    def _to_device(self, loader: DataLoader[Any]) -> Iterator[Batch]:
-        non_blocking = self._device.type == "cuda"
-        for x, y in loader:
-            yield (
-                x.to(self._device, non_blocking=non_blocking),
-                y.to(self._device, non_blocking=non_blocking),
-            )
-
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
-        loader: DataLoader[Any] = DataLoader(
-            self._train_set,
-            batch_size=batch_size,
-            sampler=RandomSampler(self._train_set, generator=generator),  # type: ignore[arg-type]
-            num_workers=self.num_workers,
-            pin_memory=self._device.type == "cuda",
-            drop_last=True,  # the runner's steps_per_epoch drops the partial batch too
-            generator=generator,
-        )
-        return self._to_device(loader)
-
-    def eval_batches(self, batch_size: int) -> Iterator[Batch]:
-        loader: DataLoader[Any] = DataLoader(
-            self._test_set,
-            batch_size=batch_size,
-            shuffle=False,
-            num_workers=self.num_workers,
-            pin_memory=self._device.type == "cuda",
-        )
-        return self._to_device(loader)
+    def eval_dataset(self) -> Dataset[Any]:
+        return self._test_set
 
 
 def custom_workload(

@@ -14,15 +14,15 @@ ImageNette or a 100-class sample works unchanged.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
 
-from looksam.bench.workloads._base import Batch, Workload, WorkloadDataError, register_workload
+from looksam.bench.workloads._base import WorkloadDataError, register_workload
+from looksam.bench.workloads._loader import LoaderWorkload
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -34,12 +34,12 @@ def default_num_workers() -> int:
     return min(8, os.cpu_count() or 1)
 
 
-class ImageFolderWorkload(Workload):
+class ImageFolderWorkload(LoaderWorkload):
     """An ImageFolder classification problem at 224x224 with the standard ImageNet transforms.
 
-    Order is fixed by the run's generator (the sampler draws from it) and so is augmentation
-    when ``num_workers > 0`` (each worker's seed derives from it); with ``num_workers=0`` the
-    transforms draw from torch's global RNG, which the runner seeds.
+    Order and augmentation are fixed by the run's generator: each image's crop and flip are drawn
+    with RNGs seeded from its epoch and index, so they do not depend on ``num_workers`` or on how
+    many data-parallel ranks share the batch (each decodes only its own part).
     """
 
     name: ClassVar[str] = "imagefolder"
@@ -52,13 +52,10 @@ class ImageFolderWorkload(Workload):
     resize_size: ClassVar[int] = 256
 
     def __init__(self, data_dir: Path | None = None, *, num_workers: int | None = None) -> None:
-        super().__init__(data_dir)
-        if num_workers is not None and num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        workers = default_num_workers() if num_workers is None else num_workers
+        super().__init__(data_dir, num_workers=workers)
         self._train_set: Any = None  # torchvision ImageFolder, built on first use
         self._val_set: Any = None
-        self._device = torch.device("cpu")
 
     def data_hint(self) -> str:
         return _LAYOUT
@@ -122,42 +119,14 @@ class ImageFolderWorkload(Workload):
         return self._train_set, self._val_set
 
     def prepare(self, device: torch.device) -> None:
-        self._device = device
+        super().prepare(device)
         self._datasets()
 
-    @property
-    def num_train_examples(self) -> int:
-        return len(self._datasets()[0])
+    def train_dataset(self) -> Any:
+        return self._datasets()[0]
 
-    def _to_device(self, loader: DataLoader[Any]) -> Iterator[Batch]:
-        device = self._device
-        non_blocking = device.type == "cuda"  # pinned host memory: asynchronous copies
-        for x, y in loader:
-            yield x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
-
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
-        train, _ = self._datasets()
-        loader: DataLoader[Any] = DataLoader(
-            train,
-            batch_size=batch_size,
-            sampler=RandomSampler(train, generator=generator),
-            num_workers=self.num_workers,
-            pin_memory=self._device.type == "cuda",
-            drop_last=True,  # the runner's steps_per_epoch drops the partial batch too
-            generator=generator,  # worker seeds, hence augmentation, follow the run's seed
-        )
-        return self._to_device(loader)
-
-    def eval_batches(self, batch_size: int) -> Iterator[Batch]:
-        _, val = self._datasets()
-        loader: DataLoader[Any] = DataLoader(
-            val,
-            batch_size=batch_size,
-            shuffle=False,
-            num_workers=self.num_workers,
-            pin_memory=self._device.type == "cuda",
-        )
-        return self._to_device(loader)
+    def eval_dataset(self) -> Any:
+        return self._datasets()[1]
 
     def build_model(self) -> nn.Module:
         import timm
