@@ -129,8 +129,8 @@ def add_scaled(
     """tensors[i] + scale · others[i], out of place (see :func:`add_scaled_`)."""
     if not tensors:
         return []
-    # Out of place, addcmul with a broadcast 0-dim factor is slow even on the CPU (about 20× a
-    # product and an add): the product is formed, then w is added into it.
+    if tensors[0].device.type == "cpu":
+        return list(torch._foreach_addcmul(tensors, others, _factors(scale, len(others))))
     if isinstance(scale, list):
         out = list(torch._foreach_mul(others, _factors(scale, len(others))))
     else:

@@ -14,6 +14,7 @@ from looksam.optim._base import Bucket, SharpnessAwareOptimizer, _LookInFlight, 
 from looksam.optim._foreach import (
     FlatLayout,
     accumulation_dtype,
+    add_scaled,
     add_scaled_,
     combine_norms,
     global_norm,
@@ -116,7 +117,7 @@ class LookSAM(SharpnessAwareOptimizer):
         self.sync_gv = sync_gv
         #: ‖g_v‖ (0 when g_v is rounding noise) and α/‖g_v‖ (0 likewise), 0-dim on the device;
         #: None until the first look step (or a checkpoint) provides them.
-        self._gv_norm: Tensor | None = None
+        self._gv_stats: Tensor | None = None
         self._reuse_scale: Tensor | None = None
         #: Flat buffers of the parameters seen at the last look step, and their identities.
         self._store: list[_GvStore] = []
@@ -132,7 +133,7 @@ class LookSAM(SharpnessAwareOptimizer):
 
         Reading it copies the value to the host: for inspection, not inside a training step.
         """
-        return 0.0 if self._gv_norm is None else float(self._gv_norm)
+        return 0.0 if self._gv_stats is None else float(self._gv_stats[0])
 
     # ------------------------------------------------------------------ look step
     def _store_for(self, buckets: list[Bucket]) -> list[_GvStore]:
@@ -168,6 +169,14 @@ class LookSAM(SharpnessAwareOptimizer):
             norms.append(torch.linalg.vector_norm(store.kept))
         return combine_norms(norms)
 
+    def _perturbed_weights(self, buckets: list[Bucket], grad_norm: Tensor) -> list[list[Tensor]]:
+        # w + ρ·g/‖g‖ from the copy of g just made, while it is still in cache.
+        scale = safe_ratio(self.rho, grad_norm)
+        return [
+            add_scaled(b.params, s.kept_views, scale)
+            for b, s in zip(buckets, self._store, strict=True)
+        ]
+
     def _finish_look_(self, in_flight: _LookInFlight) -> None:
         store = self._store
         g_norm = in_flight.grad_norm
@@ -199,14 +208,18 @@ class LookSAM(SharpnessAwareOptimizer):
         # each costs a few microseconds of dispatch, on a GPU a launch.
         finite = torch.isfinite(gv_norm)
         eps = max(torch.finfo(gs[0].dtype).eps for _, gs in pairs if gs)
-        signal = gv_norm > gs_norm * (_NOISE_FLOOR * eps)  # False for NaN
-        norm_and_scale = torch.where(signal, torch.stack([gv_norm, self.alpha / gv_norm]), 0.0)
+        signal = gv_norm > gs_norm * (_NOISE_FLOOR * eps)  # NaN: False; ∞ is dropped below
+        stats = torch.where(signal, torch.stack([gv_norm, self.alpha / gv_norm]), 0.0)
         for kept in store:
             kept.keep_candidate_if_(finite)
-        if self._gv_norm is not None and self._reuse_scale is not None:
-            old = torch.stack([self._gv_norm, self._reuse_scale]).to(norm_and_scale)
-            norm_and_scale = torch.where(finite, norm_and_scale, old)
-        self._gv_norm, self._reuse_scale = norm_and_scale.unbind()
+        if self._gv_stats is not None:
+            stats = torch.where(finite, stats, self._gv_stats.to(stats))
+        self._set_stats(stats)
+
+    def _set_stats(self, stats: Tensor | None) -> None:
+        """Store [‖g_v‖, α/‖g_v‖] (a 2-vector on the device) and the plain steps' view of it."""
+        self._gv_stats = stats
+        self._reuse_scale = None if stats is None else stats[1]
 
     @staticmethod
     def _project_out_(
@@ -220,20 +233,20 @@ class LookSAM(SharpnessAwareOptimizer):
         ⟨g, g_s⟩ comes from polarisation of the *norm-matched* pair: with c = ‖g‖/‖g_s‖,
         ‖g − c·g_s‖² = 2‖g‖²(1 − cos). Matching the norms keeps the identity exact when g and g_s
         come at different scales (GradScaler). Then g_v = (1 − cos)·g_s − β·(g − c·g_s) with
-        β = cos/c = ⟨g, g_s⟩/‖g‖². ‖g‖ = 0 or ‖g_s‖ = 0 (c = 0) gives β = 0, g_v = g_s. All
-        arithmetic runs on the views, so the buffers' alignment gaps stay zero.
+        β = cos/c = ⟨g, g_s⟩/‖g‖². The conventions need no branch: ‖g_s‖ = 0 (c = 0) gives β = 0
+        and g_v = (1 − cos)·0 = 0 = g_s; ‖g‖ = 0 makes 1 − cos = 0/0, taken as 1, so g_v = g_s.
+        Whole-buffer operations use only finite factors, so the alignment gaps stay zero.
         """
-        c = safe_ratio(g_norm, gs_norm)  # 0 when either norm is 0 or not finite
-        minus_c = -c
+        minus_c = torch.nan_to_num_(torch.div(g_norm, gs_norm).neg_(), 0.0, 0.0, 0.0)  # −c
         for g, gs in pairs:
             add_scaled_(g, gs, minus_c)  # e = g − c·g_s, in the flat buffer
         e_norm = combine_norms([torch.linalg.vector_norm(k.kept) for k in store])
-        ratio = safe_ratio(e_norm, g_norm)  # ‖e‖/‖g‖
-        cos = torch.where(c > 0, 1.0 - 0.5 * ratio * ratio, 0.0)
-        minus_beta = safe_ratio(cos, minus_c)
-        one_minus_cos = 1.0 - cos
+        # 1 − cos = ½(‖e‖/‖g‖)², and −β = −cos/c: seven 0-dim operations, each a dispatch on a CPU.
+        one_minus_cos = torch.nan_to_num_(torch.div(e_norm, g_norm).square_().mul_(0.5), 1.0)
+        minus_beta = torch.nan_to_num_((1.0 - one_minus_cos).div_(minus_c), 0.0, 0.0, 0.0)
+        for kept in store:
+            kept.kept.mul_(minus_beta)  # one kernel over the buffer (gaps: 0·finite = 0)
         for e, gs in pairs:
-            torch._foreach_mul_(e, minus_beta)
             add_scaled_(e, gs, one_minus_cos)
 
     # ------------------------------------------------------------------ plain steps
@@ -270,13 +283,15 @@ class LookSAM(SharpnessAwareOptimizer):
         self._plain_key = None
         has_gv = any("g_v" in self.state[p] for g in self.param_groups for p in g["params"])
         if not has_gv:
-            self._gv_norm = self._reuse_scale = None
+            self._set_stats(None)
             return
-        first = self.param_groups[0]["params"][0]
-        like = torch.zeros((), dtype=accumulation_dtype(first.dtype), device=first.device)
-        self._gv_norm = like + gv_norm
         if "reuse_scale" in extra:  # exactly what was in use, so a resumed run is bit for bit
             reuse_scale = float(extra["reuse_scale"])
         else:
             reuse_scale = self.alpha / gv_norm if gv_norm > 0.0 else 0.0
-        self._reuse_scale = like + reuse_scale
+        first = self.param_groups[0]["params"][0]
+        self._set_stats(
+            torch.tensor(
+                [gv_norm, reuse_scale], dtype=accumulation_dtype(first.dtype), device=first.device
+            )
+        )
