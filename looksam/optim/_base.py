@@ -24,9 +24,13 @@ nothing else. Two ways to perturb:
 A look step re-points ``param.data`` at w + ε and back. DDP's reducer keeps the parameter objects,
 not their storage, so this works with its default ``gradient_as_bucket_view=False``. With
 ``gradient_as_bucket_view=True`` the gradients are views of DDP's communication buffer, which the
-second backward overwrites with g_s; the optimizers that keep g across the second pass (LookSAM,
-Look-LayerSAM) detect the views and copy g first (one extra |θ| copy per look step), so both
-settings give the same result.
+second backward overwrites with g_s. LookSAM and Look-LayerSAM copy g into a buffer of their own
+on every look step anyway; GSAM, which keeps the gradient tensors themselves, detects the views
+and copies g first (one extra |θ| copy per look step). Both settings give the same result.
+
+No step reads a value back to the host: ‖g‖, ρ/‖g‖ and the guards for a zero or non-finite norm
+are 0-dim tensors on the device (see ``looksam.optim._foreach``), so a GPU never waits for the
+host inside a step.
 """
 
 from __future__ import annotations
@@ -125,7 +129,7 @@ class SharpnessAwareOptimizer(Optimizer):
     builds the perturbed weights w + ε out of place (``_perturbed_weights``), points every
     parameter at them for the second forward-backward pass, then points the parameters back at
     their original, untouched storage: w is restored exactly, with no copy and no subtraction, and
-    the look step costs one norm and one fused add beyond the two passes. The base optimizer then
+    the look step costs one norm and one scaled add beyond the two passes. The base optimizer then
     steps with g_s. On the other steps subclasses may adjust g in place
     (``_adjust_plain_gradient_``).
 
