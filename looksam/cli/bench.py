@@ -131,7 +131,9 @@ def bench(
     workload: opt.Workload = "synthetic-mlp",
     optimizer: Annotated[
         list[str] | None,
-        typer.Option("--optimizer", "-o", help="Optimizer(s) to time [default: the SAM family]."),
+        typer.Option(
+            "--optimizer", "-o", help="Optimizer(s) to time \\[default: the SAM family]."
+        ),
     ] = None,
     k: Annotated[int, typer.Option("--k", "-k", help="k for the k-step variants.")] = 5,
     batch_size: opt.BatchSize = None,

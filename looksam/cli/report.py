@@ -37,14 +37,14 @@ def print_and_save(
 def report(
     spec_path: Annotated[
         Path | None,
-        typer.Argument(metavar="[SPEC]", help="The sweep's spec [default: sweeps/quick.toml]."),
+        typer.Argument(metavar="[SPEC]", help="The sweep's spec \\[default: sweeps/quick.toml]."),
     ] = None,
     sweep_name: Annotated[
         str | None, typer.Option("--sweep", help="Report a stored sweep by name instead.")
     ] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage of the sweep.")] = None,
     html: Annotated[
-        Path | None, typer.Option(help="HTML file [default: reports/SWEEP.html].")
+        Path | None, typer.Option(help="HTML file \\[default: reports/SWEEP.html].")
     ] = None,
     markdown: Annotated[Path | None, typer.Option(help="Also write a Markdown summary.")] = None,
     json_path: Annotated[

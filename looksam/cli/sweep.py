@@ -136,7 +136,7 @@ def sweep(
     spec_path: Annotated[
         Path | None,
         typer.Argument(
-            metavar="[SPEC]", help="Sweep spec (TOML) [default: sweeps/quick.toml if present]."
+            metavar="[SPEC]", help="Sweep spec (TOML) \\[default: sweeps/quick.toml if present]."
         ),
     ] = None,
     n_trials: Annotated[
