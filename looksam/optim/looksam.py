@@ -170,10 +170,13 @@ class LookSAM(SharpnessAwareOptimizer):
         return combine_norms(norms)
 
     def _perturbed_weights(self, buckets: list[Bucket], grad_norm: Tensor) -> list[list[Tensor]]:
-        # w + ρ·g/‖g‖ from the copy of g just made, while it is still in cache.
+        # w + ρ·g/‖g‖ from the copy of g just made, while it is still in cache; half-precision
+        # parameters keep an fp32 copy, and w + ε must keep their dtype: those read p.grad.
         scale = safe_ratio(self.rho, grad_norm)
         return [
-            add_scaled(b.params, s.kept_views, scale)
+            add_scaled(
+                b.params, s.kept_views if s.kept.dtype == b.params[0].dtype else b.grads, scale
+            )
             for b, s in zip(buckets, self._store, strict=True)
         ]
 
