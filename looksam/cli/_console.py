@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -34,6 +36,22 @@ def check_writable(path: Path | None, option: str) -> None:
         fail(f"{option} {path}: directory {parent} does not exist")
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         fail(f"{option} {path}: cannot write under {parent}")
+
+
+def logged_progress(description: str, total: int) -> Callable[[int], None]:
+    """Progress for output that is not a terminal (a CI log, a pipe), where Rich's live bar is
+    not drawn: one line on stderr at the start and after each tenth of ``total``, with the time
+    so far, so that a long measurement does not look hung."""
+    started = time.monotonic()
+    every = max(1, total // 10)
+    err_console.print(f"{description}: started", highlight=False)
+
+    def update(done: int) -> None:
+        if done % every == 0 or done == total:
+            elapsed = time.monotonic() - started
+            err_console.print(f"{description}: {done}/{total} ({elapsed:.0f} s)", highlight=False)
+
+    return update
 
 
 def training_progress() -> Progress:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import torch
 import typer
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from looksam.bench.check_summary import (
@@ -44,7 +46,7 @@ from looksam.bench.suite import (
 )
 from looksam.bench.workloads import WorkloadDataError, get_workload_info
 from looksam.cli import _options as opt
-from looksam.cli._console import check_writable, console, err_console, fail
+from looksam.cli._console import check_writable, console, err_console, fail, logged_progress
 from looksam.optim import LINEUPS
 
 
@@ -73,11 +75,21 @@ def build_bench_table(report: BenchReport) -> Table:
     return table
 
 
+def _advance(progress: Progress, task: TaskID, done: int) -> None:
+    progress.update(task, completed=done)
+
+
 def _measure(spec: SuiteSpec) -> BenchReport:
+    description = f"timing {spec.workload}"
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"timing {spec.workload}", total=spec.rounds)
+        task = progress.add_task(description, total=spec.rounds)
+        tell: Callable[[int], None]
+        if console.is_terminal:
+            tell = functools.partial(_advance, progress, task)
+        else:  # a log: the live bar is not drawn there
+            tell = logged_progress(f"{description} (paired rounds)", spec.rounds)
         try:
-            return measure_suite(spec, progress=lambda r: progress.update(task, completed=r))
+            return measure_suite(spec, progress=tell)
         except (ValueError, WorkloadDataError) as error:
             fail(str(error))
 
