@@ -5,10 +5,11 @@ Every helper takes lists that are already grouped by (device, dtype), so each li
 over those groups (almost always exactly one).
 
 No helper reads a value back to the host. Norms, ratios and the zero/overflow guards are 0-dim
-tensors on the device (``torch.where`` instead of ``if``), so on a GPU the host can queue the next
-kernels while these run: a ``.item()`` would stall it until the device caught up, a cost SGD never
-pays and that a benchmark of SAM's overhead must not charge to the method. Scalars that multiply
-a list go through :func:`add_scaled_`, which picks the cheaper sync-free form per device.
+tensors on the device (``torch.where`` or ``nan_to_num``, not ``if``), so on a GPU the host can
+queue the next kernels while these run: a ``.item()`` would stall it until the device caught up,
+a cost SGD never pays and that a benchmark of SAM's overhead must not charge to the method.
+Scalars that multiply a list go through :func:`add_scaled_`, which picks the cheaper sync-free
+form per device.
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ def safe_ratio(numerator: float | Tensor, denominator: Tensor) -> Tensor:
     return torch.nan_to_num(numerator / denominator, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def _products(others: list[Tensor], scale: Tensor | list[Tensor]) -> list[Tensor]:
+    """scale · others[i] on an accelerator: one fused launch for a single 0-dim factor."""
+    return list(torch._foreach_mul(others, scale))
+
+
 def _factors(scale: Tensor | list[Tensor], n: int) -> list[Tensor]:
     return scale if isinstance(scale, list) else [scale] * n
 
@@ -114,13 +120,10 @@ def add_scaled_(tensors: list[Tensor], others: list[Tensor], scale: Tensor | lis
     """
     if not tensors:
         return
-    factors = _factors(scale, len(others))
     if tensors[0].device.type == "cpu":
-        torch._foreach_addcmul_(tensors, others, factors)
-    elif isinstance(scale, list):
-        torch._foreach_add_(tensors, torch._foreach_mul(others, factors))
+        torch._foreach_addcmul_(tensors, others, _factors(scale, len(others)))
     else:
-        torch._foreach_add_(tensors, torch._foreach_mul(others, scale))
+        torch._foreach_add_(tensors, _products(others, scale))
 
 
 def add_scaled(
@@ -131,10 +134,7 @@ def add_scaled(
         return []
     if tensors[0].device.type == "cpu":
         return list(torch._foreach_addcmul(tensors, others, _factors(scale, len(others))))
-    if isinstance(scale, list):
-        out = list(torch._foreach_mul(others, _factors(scale, len(others))))
-    else:
-        out = list(torch._foreach_mul(others, scale))
+    out = _products(others, scale)
     torch._foreach_add_(out, tensors)
     return out
 
@@ -143,11 +143,10 @@ def add_scaled(
 class FlatLayout:
     """Where each tensor of one (device, dtype) bucket sits inside one contiguous 1-D buffer.
 
-    A flat buffer turns a global dot product, norm or select into one kernel instead of one
-    launch per tensor plus a reduction, and lets ``torch.where`` keep or replace a whole stored
-    vector at once. Each tensor starts on a 16-byte boundary; the gaps are zero when the buffer
-    is allocated, and stay zero because only elementwise operations with finite scalars touch
-    the whole buffer.
+    A flat buffer turns a global norm or select into one kernel instead of one launch per tensor
+    plus a reduction, and lets one gather keep or replace a whole stored vector at once. Each
+    tensor starts on a 16-byte boundary; the gaps are zero when the buffer is allocated, and stay
+    zero because only elementwise operations with finite scalars touch the whole buffer.
     """
 
     shapes: tuple[torch.Size, ...]
