@@ -17,7 +17,7 @@ from looksam._plugins import (
     load_plugins,
     plugins_from_env,
 )
-from looksam.cli import bench, diagnose, optimizers, report, run, sweep, ui
+from looksam.cli import advise, bench, diagnose, optimizers, report, run, sweep, ui
 from looksam.cli._console import fail
 
 
@@ -45,6 +45,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+app.command("advise", cls=OneLineErrors)(advise.advise)
 app.command("sweep", cls=OneLineErrors)(sweep.sweep)
 app.command("report", cls=OneLineErrors)(report.report)
 app.command("run", cls=OneLineErrors)(run.run)

@@ -33,7 +33,7 @@ from looksam.sweeps.redact import redact_url
 from looksam.sweeps.results import load_sweep_data
 from looksam.sweeps.spec import SpecError, SweepSpec, load_spec, parse_spec
 from looksam.sweeps.study import TrialOutcome, run_sweep, validate_for_workload
-from looksam.sweeps.tracking import MlflowTracker, NullTracker, Tracker, outbox_path
+from looksam.sweeps.tracking import tracker_for
 from looksam.sweeps.validate import check_outputs, validate_trial_space
 
 DEFAULT_SPEC = Path("sweeps/quick.toml")
@@ -122,14 +122,6 @@ class LiveDisplay:
         if outcome.stage == "search":
             self._points.setdefault(outcome.optimizer, []).append(outcome.point)
         self.live.update(self._render())
-
-
-def _tracker(spec: SweepSpec) -> Tracker:
-    if spec.tracking_uri is None:
-        return NullTracker()
-    return MlflowTracker(
-        spec.tracking_uri, experiment=spec.name, outbox=outbox_path(spec.storage, spec.name)
-    )
 
 
 def sweep(
@@ -232,7 +224,7 @@ def sweep(
             )
             return
         open_storage(spec.storage)  # an unreachable database: one line, before MLflow exists
-        tracker = _tracker(spec)
+        tracker = tracker_for(spec)
     except (SpecError, ValueError, WorkloadDataError) as error:
         fail(str(error))
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its table-creation chatter

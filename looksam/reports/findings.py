@@ -6,6 +6,11 @@ least three seeds a side; a sentence that a cheap variant *matches* SAM needs th
 where the sweep has them. A sentence about time states a ratio of *paired* per-sample costs
 (never of two wall-clock totals) with its spread, and contended trials feed none. Which
 optimizers are compared comes from the registry (``sam_role``), not from a list here.
+
+Each optimizer is represented by its confirmed configuration (``reports.summary.confirm_choices``:
+by default a cheap variant's cheapest configuration within the margin of SAM's search best), so
+a sentence answers "what does the cheapest configuration as good as SAM cost?"; when the two
+configurations compared train at different batch sizes, the sentence names both.
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ from looksam.reports.leaderboard import (
 )
 from looksam.reports.model import SweepData
 from looksam.reports.stats import tost, welch
-from looksam.reports.summary import relative_time
+from looksam.reports.summary import DEFAULT_MARGIN, RelativeCost, relative_time
 
 MIN_SEEDS_FOR_TESTS = 3
 #: "Matches within δ": one point of accuracy unless the caller asks otherwise.
-EQUIVALENCE_MARGIN = 0.01
+EQUIVALENCE_MARGIN = DEFAULT_MARGIN
 KINDS = (
     "speed",
     "difference",
@@ -54,24 +59,46 @@ class Finding:
         return {"kind": self.kind, "sentence": self.text, "p_value": self.p_value}
 
 
-def _label(e: LeaderboardEntry) -> str:
+def _batch(e: LeaderboardEntry) -> object:
+    return None if e.chosen is None else e.chosen.params.get("batch_size")
+
+
+def _label(e: LeaderboardEntry, other: LeaderboardEntry | None = None) -> str:
+    """'LookSAM (k=5)', with the batch size when ``other``'s configuration trains at another."""
+    details = []
     k = e.chosen.params.get("k") if e.chosen else None
+    if k is not None:
+        details.append(f"k={k}")
+    if other is not None and _batch(e) is not None and _batch(e) != _batch(other):
+        details.append(f"batch {_batch(e)}")
     name = optimizer_label(e.optimizer)
-    return f"{name} (k={k})" if k is not None else name
+    return f"{name} ({', '.join(details)})" if details else name
+
+
+def _relative_cost(cheap: LeaderboardEntry, full: LeaderboardEntry) -> RelativeCost | None:
+    return relative_time((cheap.chosen, cheap.confirmations), (full.chosen, full.confirmations))
 
 
 def compare_sentence(cheap: LeaderboardEntry, full: LeaderboardEntry) -> Finding | None:
-    """'LookSAM (k=5) reaches 99 % of SAM's accuracy in 0.61× its training time (paired…).'"""
+    """'LookSAM (k=5) reaches 99 % of SAM's accuracy in 0.61× its training time (paired…).'
+
+    Configurations at different batch sizes are named with them: their costs are per sample.
+    """
     if cheap.headline is None or full.headline is None or not full.headline.mean:
         return None
-    cost = relative_time((cheap.chosen, cheap.confirmations), (full.chosen, full.confirmations))
+    cost = _relative_cost(cheap, full)
     if cost is None:
         return None
     share = 100 * cheap.headline.mean / full.headline.mean
-    full_name = optimizer_label(full.optimizer)
+    full_name = _label(full, cheap)
+    whose = (
+        f"{full_name}'s accuracy"
+        if full_name == optimizer_label(full.optimizer)
+        else (f"the accuracy of {full_name}")
+    )
     return Finding(
         "speed",
-        f"{_label(cheap)} reaches {share:.0f} % of {full_name}'s accuracy in "
+        f"{_label(cheap, full)} reaches {share:.0f} % of {whose} in "
         f"{cost.ratio:.2f}× its training time (paired step costs, spread "
         f"{cost.low:.2f}–{cost.high:.2f}).",
     )
@@ -123,16 +150,18 @@ def equivalence_sentence(
     if cheap.headline is None or full.headline is None:
         return None
     xs, ys = cheap.accuracies, full.accuracies
-    name_a, name_b = optimizer_label(cheap.optimizer), optimizer_label(full.optimizer)
+    name_a, name_b = _label(cheap, full), _label(full, cheap)
     if min(len(xs), len(ys)) < MIN_SEEDS_FOR_TESTS:
         return None  # the difference sentence already says why nothing can be claimed
     test = tost(xs, ys, margin)
     p = "n/a" if test.p_value is None else _p_text(test.p_value)
     within = f"within {100 * margin:g} point{'s' if margin != 0.01 else ''}"
     if test.equivalent():
+        cost = _relative_cost(cheap, full)
+        at = "" if cost is None else f" at {cost.ratio:.2f}× its cost"
         return Finding(
             "equivalence",
-            f"{name_a} matches {name_b} {within} of accuracy "
+            f"{name_a} matches {name_b} {within} of accuracy{at} "
             f"({100 * test.difference:+.2f} points, equivalence test {p}).",
             test.p_value,
         )

@@ -19,9 +19,21 @@ from typing import Any
 
 from looksam._json import json_safe
 from looksam.optim import integer_hyperparameters, sensitivity_axes
+from looksam.reports.advice import (
+    ADVICE_COLUMNS,
+    advice_from,
+    advice_json,
+    advice_rows,
+    paste_line,
+    sentence,
+)
 from looksam.reports.findings import Finding
 from looksam.reports.grid import GridCell, GridTable, grid_tables
-from looksam.reports.leaderboard import contended_total, seconds_estimator
+from looksam.reports.leaderboard import (
+    chosen_configurations,
+    contended_total,
+    seconds_estimator,
+)
 from looksam.reports.model import StudyData, SweepData, TrialPoint
 from looksam.reports.summary import best_trial, pareto_front
 from looksam.reports.svg import (
@@ -73,6 +85,10 @@ figcaption{font-weight:600;font-size:.9rem;margin-bottom:.25rem}
 .point,.dot{stroke-width:1.2;fill-opacity:.85}
 .point.on-front{stroke:#1d1d1f;stroke-width:1.6}
 .point.contended{stroke:#8e8e93;stroke-dasharray:2 1.5}
+.chosen{fill:none;stroke:#1d1d1f;stroke-width:2}
+.answer{background:var(--panel);border:1px solid var(--line);border-left:4px solid #0b57d0;
+border-radius:6px;padding:.75rem 1rem}
+.answer p{margin:.25rem 0}
 .point:hover,.dot:hover{stroke:#000;stroke-width:2.5}
 .ref{stroke:#5f6368;stroke-dasharray:5 4}
 .ref-label{fill:var(--muted);font-size:11px}
@@ -117,7 +133,9 @@ def render_html(
     """
     colours = colours_for(s.optimizer for s in data.studies)
     grids = grid_tables(data)
+    advice = _advice_section(data)
     sections = [
+        advice,
         _scatter_section(data, colours),
         _grids_section(grids),
         _sensitivity_section(data, colours),
@@ -128,6 +146,7 @@ def render_html(
         _environment_section(data),
     ]
     nav = [
+        *([("advice", "Which SAM?")] if advice else []),
         ("scatter", "Speed–accuracy"),
         *([("grids", "Heat maps")] if grids else []),
         ("sensitivity", "Sensitivity"),
@@ -291,6 +310,9 @@ def _scatter_section(data: SweepData, colours: Mapping[str, str]) -> str:
 
     points = [t for s in data.studies for t in _trials(s) if _plotted(t)]
     fronts = {s.optimizer: pareto_front(s.trials) for s in data.studies}
+    chosen = {
+        (t.optimizer, t.number) for t in chosen_configurations(data).values() if t is not None
+    }
     on_front = {(t.optimizer, t.number) for f in fronts.values() for t in f}
     hidden = sum(1 for s in data.studies for t in s.trials if not _plotted(t))
     contended = sum(t.contended for t in points)
@@ -310,6 +332,7 @@ def _scatter_section(data: SweepData, colours: Mapping[str, str]) -> str:
                 "contention": t.contention,
                 "params": t.params,
                 "pareto": (t.optimizer, t.number) in on_front,
+                "confirmed": (t.optimizer, t.number) in chosen,
             }
             for t in points
         ],
@@ -320,7 +343,9 @@ def _scatter_section(data: SweepData, colours: Mapping[str, str]) -> str:
         "Each dot is one trial (mean over its seeds) at its paired cost: its steps timed "
         "against the base optimizer in interleaved rounds, in seconds of this machine when "
         "quiet. Hollow dots did not complete. Lines are each optimizer's Pareto front over "
-        "completed trials: up and to the left is better. Hover a dot for its hyperparameters."
+        "completed trials: up and to the left is better. A ring marks each optimizer's "
+        "confirmed configuration (the one re-run on fresh seeds). Hover a dot for its "
+        "hyperparameters."
     )
     if contended:
         note += (
@@ -370,6 +395,11 @@ def _scatter_section(data: SweepData, colours: Mapping[str, str]) -> str:
                         hollow=t.state != "COMPLETE" or t.contended,
                     )
                 )
+                if key in chosen:  # the configuration the confirmation re-ran
+                    marks.append(
+                        f'<circle class="chosen" cx="{x(_xy(t)[0]):.1f}" '
+                        f'cy="{y(_xy(t)[1]):.1f}" r="9" data-confirmed="{escape(t.optimizer)}"/>'
+                    )
             if marks:
                 body.append(group(colours[study.optimizer], "".join(marks)))
         label = "Test accuracy against training seconds, one dot per trial"
@@ -729,6 +759,32 @@ def _leaderboard_section(data: SweepData, rows: list[dict[str, str]] | None) -> 
         columns = list(dict.fromkeys(c for row in rows for c in row))
         table = _table(columns, ([str(r.get(c, "")) for c in columns] for r in rows))
     return f'<section id="leaderboard"><h2>Leaderboard</h2>{table}</section>\n'
+
+
+def _advice_section(data: SweepData) -> str:
+    """advise's answer at the top of the page: the sentence, what to paste, the evidence."""
+    advice = advice_from(data)
+    if advice is None:
+        return ""
+    rows = advice_rows(advice)
+    line = paste_line(advice)
+    paste = "" if line is None else f"<pre><code>{escape(line)}</code></pre>"
+    table = _table(ADVICE_COLUMNS, ([r.get(c, "") for c in ADVICE_COLUMNS] for r in rows))
+    note = (
+        f"Each candidate's confirmed configuration (ringed in the chart below) on fresh seeds. "
+        f"p: one-sided Welch test that it is not worse than {advice.reference} by "
+        f"{100 * advice.margin:g} point(s); α: the level it was held to after the corrections "
+        f"for {len(advice.looks)} looks and {advice.family_size} candidates. Costs are paired "
+        f"per-sample costs against {advice.base} (× base) and {advice.reference} (× ref). "
+        "The rule: the cheapest of the reference and the candidates shown non-inferior to it."
+    )
+    return (
+        '<section id="advice"><h2>Which SAM should I use?</h2>'
+        f'<div class="answer" data-verdict="{escape(advice.verdict)}">'
+        f"<p><b>{escape(advice.verdict)}</b>: {escape(sentence(advice))}</p>{paste}</div>"
+        f'<p class="note">{escape(note)}</p>{table}'
+        f"{_json_script('data-advice', advice_json(advice))}</section>\n"
+    )
 
 
 def _findings_section(findings: Sequence[Finding]) -> str:

@@ -15,8 +15,9 @@ from looksam.reports.model import StudyData, SweepData, TrialPoint
 from looksam.reports.summary import (
     Headline,
     Speed,
+    accuracy_reference,
     best_trial,
-    confirm_choice,
+    confirm_choices,
     confirmation_runs,
     estimated_seconds,
     headline_accuracy,
@@ -88,13 +89,26 @@ class LeaderboardEntry:
         return () if self.headline is None else self.headline.values
 
 
+def chosen_configurations(data: SweepData) -> dict[str, TrialPoint | None]:
+    """Each study's confirmed configuration, by the sweep's pick (reports.summary's one rule)."""
+    return confirm_choices(
+        {s.optimizer: s.trials for s in data.studies},
+        data.objective,
+        data.confirm_pick,
+        reference=accuracy_reference([s.optimizer for s in data.studies], data.accuracy_reference),
+        base=data.reference,
+        margin=data.confirm_margin,
+    )
+
+
 def leaderboard(data: SweepData) -> list[LeaderboardEntry]:
     """One entry per study, in the sweep's optimizer order."""
     quiet = quiet_seconds_per_sample(all_points(data))
     batch = data.reference_batch_size
+    choices = chosen_configurations(data)
     entries = []
     for study in data.studies:
-        chosen = confirm_choice(study.trials, data.objective, data.confirm_pick)
+        chosen = choices[study.optimizer]
         runs = tuple(confirmation_runs(chosen, study.confirmations))
         entries.append(
             LeaderboardEntry(

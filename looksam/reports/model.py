@@ -86,4 +86,8 @@ class SweepData:
     reference: str = DEFAULT_BASE  # the base optimizer speeds are compared with (paired)
     reference_batch_size: int | None = None  # per-sample costs are relative to the base here
     confirm_seeds: tuple[int, ...] = ()  # seeds of the confirmation stage (none: no stage)
-    confirm_pick: str = "best"  # which configuration is confirmed: "best" or "knee"
+    confirm_pick: str = "cheapest"  # which configuration is confirmed (reports.summary.PICKS)
+    confirm_margin: float = 0.01  # "cheapest": within this accuracy (a fraction) of the reference
+    accuracy_reference: str | None = None  # "cheapest": whose search best sets the bar (SAM)
+    #: An ``advise`` run's settings (looksam.sweeps.advise); None for a plain sweep.
+    advise_settings: dict[str, Any] | None = None

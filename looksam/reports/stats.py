@@ -5,6 +5,7 @@ with fewer than two seeds there is no interval and the reports say so rather tha
 "A beats B" is Welch's unequal-variance t-test; "A matches B within δ" is its equivalence
 counterpart, two one-sided Welch tests (TOST): failing to find a difference is not evidence of
 sameness, so a match is claimed only when both one-sided tests reject a gap of δ or more.
+"A is no worse than B by δ" (non-inferiority, ``advise``'s rule) is one of those one-sided tests.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+#: Accuracies (fractions of a test set) this close are equal: 0.96 − 0.01 must equal 0.95 when
+#: a difference is compared with a margin, although floating point says otherwise.
+EXACT_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -121,3 +126,64 @@ def tost(a: Sequence[float], b: Sequence[float], margin: float) -> Equivalence:
     p_lower = float(student_t.sf((diff + margin) / se, df))  # H0: difference <= -margin
     p_upper = float(student_t.cdf((diff - margin) / se, df))  # H0: difference >= +margin
     return Equivalence(diff, margin, max(p_lower, p_upper), len(a), len(b))
+
+
+@dataclass(frozen=True)
+class OneSided:
+    """A one-sided Welch test of H0: mean(a) − mean(b) ≤ −margin against the alternative
+    mean(a) − mean(b) > −margin (margin 0: "a beats b"; margin δ > 0: "a is not worse by δ")."""
+
+    difference: float  # mean(a) − mean(b)
+    margin: float
+    p_value: float | None  # None: fewer than 2 values on a side
+    n_a: int
+    n_b: int
+
+    def rejects(self, alpha: float) -> bool:
+        """True only when the test ran and its p-value is at most ``alpha``."""
+        return self.p_value is not None and self.p_value <= alpha
+
+
+def one_sided_welch(a: Sequence[float], b: Sequence[float], margin: float = 0.0) -> OneSided:
+    """Welch's one-sided test that ``a`` exceeds ``b`` − ``margin``.
+
+    p = P(T ≥ (d + δ)/se) with T Student-t on Welch's degrees of freedom. When neither sample
+    varies the difference is known exactly, and the test rejects (p = 0) exactly when it lies
+    beyond the margin (d > −δ, equality within :data:`EXACT_TOLERANCE` not beyond), else p = 1.
+    """
+    if margin < 0 or not math.isfinite(margin):
+        raise ValueError(f"the margin must be a finite number >= 0, got {margin!r}")
+    diff = statistics.fmean(a) - statistics.fmean(b) if a and b else math.nan
+    if len(a) < 2 or len(b) < 2:
+        return OneSided(diff, margin, None, len(a), len(b))
+    diff, se, df = _welch_parts(a, b)
+    shift = diff + margin
+    if se == 0.0:
+        return OneSided(diff, margin, 0.0 if shift > EXACT_TOLERANCE else 1.0, len(a), len(b))
+    from scipy.stats import t as student_t
+
+    return OneSided(diff, margin, float(student_t.sf(shift / se, df)), len(a), len(b))
+
+
+def seeds_to_show(
+    a: Sequence[float], b: Sequence[float], margin: float, alpha: float, power: float = 0.8
+) -> int | None:
+    """Seeds per arm with which :func:`one_sided_welch` would likely (``power``) reject, if the
+    observed difference and spread are the truth (normal approximation):
+    n = 2 s² (z₁₋α + z_power)² / (d + δ)², s² the mean of the two sample variances.
+
+    None when the observed difference is not beyond the margin (more seeds would not help) or
+    a sample has fewer than two values.
+    """
+    if len(a) < 2 or len(b) < 2:
+        return None
+    shift = statistics.fmean(a) - statistics.fmean(b) + margin
+    if shift <= EXACT_TOLERANCE:
+        return None
+    variance = (statistics.variance(a) + statistics.variance(b)) / 2
+    if variance == 0.0:
+        return max(len(a), len(b))
+    from scipy.stats import norm
+
+    z = float(norm.ppf(1 - alpha) + norm.ppf(power))
+    return max(2, math.ceil(2 * variance * z * z / (shift * shift)))

@@ -1,9 +1,10 @@
 """The one definition of each summary a sweep is judged by.
 
-"Best trial", "Pareto front", "knee", "confirmation runs", "headline accuracy", "speed vs base"
-and "estimated seconds" each live here once; the terminal, HTML, Markdown and JSON reports, the
-sweep's confirmation stage, its MLflow summary and the CLI's live view all call these, so no two
-outputs can disagree about the same number.
+"Best trial", "Pareto front", "knee", "the configuration a confirmation re-runs",
+"confirmation runs", "headline accuracy", "speed vs base" and "estimated seconds" each live
+here once; the terminal, HTML, Markdown and JSON reports, the sweep's confirmation stage, its
+MLflow summary, ``advise`` and the CLI's live view all call these, so no two outputs can
+disagree about the same number.
 
 Speed is always paired (see :mod:`looksam.bench.paired`): a trial's ``paired_ratios`` are its
 step time over the base optimizer's in the same round, at the same batch size. Raw wall-clock
@@ -15,16 +16,19 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from looksam.bench.paired import quiet_speed
 from looksam.bench.timing import quartiles
 from looksam.reports.model import BUDGET_FAILURES, TrialPoint
-from looksam.reports.stats import MeanCI, mean_ci
+from looksam.reports.stats import EXACT_TOLERANCE, MeanCI, mean_ci
 from looksam.reports.svg import pareto_front as _front_of
 
-PICKS = ("best", "knee")
+#: Which configuration of each optimizer the confirmation re-runs (:func:`confirm_choices`).
+PICKS = ("cheapest", "best", "knee")
+#: "Within a margin of SAM's accuracy": one point (accuracy is a fraction here) unless asked.
+DEFAULT_MARGIN = 0.01
 
 
 def completed(points: Iterable[TrialPoint]) -> list[TrialPoint]:
@@ -84,16 +88,82 @@ def knee(front: Sequence[TrialPoint]) -> TrialPoint | None:
     return front[max(range(len(front)), key=lambda i: (distances[i], -i))]
 
 
+def cheapest_within(points: Iterable[TrialPoint], floor: float) -> TrialPoint | None:
+    """The completed trial with the lowest paired cost whose accuracy reaches ``floor``
+    (more accurate, then earlier, on ties); None when none does."""
+    good = [p for p in completed(points) if (p.accuracy or 0.0) >= floor - EXACT_TOLERANCE]
+    if not good:
+        return None
+    return min(good, key=lambda p: (_cost(p), -(p.accuracy or 0.0), p.number))
+
+
 def confirm_choice(
-    points: Iterable[TrialPoint], objective: str, pick: str = "best"
+    points: Iterable[TrialPoint],
+    objective: str,
+    pick: str = "best",
+    *,
+    bar: float | None = None,
 ) -> TrialPoint | None:
-    """The configuration the confirmation stage re-runs: the best trial, or the front's knee."""
+    """The configuration the confirmation stage re-runs for one optimizer.
+
+    ``best``: the best trial. ``knee``: the Pareto front's knee (pareto objective only).
+    ``cheapest``: the cheapest trial whose search accuracy reaches ``bar`` (the reference's
+    search best minus the margin, see :func:`confirm_choices`), else the best trial; without a
+    bar, or for time-to-target, the best trial.
+    """
     if pick not in PICKS:
         raise ValueError(f"unknown pick {pick!r}; choose one of: {', '.join(PICKS)}")
     points = list(points)
     if pick == "knee" and objective == "pareto":
         return knee(pareto_front(points))
+    if pick == "cheapest" and bar is not None and objective != "time-to-target":
+        return cheapest_within(points, bar) or best_trial(points, objective)
     return best_trial(points, objective)
+
+
+def confirm_choices(
+    points: Mapping[str, Iterable[TrialPoint]],
+    objective: str,
+    pick: str = "cheapest",
+    *,
+    reference: str | None,
+    base: str | None,
+    margin: float = DEFAULT_MARGIN,
+) -> dict[str, TrialPoint | None]:
+    """Every optimizer's confirmed configuration: the one rule the sweep's confirmation stage,
+    its leaderboard, its findings and ``advise`` share.
+
+    With ``pick = "cheapest"`` the question is "which is the cheapest configuration as good as
+    SAM?": the reference (SAM) and the base keep their most accurate configuration; every other
+    optimizer confirms its cheapest configuration whose search accuracy is within ``margin``
+    (a fraction: 0.01 is one point) of the reference's search best, or else its most accurate.
+    """
+    by_optimizer = {name: list(p) for name, p in points.items()}
+    bar = None
+    if reference is not None and reference in by_optimizer:
+        best = best_trial(by_optimizer[reference], objective)
+        bar = None if best is None or best.accuracy is None else best.accuracy - margin
+    return {
+        name: confirm_choice(mine, objective, pick, bar=None if name in (reference, base) else bar)
+        for name, mine in by_optimizer.items()
+    }
+
+
+def accuracy_reference(optimizers: Iterable[str], explicit: str | None = None) -> str | None:
+    """The optimizer whose search best sets the bar of the "cheapest" pick: ``explicit`` when
+    given, else the first one the registry calls full SAM (``sam_role == "full"``); None when
+    there is none (every optimizer then confirms its best trial)."""
+    if explicit is not None:
+        return explicit
+    from looksam.optim import get_optimizer_info
+
+    for name in optimizers:
+        try:
+            if get_optimizer_info(name).sam_role == "full":
+                return name
+        except ValueError:  # a stored sweep's optimizer this version does not know
+            continue
+    return None
 
 
 def counts(point: TrialPoint) -> bool:
@@ -182,6 +252,17 @@ class RelativeCost:
     ratio: float
     low: float
     high: float
+
+
+def cost_vs_base(chosen: TrialPoint | None, runs: Sequence[TrialPoint]) -> RelativeCost | None:
+    """A configuration's per-sample cost against the base at the reference batch size: the
+    median (and quartiles) of the paired per-round costs of its uncontended trial and runs."""
+    costs, _ = _pooled([*([chosen] if chosen else []), *runs], "paired_costs")
+    costs = [c for c in costs if c > 0]
+    if not costs:
+        return None
+    q1, q3 = quartiles(costs)
+    return RelativeCost(statistics.median(costs), q1, q3)
 
 
 def relative_time(

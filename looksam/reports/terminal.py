@@ -6,6 +6,14 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from looksam.reports.advice import (
+    ADVICE_COLUMNS,
+    Advice,
+    advice_from,
+    advice_rows,
+    paste_line,
+    sentence,
+)
 from looksam.reports.findings import Finding
 from looksam.reports.grid import GridCell, GridTable, grid_tables
 from looksam.reports.leaderboard import (
@@ -70,12 +78,49 @@ def grid_table(table: GridTable) -> Table:
     return out
 
 
+#: advise's evidence in 80 characters; the spread and the hyperparameters get their own table.
+ADVICE_TERMINAL_COLUMNS = tuple(
+    c for c in ADVICE_COLUMNS if c not in ("hyperparameters", "× base IQR")
+)
+
+
+def advice_report(advice: Advice) -> RenderableType:
+    """advise's answer in one sentence, the call to paste, then every candidate's evidence."""
+    colour = {"variant": "green", "base": "green", "sam": "cyan"}.get(advice.verdict, "yellow")
+    answer = Text.assemble((f"Answer ({advice.verdict}): ", f"bold {colour}"), sentence(advice))
+    parts: list[RenderableType] = [answer]
+    line = paste_line(advice)
+    if line is not None:
+        parts.append(Text(f"  {line}"))
+    rows = advice_rows(advice)
+    parts.append(
+        rows_table(
+            f"Confirmed on fresh seeds; p: non-inferior to {advice.reference} by "
+            f"{100 * advice.margin:g} point(s) (α: its corrected level)",
+            rows,
+            ADVICE_TERMINAL_COLUMNS,
+        )
+    )
+    confirmed = [row for row in rows if row.get("hyperparameters")]
+    parts.append(
+        rows_table(
+            "Confirmed configurations (cost: paired, per sample)",
+            confirmed,
+            ("optimizer", "× base IQR", "hyperparameters"),
+        )
+    )
+    return Group(*parts)
+
+
 def terminal_report(data: SweepData, findings: list[Finding]) -> RenderableType:
-    """Leaderboard, grid tables (or, for a search, each Pareto front) and the findings."""
+    """advise's answer (for an advise run), the leaderboard, grid tables (or, for a search,
+    each Pareto front) and the findings."""
     contended = contended_total(data)
     busy = f"; {contended} trials contended" if contended else ""
     rows = leaderboard_rows(data)
-    parts: list[RenderableType] = [
+    advice = advice_from(data)
+    parts: list[RenderableType] = [] if advice is None else [advice_report(advice)]
+    parts += [
         rows_table(
             f"Leaderboard: {data.name} on {data.workload} ({data.objective}; speed paired "
             f"against {data.reference}{busy})",

@@ -22,6 +22,7 @@ from looksam.bench.runner import git_commit_of_project
 from looksam.bench.workloads import get_workload_info
 from looksam.optim import get_optimizer_info
 from looksam.reports.model import StudyData, SweepData, TrialPoint
+from looksam.reports.summary import accuracy_reference
 from looksam.sweeps._storage import open_storage
 from looksam.sweeps.redact import redact_url
 from looksam.sweeps.spec import SpecError, SweepSpec
@@ -117,11 +118,13 @@ def load_sweep_data(spec: SweepSpec) -> SweepData:
     storage = open_storage(spec.storage, create=False)
     known = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     studies = []
+    settings: dict[str, Any] | None = None  # an advise run's
     for optimizer in spec.optimizers:
         name = spec.study_name(optimizer)
         if name not in known:
             continue
         study = optuna.load_study(study_name=name, storage=storage)
+        settings = settings or study.user_attrs.get("advice")  # an `advise` run's settings
         space = {d.name: d for d in spec.space_for(optimizer)}
         k_dim = space.get("k")
         k = (
@@ -179,6 +182,9 @@ def load_sweep_data(spec: SweepSpec) -> SweepData:
         ),
         confirm_seeds=spec.confirm_seeds,
         confirm_pick=spec.confirm_pick,
+        confirm_margin=spec.confirm_margin,
+        accuracy_reference=accuracy_reference(spec.optimizers, spec.accuracy_reference),
+        advise_settings=settings,
     )
 
 
@@ -200,7 +206,8 @@ def discover_spec(sweep: str, storage: str) -> SweepSpec:
     optimizers = [s.study_name.split("/")[-1] for s in mine]
     objective = "pareto" if len(mine[0].directions) == 2 else "accuracy"
     plugins = sorted({p for s in mine for p in s.user_attrs.get("plugins", [])})
-    return parse_spec(
+    stored = mine[0].user_attrs.get("confirm") or {}
+    spec = parse_spec(
         {
             "plugins": plugins,  # the sweep's own optimizers, registered before they are named
             "sweep": {"name": sweep},
@@ -211,6 +218,16 @@ def discover_spec(sweep: str, storage: str) -> SweepSpec:
         },
         f"stored sweep {sweep}",
         {"no_mlflow": True},
+    )
+    if not stored:  # a sweep stored before its confirmation settings were
+        return spec
+    return dataclasses.replace(
+        spec,
+        confirm_pick=str(stored.get("pick", spec.confirm_pick)),
+        confirm_margin=float(stored.get("margin", spec.confirm_margin)),
+        accuracy_reference=stored.get("reference"),
+        confirm_seeds=tuple(int(s) for s in stored.get("seeds") or ()),
+        base=str(stored.get("base", spec.base)),
     )
 
 
@@ -226,6 +243,7 @@ def save_report(
 
     ``margin`` is δ of the "matches within δ" findings (None: the findings module's default).
     """
+    from looksam.reports.advice import advice_from, advice_json
     from looksam.reports.findings import EQUIVALENCE_MARGIN, findings
     from looksam.reports.html import render_html
     from looksam.reports.leaderboard import contended_total, leaderboard_json, leaderboard_rows
@@ -242,7 +260,9 @@ def save_report(
         markdown.write_text(render_markdown(data, sentences))
         written.append(markdown)
     if json_path is not None:
+        advice = advice_from(data)
         payload = {
+            "advice": None if advice is None else advice_json(advice),
             "leaderboard": leaderboard_json(data),
             "findings": [f.to_dict() for f in sentences],
             "contended_trials": contended_total(data),

@@ -25,7 +25,10 @@ from looksam.optim import (
     get_optimizer_info,
     list_optimizers,
 )
-from looksam.reports.summary import PICKS  # which configuration the confirmation re-runs
+from looksam.reports.summary import (  # which configuration the confirmation re-runs
+    DEFAULT_MARGIN,
+    PICKS,
+)
 
 OBJECTIVES = ("pareto", "accuracy", "time-to-target")
 SAMPLERS = ("tpe", "random", "nsga2", "gp", "grid")
@@ -100,7 +103,11 @@ class SweepSpec:
     source: str | None = None  # the file it came from
     order: str = "interleaved"  # studies take turns (see looksam.sweeps.study)
     confirm_seeds: tuple[int, ...] = ()  # fresh seeds re-running each optimizer's choice
-    confirm_pick: str = "best"  # "best", or "knee" of the Pareto front
+    #: "cheapest" (within ``confirm_margin`` of SAM's search best), "best", or the front's "knee"
+    confirm_pick: str = "cheapest"
+    confirm_margin: float = DEFAULT_MARGIN  # accuracy as a fraction: 0.01 is one point
+    #: Whose search best sets the "cheapest" bar; None: the optimizer the registry calls full SAM.
+    accuracy_reference: str | None = None
     #: Each trial's paired timing against the base: rounds, and steps per contender per round.
     timing_rounds: int = 9
     timing_steps: int = 16
@@ -460,7 +467,9 @@ def parse_spec(
             f"seeds must be a count >= 1 or a list of ints, got {seeds_raw!r}",
         )
 
-    order, confirm_seeds, confirm_pick = _confirmation(where, data, overrides, seeds)
+    order, confirm_seeds, confirm_pick, confirm_margin = _confirmation(
+        where, data, overrides, seeds
+    )
     raw_timing = _table(where, data, "timing")
     _check_keys(f"{where} [timing]", raw_timing, {"rounds", "steps"})
     timing = {"rounds": 9, "steps": 16, **raw_timing}
@@ -553,6 +562,7 @@ def parse_spec(
         order=order,
         confirm_seeds=confirm_seeds,
         confirm_pick=confirm_pick,
+        confirm_margin=confirm_margin,
         timing_rounds=timing["rounds"],
         timing_steps=timing["steps"],
         plugins=plugins,
@@ -561,8 +571,9 @@ def parse_spec(
 
 def _confirmation(
     where: str, data: Mapping[str, Any], overrides: dict[str, Any], seeds: tuple[int, ...]
-) -> tuple[str, tuple[int, ...], str]:
-    """The scheduling order and the confirmation stage: its fresh seeds and what it re-runs.
+) -> tuple[str, tuple[int, ...], str, float]:
+    """The scheduling order and the confirmation stage: its fresh seeds, what it re-runs and
+    the margin (a fraction) of the "cheapest" pick, given in the spec in accuracy points.
 
     Confirmation seeds follow the search's (``max(seeds) + 1`` on), so no confirmation run
     repeats a search run.
@@ -570,16 +581,22 @@ def _confirmation(
     order, given = _take(overrides, "order", data.get("order", "interleaved"))
     _one_of(_at(where, "", "order", given), "order", order, ORDERS)
     raw = _table(where, data, "confirm")
-    _check_keys(f"{where} [confirm]", raw, {"seeds", "pick"})
+    _check_keys(f"{where} [confirm]", raw, {"seeds", "pick", "margin"})
     count, given = _take(overrides, "confirm_seeds", raw.get("seeds", 0))
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise _fail(
             _at(where, "[confirm]", "confirm_seeds", given),
             f"seeds must be an integer >= 0 (0: no confirmation stage), got {count!r}",
         )
-    pick = _one_of(f"{where} [confirm]", "pick", raw.get("pick", "best"), PICKS)
+    pick = _one_of(f"{where} [confirm]", "pick", raw.get("pick", "cheapest"), PICKS)
+    points = _number(f"{where} [confirm]", raw.get("margin", 100 * DEFAULT_MARGIN), "margin")
+    if not 0 < points < 100:
+        raise _fail(
+            f"{where} [confirm]",
+            f"margin is in accuracy points and must be between 0 and 100, got {points:g}",
+        )
     first = max(seeds) + 1
-    return order, tuple(range(first, first + count)), pick
+    return order, tuple(range(first, first + count)), pick, points / 100
 
 
 def _fraction(where: str, table: Mapping[str, Any], key: str) -> float | None:

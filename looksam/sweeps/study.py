@@ -6,11 +6,13 @@ progress together, a change of machine load lands on all of them alike, and a sw
 half-way has something of every optimizer. ``order = "sequential"`` fills one study after the
 other instead. The rule reads only the storage, so it holds across workers and resumes.
 
-After the search, the confirmation stage re-trains each optimizer's chosen configuration (the
-best trial; for pareto, the most accurate point of the front, or its knee) on fresh seeds, one
-seed per trial of a study of its own (``SWEEP/WORKLOAD/OPTIMIZER/confirm``), interleaved the same
-way. Its trials are queued with their seed, so a killed worker's run is re-queued with the same
-seed, and a second worker that races for one is failed as ``surplus`` before it trains.
+After the search, the confirmation stage re-trains each optimizer's chosen configuration
+(:func:`~looksam.reports.summary.confirm_choices`: by default SAM's and the base's most accurate
+trial, and every other optimizer's cheapest trial within the margin of SAM's search best) on
+fresh seeds, one seed per trial of a study of its own (``SWEEP/WORKLOAD/OPTIMIZER/confirm``),
+interleaved the same way. Its trials are queued with their seed, so a killed worker's run is
+re-queued with the same seed, and a second worker that races for one is failed as ``surplus``
+before it trains.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from optuna.trial import FrozenTrial, TrialState
 from looksam.bench.workloads import get_workload_info
 from looksam.reports.model import TrialPoint
 from looksam.reports.summary import (
-    best_trial,
-    confirm_choice,
+    accuracy_reference,
+    confirm_choices,
     confirmation_runs,
     headline_accuracy,
 )
@@ -73,7 +75,7 @@ class StudySummary:
     complete: int
     pruned: int
     failed: int
-    best: TrialPoint | None  # the report's best trial (one definition: reports.summary)
+    best: TrialPoint | None  # the confirmed configuration (one definition: reports.summary)
     confirmations: tuple[TrialPoint, ...]  # its confirmation runs that count
 
 
@@ -125,12 +127,27 @@ def open_study(spec: SweepSpec, optimizer: str, storage: Any) -> optuna.Study:
 
 def _describe(study: optuna.Study, spec: SweepSpec) -> None:
     study.set_user_attr("sweep", spec.name)
+    # `report --sweep NAME` rebuilds the confirmed choices from these, not from defaults.
+    confirm = confirm_settings(spec)
+    if study.user_attrs.get("confirm") != confirm:
+        study.set_user_attr("confirm", confirm)
     if spec.plugins:  # `report --sweep NAME` loads them again to know the optimizers
         study.set_user_attr("plugins", list(spec.plugins))
     if study.metric_names != METRIC_NAMES[spec.objective]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(METRIC_NAMES[spec.objective])
+
+
+def confirm_settings(spec: SweepSpec) -> dict[str, Any]:
+    """What decides the confirmed configurations, as stored with every study of the sweep."""
+    return {
+        "pick": spec.confirm_pick,
+        "margin": spec.confirm_margin,
+        "reference": spec.accuracy_reference,
+        "seeds": list(spec.confirm_seeds),
+        "base": spec.base,
+    }
 
 
 def _taken(study: optuna.Study) -> int:
@@ -182,14 +199,20 @@ class _Sweep:
 
     # ------------------------------------------------------------------ search
 
-    def search(self, order: str) -> None:
-        """Fill every study's budget, one trial at a time in ``order``."""
-        budgets = {o: self.spec.budget_for(o) for o in self.spec.optimizers}
+    def search(self, order: str, budget_of: Callable[[str], int] | None = None) -> None:
+        """Fill every study's budget, one trial at a time in ``order``.
+
+        ``budget_of`` (default: the spec's) is asked again before every trial, so a caller
+        that plans against a clock (``advise``) can move every study's budget while it runs.
+        """
+        budget_of = budget_of or self.spec.budget_for
+        budgets = {o: budget_of(o) for o in self.spec.optimizers}
         for optimizer, study in self.studies.items():
             self.observer.study_started(optimizer, "search", _counted(study), budgets[optimizer])
         repeats = dict.fromkeys(budgets, 0)
         while True:
             raise_if_interrupted()
+            budgets = {o: budget_of(o) for o in self.spec.optimizers}
             live = {o: b for o, b in budgets.items() if not self._out_of_time(o)}
             for o in live:  # a worker that died mid-sweep must not keep holding its slot
                 reap_stale_trials(self.studies[o])
@@ -265,37 +288,76 @@ class _Sweep:
 
     # ------------------------------------------------------------------ confirmation
 
-    def confirmation(self, order: str) -> None:
-        """Re-run each optimizer's chosen configuration on the spec's fresh seeds."""
+    def points(self) -> dict[str, list[TrialPoint]]:
+        """Every search trial of every study, as report points."""
+        return {
+            o: [point_from_trial(o, t) for t in study.get_trials(deepcopy=False)]
+            for o, study in self.studies.items()
+        }
+
+    def choices(self) -> dict[str, TrialPoint | None]:
+        """Each optimizer's configuration to confirm, by the spec's pick (the report's rule)."""
+        return confirm_choices(
+            self.points(),
+            self.spec.objective,
+            self.spec.confirm_pick,
+            reference=accuracy_reference(self.spec.optimizers, self.spec.accuracy_reference),
+            base=self.spec.base,
+            margin=self.spec.confirm_margin,
+        )
+
+    def confirmation(
+        self,
+        order: str,
+        seed_counts: Mapping[str, int] | None = None,
+        may_start: Callable[[str], bool] | None = None,
+    ) -> None:
+        """Re-run each optimizer's chosen configuration on the spec's fresh seeds.
+
+        Args:
+            seed_counts: how many of the spec's confirmation seeds each optimizer needs now
+                (its first ones; optimizers left out need none); default: all of them for
+                every optimizer. Calling again with larger counts adds seeds.
+            may_start: asked before each run; False ends that optimizer's runs for this call
+                (a caller's budget ran out).
+        """
         seeds = self.spec.confirm_seeds
         if not seeds:
             return
+        wanted = dict.fromkeys(self.studies, len(seeds)) if seed_counts is None else seed_counts
         self._wait_for_search()
         sources: dict[str, TrialPoint] = {}
-        for optimizer, study in self.studies.items():
-            points = [point_from_trial(optimizer, t) for t in study.get_trials(deepcopy=False)]
-            chosen = confirm_choice(points, self.spec.objective, self.spec.confirm_pick)
-            if chosen is None:
-                continue  # nothing finished: nothing to confirm
+        for optimizer, chosen in self.choices().items():
+            if chosen is None or wanted.get(optimizer, 0) <= 0:
+                continue  # nothing finished (or nothing wanted): nothing to confirm
             sources[optimizer] = chosen
             self.confirm[optimizer] = self._open_confirm(optimizer, chosen)
-        for optimizer, study in self.confirm.items():
+        mine = {o: seeds[: wanted[o]] for o in sources}
+        for optimizer, own in mine.items():
+            study = self.confirm[optimizer]
             counted = len(_seeds(study, sources[optimizer].number, counts_toward_budget))
-            self.observer.study_started(optimizer, "confirm", counted, len(seeds))
+            self.observer.study_started(optimizer, "confirm", counted, len(own))
+        stopped: set[str] = set()
         while True:
             raise_if_interrupted()
-            taken = {o: len(_seeds(study, sources[o].number)) for o, study in self.confirm.items()}
-            budgets = dict.fromkeys(self.confirm, len(seeds))
+            taken = {
+                o: len(_seeds(self.confirm[o], sources[o].number) & set(own))
+                for o, own in mine.items()
+            }
+            budgets = {o: len(own) for o, own in mine.items() if o not in stopped}
             turn = next_study(self.spec, taken, budgets, order)
             if turn is None:
                 return
+            if may_start is not None and not may_start(turn):
+                stopped.add(turn)
+                continue
             optimizer, study = turn, self.confirm[turn]
             source = sources[optimizer]
-            _queue_missing_seeds(study, source.number, seeds)
+            _queue_missing_seeds(study, source.number, mine[optimizer])
             outcome = self._one(optimizer, study, None, "confirm", source)
             if outcome is not None:
                 counted = len(_seeds(study, source.number, counts_toward_budget))
-                self.observer.trial_finished(outcome, counted, len(seeds))
+                self.observer.trial_finished(outcome, counted, len(mine[optimizer]))
 
     def _open_confirm(self, optimizer: str, source: TrialPoint) -> optuna.Study:
         study = optuna.create_study(
@@ -308,7 +370,6 @@ class _Sweep:
         _describe(study, self.spec)
         study.set_user_attr("stage", "confirm")
         reap_stale_trials(study)  # a killed worker's run comes back with its seed
-        _queue_missing_seeds(study, source.number, self.spec.confirm_seeds)
         return study
 
     def _wait_for_search(self) -> None:
@@ -370,11 +431,15 @@ def _queue_missing_seeds(study: optuna.Study, source: int, seeds: tuple[int, ...
 
 
 def summarize(
-    spec: SweepSpec, optimizer: str, study: optuna.Study, confirm: optuna.Study | None
+    spec: SweepSpec,
+    optimizer: str,
+    study: optuna.Study,
+    confirm: optuna.Study | None,
+    chosen: TrialPoint | None,
 ) -> StudySummary:
-    """Counts, the best trial and its confirmation runs, read back from the storage."""
+    """Counts, the confirmed configuration and its confirmation runs, read back from storage."""
     trials = study.get_trials(deepcopy=False)
-    best = best_trial([point_from_trial(optimizer, t) for t in trials], spec.objective)
+    best = chosen
     runs: list[TrialPoint] = []
     if best is not None and confirm is not None:
         points = [point_from_trial(optimizer, t) for t in confirm.get_trials(deepcopy=False)]
@@ -419,8 +484,10 @@ def run_sweep(
                 reap_stale_trials(study)
             sweep.search(order)
             sweep.confirmation(order)
+            chosen = sweep.choices()
             summaries = [
-                summarize(spec, o, s, sweep.confirm.get(o)) for o, s in sweep.studies.items()
+                summarize(spec, o, s, sweep.confirm.get(o), chosen[o])
+                for o, s in sweep.studies.items()
             ]
             for summary in summaries:
                 tracker.end_study(summary.study_name, _summary_metrics(summary))
@@ -437,7 +504,7 @@ def _summary_metrics(summary: StudySummary) -> dict[str, float]:
         "confirmed_runs": float(len(summary.confirmations)),
     }
     if summary.best is not None and summary.best.accuracy is not None:
-        metrics["search_best_accuracy"] = summary.best.accuracy
+        metrics["chosen_search_accuracy"] = summary.best.accuracy
     headline = headline_accuracy(summary.best, summary.confirmations)
     if headline is not None:
         metrics["headline_accuracy"] = headline.mean

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, Run
 
+    from looksam.sweeps.spec import SweepSpec
+
 _logger = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///runs/mlflow.db"
@@ -745,6 +747,16 @@ class _Outbox:
                 self.path,
                 error.strerror or error,
             )
+
+
+def tracker_for(spec: SweepSpec) -> Tracker:
+    """The sweep's tracker: MLflow at its tracking URI (its outbox beside the Optuna storage),
+    or nothing when tracking is off."""
+    if spec.tracking_uri is None:
+        return NullTracker()
+    return MlflowTracker(
+        spec.tracking_uri, experiment=spec.name, outbox=outbox_path(spec.storage, spec.name)
+    )
 
 
 def artifact_location(tracking_uri: str, experiment: str) -> str | None:

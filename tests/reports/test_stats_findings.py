@@ -161,13 +161,15 @@ def test_a_match_is_claimed_only_when_the_equivalence_test_shows_it() -> None:
     narrow = equivalence_sentence(entries["looksam"], entries["sam"], margin=0.01)
     assert narrow is not None
     assert narrow.kind == "inconclusive"
-    assert narrow.text.startswith("These seeds cannot show LookSAM matching SAM within 1 point")
+    assert narrow.text.startswith(
+        "These seeds cannot show LookSAM (k=5) matching SAM within 1 point"
+    )
     wide = equivalence_sentence(entries["looksam"], entries["sam"], margin=0.05)
     assert wide is not None
     assert wide.kind == "equivalence"
     assert wide.text == (
-        "LookSAM matches SAM within 5 points of accuracy (-1.00 points, equivalence test "
-        "p = 0.004)."
+        "LookSAM (k=5) matches SAM within 5 points of accuracy at 0.60× its cost (-1.00 points, "
+        "equivalence test p = 0.004)."
     )
     assert wide.p_value == pytest.approx(0.004, abs=5e-4)
     sentences = _texts(_data(SGD, SAM, LOOKSAM), margin=0.05)
@@ -316,7 +318,7 @@ def test_tests_start_at_three_seeds_a_side(seeds: int) -> None:
         assert equivalence is None
     else:
         assert difference.startswith("SAM is more accurate than LookSAM")
-        assert _said(equivalence).startswith("These seeds cannot show LookSAM matching SAM")
+        assert _said(equivalence).startswith("These seeds cannot show LookSAM")
 
 
 def test_too_few_seeds_on_either_side() -> None:

@@ -1,0 +1,212 @@
+"""`looksam-bench advise`: bad input refused in one line before anything exists, the dry run,
+and a whole run killed with -9 and continued by the same command (real processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from looksam.cli.app import app
+from looksam.optim import full_sam, list_optimizers
+from looksam.sweeps.advise import default_candidates
+
+runner = CliRunner()
+WIDE = {"COLUMNS": "200"}
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _refused(args: list[str], needle: str) -> str:
+    result = runner.invoke(app, ["advise", *args], env=WIDE)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    # progress lines may come first (the cost bench); the refusal is one line
+    lines = [ln for ln in result.stderr.strip().splitlines() if not ln.startswith("cost bench")]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--budget", "soon"], "cannot read the budget 'soon'"),
+        (["--budget", "0s"], "more than 0"),
+        (["--budget=-5m"], "cannot read the budget"),
+        (["--budget", "5m", "--margin", "0"], "--margin"),
+        (["--budget", "5m", "--margin", "100"], "--margin"),
+        (["--budget", "5m", "--optimizers", "sgd,sam,adagrad"], "unknown optimizer 'adagrad'"),
+        (["--budget", "5m", "--optimizers", "sgd,looksam"], "the reference sam is not among"),
+        (["--budget", "5m", "--optimizers", "sam,looksam"], "the base sgd is not among"),
+        (["--budget", "5m", "--optimizers", "sgd,sam,sam"], "names sam more than once"),
+        (["--budget", "5m", "--reference", "looksam", "--optimizers", "sgd,sam"], "looksam"),
+        (["--budget", "5m", "--reference", "adamw"], "not a SAM-family optimizer"),
+        (["--budget", "5m", "--base", "sam"], "is a SAM-family wrapper"),
+        (["--budget", "5m", "--optimizers", "sgd,sam,adamw"], "adamw is a base optimizer"),
+        (["--budget", "5m", "--optimizers", "sgd,sam,msam", "--base", "lamb"], "lamb"),
+        (["--budget", "5m", "--optimizers", ","], "at least one name"),
+    ],
+)
+def test_bad_input_is_one_line_and_creates_nothing(
+    in_tmp: Path, args: list[str], needle: str
+) -> None:
+    _refused(["-w", "digits-noisy", *args], needle)
+    assert list(in_tmp.iterdir()) == []
+
+
+def test_a_workload_without_accuracy_is_refused(in_tmp: Path) -> None:
+    _refused(["-w", "synthetic-mlp", "--budget", "5m"], "measures no accuracy")
+    assert list(in_tmp.iterdir()) == []
+
+
+def test_a_budget_below_the_minimum_names_the_budget_it_needs(in_tmp: Path) -> None:
+    line = _refused(
+        ["-w", "digits-noisy", "--budget", "20s", "--optimizers", "sgd,sam,looksam"],
+        "give --budget",
+    )
+    assert "cannot cover one search trial and 3 confirmation seeds" in line
+    assert list(in_tmp.iterdir()) == []  # the cost bench created nothing either
+
+
+def test_the_dry_run_prints_costs_and_plan_and_creates_nothing(in_tmp: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["advise", "-w", "digits-noisy", "--budget", "10m", "--epochs", "20",
+         "--optimizers", "sgd,sam,samk,gsam", "--dry-run"],
+        env=WIDE,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Step cost against the base" in result.output
+    assert "no: " in result.output  # GSAM costs what SAM costs: never searched
+    assert "search        " in result.output
+    assert "trials × 3 candidates" in result.output
+    assert "nothing was created or trained" in result.output
+    assert list(in_tmp.iterdir()) == []
+
+
+def test_default_candidates_come_from_the_registry_flags() -> None:
+    names = default_candidates(full_sam().name, "sgd")
+    assert names[:2] == ("sgd", "sam")
+    cheap = {i.name for i in list_optimizers() if i.approximates_sam}
+    assert set(names[2:]) == cheap
+    assert "gsam" not in names  # a refinement that costs what SAM costs
+    assert "msam" not in default_candidates("sam", "lamb")  # MSAM wraps only SGD and AdamW
+
+
+# ---------------------------------------------------------------------- a real run
+
+
+def _advise(tmp_path: Path, storage: str, out: Path) -> subprocess.Popen[str]:
+    command = [
+        sys.executable, "-m", "looksam", "advise", "-w", "digits-noisy", "--epochs", "3",
+        "--budget", "40s", "--optimizers", "sgd,sam,looksam", "--device", "cpu",
+        "--storage", storage, "--no-mlflow", "--json", str(out),
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+
+
+def _search_done(storage: str) -> int:
+    try:
+        summaries = optuna.get_all_study_summaries(storage)
+    except Exception:  # not created yet, or busy: look again
+        return 0
+    done = 0
+    for s in summaries:
+        if s.study_name.endswith("/confirm"):
+            continue
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+        done += len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    return done
+
+
+@pytest.mark.slow
+def test_kill_9_mid_search_then_the_same_command_finishes_within_budget(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/runs/optuna.db"
+    out = tmp_path / "advise.json"
+    started = time.monotonic()
+    proc = _advise(tmp_path, storage, out)
+    try:
+        deadline = time.monotonic() + 60
+        while _search_done(storage) < 4 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[0]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    first = time.monotonic() - started
+    again = time.monotonic()
+    proc = _advise(tmp_path, storage, out)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert "Resuming" in output
+    second = time.monotonic() - again
+    payload = json.loads(out.read_text())
+    # The time of the killed attempt counts: both together stay within the budget + 10 %.
+    assert payload["elapsed_seconds"] >= first - 1
+    assert first + second <= 40 * 1.1 + 6, output
+    assert payload["schema_version"] == 1
+    assert payload["budget_seconds"] == 40
+    assert payload["margin"] == 1.0
+    assert (payload["reference"], payload["base"]) == ("sam", "sgd")
+    recommendation = payload["recommendation"]
+    assert recommendation["verdict"] in ("base", "variant", "sam", "inconclusive")
+    assert recommendation["sentence"]
+    by_name = {c["optimizer"]: c for c in payload["candidates"]}
+    for name in {"sam", "sgd", recommendation["optimizer"]}:
+        candidate = by_name[name]
+        assert len(candidate["accuracies"]) >= 3, candidate
+        for key in ("params", "accuracy_mean", "accuracy_ci95", "cost_vs_base", "alpha"):
+            assert key in candidate
+    # No run lost or repeated: equal search trials, every confirmation seed trained once.
+    summaries = optuna.get_all_study_summaries(storage)
+    counts = {}
+    for s in summaries:
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        if s.study_name.endswith("/confirm"):
+            done = [t for t in trials if t.state == TrialState.COMPLETE]
+            keys = [(t.user_attrs["source_trial"], t.user_attrs["confirm_seed"]) for t in done]
+            assert len(keys) == len(set(keys)), s.study_name
+        else:
+            counted = [
+                t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                or t.user_attrs.get("failure_reason") in ("diverged", "oom")
+            ]  # fmt: skip
+            counts[s.study_name] = len(counted)
+            assert not [t for t in trials if t.state == TrialState.WAITING]
+    assert len(set(counts.values())) == 1, counts
+    # `report` rebuilds the same answer from the stores alone.
+    rebuilt = runner.invoke(
+        app,
+        ["report", "--sweep", payload["sweep"], "--storage", storage,
+         "--json", str(tmp_path / "report.json"), "--html", str(tmp_path / "r.html")],
+        env=WIDE,
+    )  # fmt: skip
+    assert rebuilt.exit_code == 0, rebuilt.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["advice"]["recommendation"] == recommendation
+    html = (tmp_path / "r.html").read_text()
+    assert "Which SAM should I use?" in html
