@@ -256,21 +256,27 @@ def _next_look(have: int, looks: Sequence[int]) -> int | None:
     return next((n for n in looks if n > have), None)
 
 
+def _promise(p: float | None, alpha: float | None) -> float:
+    """How far a test is from rejecting: p over its level (below 1 would reject)."""
+    return float("inf") if p is None or not alpha else p / alpha
+
+
 def open_comparisons(advice: Advice) -> list[str]:
-    """The arms whose next look could still change the answer, cheapest first.
+    """The arms whose next look could still change the answer, the closest to deciding first.
 
     A candidate is open when it is cheaper than the recommendation, not yet shown non-inferior,
     below the last look, free of failed runs, and its observed accuracy lies within the margin
     of the reference's (more seeds are unlikely to show one that is behind by more). When the
     reference is recommended without beating the base, the base is open too while the reference
-    is ahead of it.
+    is ahead of it. The order is by p-value over the level it must reach (ties: cheaper
+    first): seeds go where they most likely settle the answer, not evenly.
     """
     chosen = advice.chosen
     ref = advice.arm(advice.reference)
     if chosen is None or ref is None or ref.arm.mean is None:
         return []
     limit = advice.looks[-1]
-    out = []
+    promise: dict[str, float] = {}
     for j in advice.judged:
         a = j.arm
         if j.role == "reference" or j.noninferior or a.failed_runs or a.mean is None:
@@ -278,7 +284,7 @@ def open_comparisons(advice: Advice) -> list[str]:
         if len(a.accuracies) >= limit or _cost_key(a) >= _cost_key(chosen.arm):
             continue
         if a.mean - ref.arm.mean + advice.margin > 0:
-            out.append(a.optimizer)
+            promise[a.optimizer] = _promise(j.p_noninferior, j.alpha)
     base = advice.arm(advice.base)
     if (
         advice.verdict == "inconclusive"
@@ -286,10 +292,14 @@ def open_comparisons(advice: Advice) -> list[str]:
         and base.arm.mean is not None
         and ref.arm.mean > base.arm.mean
         and len(base.arm.accuracies) < limit
-        and advice.base not in out
     ):
-        out.append(advice.base)
-    return sorted(out, key=lambda name: _cost_key(advice.arm(name).arm))  # type: ignore[union-attr]
+        settle = _promise(advice.p_sam_vs_base, advice.alpha_sam_vs_base)
+        promise[advice.base] = min(promise.get(advice.base, float("inf")), settle)
+    arms = {name: advice.arm(name) for name in promise}
+    return sorted(
+        promise,
+        key=lambda name: (promise[name], _cost_key(arms[name].arm)),  # type: ignore[union-attr]
+    )
 
 
 def next_seed_counts(
@@ -390,10 +400,10 @@ def sentence(advice: Advice) -> str:
             f" (advise stops at {advice.looks[-1]}: run a sweep with more)." if beyond else "."
         )
     return (
-        f"Inconclusive: {ref.arm.label} ({params}) is not shown more accurate than "
-        f"{base.arm.label} ({100 * lead:+.2f} points, {_p(advice.p_sam_vs_base)} > α "
+        f"{ref.arm.label} ({params}) is not shown more accurate than {base.arm.label} "
+        f"({100 * lead:+.2f} points, {_p(advice.p_sam_vs_base)} > α "
         f"{advice.alpha_sam_vs_base:.4f}), and no cheaper variant was shown within {within} of "
-        f"it.{more}"
+        f"it: the answer is inconclusive.{more}"
     )
 
 

@@ -211,19 +211,19 @@ def _always(targets: Mapping[str, int]) -> bool:
     return True
 
 
-def test_seeds_go_to_the_cheapest_open_comparison_and_the_reference() -> None:
+def test_seeds_go_to_the_comparisons_closest_to_deciding_and_the_reference() -> None:
     advice = judge(
         arm("sgd", [0.90, 0.905, 0.91], 1.0),
         arm("sam", [0.95, 0.96, 0.97], 2.0),
-        arm("samk", [0.945, 0.955, 0.965], 1.2),  # within the margin, not yet shown
-        arm("msam", [0.947, 0.957, 0.967], 1.4),  # within the margin too, dearer
+        arm("samk", [0.945, 0.955, 0.965], 1.2),  # cheapest, 0.5 points behind: p ≈ 0.29
+        arm("msam", [0.955, 0.965, 0.975], 1.4),  # dearer, 0.5 points ahead: p ≈ 0.07
         arm("latesam", [0.80, 0.81, 0.82], 1.1),  # hopeless: far behind
     )
     assert advice.verdict == "sam"
-    assert open_comparisons(advice) == ["samk", "msam"]
-    assert next_seed_counts(advice, _always) == {"sam": 6, "samk": 6, "msam": 6}
+    assert open_comparisons(advice) == ["msam", "samk"]  # not in cost order, not all of them
+    assert next_seed_counts(advice, _always) == {"sam": 6, "msam": 6, "samk": 6}
     only_two = next_seed_counts(advice, lambda t: len(t) <= 2)
-    assert only_two == {"sam": 6, "samk": 6}  # cheapest first when the budget is short
+    assert only_two == {"sam": 6, "msam": 6}  # a short budget goes to the closest first
     assert next_seed_counts(advice, lambda t: False) == {}
 
 

@@ -10,7 +10,9 @@ import pytest
 from looksam.reports.model import TrialPoint
 from looksam.reports.summary import (
     best_trial,
+    cheapest_within,
     confirm_choice,
+    confirm_choices,
     confirmation_runs,
     estimated_seconds,
     headline_accuracy,
@@ -159,3 +161,39 @@ def test_quiet_speed_is_the_first_quartile_so_a_long_busy_stretch_cannot_move_it
     assert estimated_seconds(100.0, 1e-3, 64) == pytest.approx(6.4)
     assert estimated_seconds(None, 1e-3, 64) is None
     assert estimated_seconds(float("inf"), 1e-3, 64) is None
+
+
+def _studies() -> dict[str, list[TrialPoint]]:
+    return {
+        "sam": [point(0, 0.96, 10.0), point(1, 0.95, 8.0)],
+        "sgd": [point(0, 0.90, 3.0), point(1, 0.92, 6.0)],
+        "looksam": [
+            point(0, 0.97, 9.0),  # the most accurate
+            point(1, 0.95, 5.0),  # exactly one point below SAM's best: still within
+            point(2, 0.949, 2.0),  # cheapest, but beyond the margin
+            point(3, 0.955, 5.0),  # as cheap as #1 and more accurate: wins the tie
+        ],
+        "samk": [point(0, 0.90, 2.0), point(1, 0.93, 3.0)],  # never within: its best
+    }
+
+
+def test_cheapest_pick_answers_which_configuration_is_as_good_as_sam() -> None:
+    chosen = confirm_choices(_studies(), "pareto", "cheapest", reference="sam", base="sgd")
+    assert chosen["sam"].number == 0  # the reference: its most accurate
+    assert chosen["sgd"].number == 1  # the base: its most accurate
+    assert chosen["looksam"].number == 3  # cheapest within 1 point, accuracy breaks the tie
+    assert chosen["samk"].number == 1  # nothing within: its most accurate
+    wider = confirm_choices(
+        _studies(), "pareto", "cheapest", reference="sam", base="sgd", margin=0.0111
+    )
+    assert wider["looksam"].number == 2  # 0.949 is within 1.11 points of 0.96
+    best = confirm_choices(_studies(), "pareto", "best", reference="sam", base="sgd")
+    assert best["looksam"].number == 0
+    no_reference = confirm_choices(_studies(), "pareto", "cheapest", reference=None, base="sgd")
+    assert no_reference["looksam"].number == 0  # no bar: the best trial
+
+
+def test_exactly_at_the_margin_counts_as_within() -> None:
+    # 0.95 = 0.96 - 0.01 in accuracy, though not in floating point
+    assert cheapest_within([point(1, 0.95, 5.0)], 0.96 - 0.01) is not None
+    assert cheapest_within([point(1, 0.9499, 5.0)], 0.96 - 0.01) is None

@@ -269,3 +269,24 @@ def test_none_overrides_keep_the_spec_values() -> None:
     assert spec.seeds == (4, 5)
     assert spec.objective == "accuracy"
     assert spec.tracking_uri is not None
+
+
+def test_confirm_pick_defaults_to_cheapest_within_one_point() -> None:
+    spec = parse_spec({"sweep": {"name": "s"}})
+    assert (spec.confirm_pick, spec.confirm_margin) == ("cheapest", 0.01)
+    half = parse_spec({"sweep": {"name": "s"}, "confirm": {"pick": "best", "margin": 0.5}})
+    assert (half.confirm_pick, half.confirm_margin) == ("best", 0.005)
+
+
+@pytest.mark.parametrize(
+    ("confirm", "needle"),
+    [
+        ({"pick": "middle"}, "unknown pick 'middle'"),
+        ({"margin": 0}, "between 0 and 100"),
+        ({"margin": 100}, "between 0 and 100"),
+        ({"margin": "1"}, "margin must be a finite number"),
+    ],
+)
+def test_bad_confirm_settings_are_one_line(confirm: dict[str, object], needle: str) -> None:
+    with pytest.raises(SpecError, match=needle):
+        parse_spec({"sweep": {"name": "s"}, "confirm": confirm})
