@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shlex
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -24,6 +24,7 @@ from looksam.sweeps.advise import (
     AdviseRequest,
     AdviseResult,
     CostBench,
+    QuietAdviseObserver,
     advise_name,
     result_payload,
     run_advise,
@@ -35,33 +36,28 @@ from looksam.sweeps.study import TrialOutcome
 from looksam.sweeps.tracking import tracker_for
 
 
-class AdviseDisplay:
+class AdviseDisplay(QuietAdviseObserver):
     """Progress as lines (they read the same in a terminal and in a CI log): the phase, each
     finished trial with the elapsed time, the ETA and the budget left."""
 
     def __init__(self) -> None:
         self.budget: BudgetClock | None = None
         self.eta: float | None = None
-        self.done = 0
-        self.total = 0
         self._last_bench = 0
 
     def phase(self, name: str, message: str) -> None:
-        if name == "bench" and message.startswith("round "):
-            done, total = (int(n) for n in message.removeprefix("round ").split("/"))
-            if done == total or done - self._last_bench >= max(1, total // 3):
-                self._last_bench = done
-                err_console.print(f"[dim]cost bench: {done}/{total} paired rounds[/]")
-            return
         console.print(f"[bold]{name}[/]: {escape(message)}", highlight=False)
+
+    def bench_round(self, done: int, total: int) -> None:
+        """A line on stderr after each third of the cost bench's rounds."""
+        if done == total or done - self._last_bench >= max(1, total // 3):
+            self._last_bench = done
+            err_console.print(f"[dim]cost bench: {done}/{total} paired rounds[/]")
 
     def planned(self, plan: Plan, bench: CostBench, resumed: bool) -> None:
         console.print(cost_table(bench))
         for line in plan_lines(plan, bench, resumed):
             console.print(line, highlight=False)
-        self.total = plan.search_trials * len(plan.run_seconds) + plan.confirm_seeds * len(
-            plan.run_seconds
-        )
 
     def replanned(self, before: int, after: int, pace: float) -> None:
         console.print(
@@ -73,17 +69,7 @@ class AdviseDisplay:
     def progress(self, budget: BudgetClock, eta: float) -> None:
         self.budget, self.eta = budget, eta
 
-    def study_started(self, optimizer: str, stage: str, counted: int, budget: int) -> None:
-        pass
-
-    def trial_started(self, optimizer: str, number: int, params: dict[str, Any]) -> None:
-        pass
-
-    def epoch(self, optimizer: str, seed: int, step: int, total: int) -> None:
-        pass
-
     def trial_finished(self, outcome: TrialOutcome, counted: int, budget: int) -> None:
-        self.done += 1
         point = outcome.point
         what = (
             f"{100 * point.accuracy:.2f} %"
@@ -98,12 +84,14 @@ class AdviseDisplay:
         )
 
     def _clock(self) -> str:
-        """'  1m4s of 5m · ETA 3m30s': time spent, the budget, the predicted rest."""
+        """'  1m4s spent · 3m56s left · ETA 3m30s': the budget spent and left, the predicted
+        rest of the command."""
         if self.budget is None:
             return ""
         eta = "" if self.eta is None else f" · ETA {format_duration(self.eta)}"
         spent = format_duration(self.budget.elapsed())
-        return f"  [dim]{spent} of {format_duration(self.budget.budget)}{eta}[/]"
+        left = format_duration(max(0.0, self.budget.left()))
+        return f"  [dim]{spent} spent · {left} left{eta}[/]"
 
 
 def cost_table(bench: CostBench) -> Table:

@@ -320,7 +320,8 @@ def next_seed_counts(
     if look is None:
         return {}
     wanted = open_comparisons(advice)
-    if not wanted:
+    narrowing = not wanted
+    if narrowing:
         wanted = [advice.recommended or advice.reference]
         if advice.verdict == "sam":
             wanted.append(advice.base)
@@ -332,8 +333,8 @@ def next_seed_counts(
         trial = {**targets, name: look}
         if affordable(trial):
             targets = trial
-    if len(targets) == 1 and advice.recommended != advice.reference:
-        return {}  # the reference alone decides nothing here
+    if len(targets) == 1 and not (narrowing and advice.recommended == advice.reference):
+        return {}  # seeds for the reference alone would decide nothing
     return targets if affordable(targets) else {}
 
 

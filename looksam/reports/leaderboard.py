@@ -28,7 +28,7 @@ from looksam.reports.summary import (
 
 COLUMNS = (
     "optimizer", "trials c/p/f", "accuracy (95% CI)", "search best", "speed vs base (IQR)",
-    "est. train s", "raw train s", "time to target", "contended", "best hyperparameters",
+    "est. train s", "raw train s", "time to target", "contended", "confirmed hyperparameters",
 )  # fmt: skip
 
 
@@ -190,7 +190,7 @@ def leaderboard_rows(data: SweepData) -> list[dict[str, str]]:
                 "passes/step": "-"
                 if c is None or c.passes_per_step is None
                 else f"{c.passes_per_step:.2f}",
-                "best hyperparameters": "-" if c is None else format_params(c.params),
+                "confirmed hyperparameters": "-" if c is None else format_params(c.params),
             }
         )
     return rows

@@ -128,9 +128,9 @@ def terminal_report(data: SweepData, findings: list[Finding]) -> RenderableType:
             TERMINAL_COLUMNS,
         ),
         rows_table(
-            "Best hyperparameters (passes per step measured)",
+            "Confirmed hyperparameters (passes per step measured)",
             rows,
-            ("optimizer", "passes/step", "best hyperparameters"),
+            ("optimizer", "passes/step", "confirmed hyperparameters"),
         ),
     ]
     grids = grid_tables(data)

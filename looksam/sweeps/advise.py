@@ -167,6 +167,7 @@ class AdviseObserver(SweepObserver, Protocol):
     """Progress of ``advise``: its phases and plan, on top of a sweep's trial events."""
 
     def phase(self, name: str, message: str) -> None: ...
+    def bench_round(self, done: int, total: int) -> None: ...
     def planned(self, plan: Plan, bench: CostBench, resumed: bool) -> None: ...
     def replanned(self, before: int, after: int, pace: float) -> None: ...
     def progress(self, budget: BudgetClock, eta: float) -> None: ...
@@ -176,6 +177,9 @@ class QuietAdviseObserver(QuietObserver):
     """Shows nothing (library use, tests)."""
 
     def phase(self, name: str, message: str) -> None:
+        pass
+
+    def bench_round(self, done: int, total: int) -> None:
         pass
 
     def planned(self, plan: Plan, bench: CostBench, resumed: bool) -> None:
@@ -662,7 +666,7 @@ def run_advise(
         bench = measure_costs(
             prepared,
             request.budget_seconds,
-            progress=lambda done, total: observer.phase("bench", f"round {done}/{total}"),
+            progress=observer.bench_round,
         )
         spent = before + clock() - start
         run_seconds = {o: bench.costs[o].run_seconds for o in bench.finalists}

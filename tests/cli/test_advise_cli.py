@@ -165,7 +165,7 @@ def test_kill_9_mid_search_then_the_same_command_finishes_within_budget(tmp_path
     second = time.monotonic() - again
     payload = json.loads(out.read_text())
     # The time of the killed attempt counts: both together stay within the budget + 10 %.
-    assert payload["elapsed_seconds"] >= first - 1
+    assert payload["elapsed_seconds"] >= first - 2
     assert first + second <= 40 * 1.1 + 6, output
     assert payload["schema_version"] == 1
     assert payload["budget_seconds"] == 40

@@ -72,7 +72,7 @@ def test_terminal_leaderboard_never_splits_a_number_at_80_columns(
     assert result.exit_code == 0, result.output
     words = result.output.split()
     for row in leaderboard_rows(load_sweep_data(spec)):
-        for token in row["best hyperparameters"].split():
+        for token in row["confirmed hyperparameters"].split():
             assert token in words, f"{token} was split across lines"
 
 

@@ -201,7 +201,7 @@ def test_leaderboard_rows_and_markdown() -> None:
     assert rows["sam"]["accuracy (95% CI)"] == "96.00 ± 2.48 % (search)"
     assert rows["sgd"]["speed vs base (IQR)"] == "1.00× (1.00–1.00)"
     assert rows["sam"]["speed vs base (IQR)"] == "0.30× (0.30–0.30)"
-    assert rows["looksam"]["best hyperparameters"] == "alpha=0.7 k=5"
+    assert rows["looksam"]["confirmed hyperparameters"] == "alpha=0.7 k=5"
     assert rows["looksam"]["time to target"] == "not reached"
     md = render_markdown(data, findings(data))
     assert md.count("\n| ") == 4  # header + 3 optimizers
