@@ -31,6 +31,9 @@ SAFETY = 0.95
 OVERRUN = 1.06
 #: Seconds kept for the end: loading the stores, the report files, the terminal table.
 FINAL_SECONDS = 6.0
+#: Seconds between two runs that no run's own clock sees (asking the storage for the next
+#: trial, choosing whose turn it is, the progress line).
+BETWEEN_RUNS_SECONDS = 0.3
 #: Of the budget beyond the minimum, the share kept for extra confirmation seeds.
 EXTRA_SHARE = 0.15
 #: More search trials than this per candidate buys little for a search space of a few knobs.
@@ -191,7 +194,8 @@ class BudgetClock:
 
     def affords(self, runs: Mapping[str, int], share: float = SAFETY) -> bool:
         """Whether ``runs`` fit before ``share`` of the budget, the final report included."""
-        finish = self.elapsed() + self.cost_of(runs) + FINAL_SECONDS
+        between = BETWEEN_RUNS_SECONDS * sum(max(0, n) for n in runs.values())
+        finish = self.elapsed() + self.cost_of(runs) + between + FINAL_SECONDS
         return finish <= share * self.budget
 
     def search_trials(

@@ -306,7 +306,12 @@ def prepare(request: AdviseRequest, outputs: Sequence[Path] = ()) -> Prepared:
     batch = request.batch_size or info.default_batch_size
     batches = None
     if request.search_batch_size:
-        batches = tuple(sorted({max(1, batch // 2), batch, batch * 2}))
+        from looksam.bench.workloads import create_workload
+
+        data_dir = None if request.data_dir is None else Path(request.data_dir)
+        examples = create_workload(request.workload, data_dir=data_dir).num_train_examples
+        # twice the batch is left out where one epoch could not fill it
+        batches = tuple(sorted(b for b in {max(1, batch // 2), batch, batch * 2} if b <= examples))
     spec = SweepSpec(
         name=name,
         workload=WorkloadSettings(
@@ -562,7 +567,7 @@ def process_age_seconds() -> float:
 @dataclass
 class _Hooks:
     """Sits between the sweep machinery and the user's observer: times every trial for the
-    budget, re-plans the search after each one and keeps the time spent in the storage."""
+    budget, re-plans the search after each round and keeps the time spent in the storage."""
 
     outer: AdviseObserver
     budget: BudgetClock
@@ -587,7 +592,8 @@ class _Hooks:
             self.persist()
 
     def trial_finished(self, outcome: TrialOutcome, counted: int, budget: int) -> None:
-        self.budget.record(outcome.optimizer, self.budget.clock() - self._trial_started)
+        if outcome.state == "COMPLETE":  # a diverged run stops early; a duplicate never started
+            self.budget.record(outcome.optimizer, self.budget.clock() - self._trial_started)
         self.persist()
         if outcome.stage == "search":
             taken = self.taken()
@@ -769,12 +775,13 @@ def _run(
                 more = {} if advice is None else next_seed_counts(advice, _affords(budget, data))
                 if not more:
                     break
-                observer.phase(
-                    "confirm",
-                    "more seeds for " + ", ".join(f"{o} (to {n})" for o, n in more.items()),
-                )
-                targets.update(more)
-                sweep.confirmation(spec.order, targets, lambda o: budget.affords({o: 1}))
+                wanted = ", ".join(f"{o} (to {n})" for o, n in more.items())
+                observer.phase("confirm", f"more seeds for {wanted}")
+                # One arm after another, the reference first, then the closest to deciding: if
+                # the budget runs out, the comparisons that matter most are whole.
+                for name, seeds in more.items():
+                    targets[name] = seeds
+                    sweep.confirmation(spec.order, targets, lambda o: budget.affords({o: 1}))
             chosen = sweep.choices()
             for o, study in sweep.studies.items():
                 summary = summarize(spec, o, study, sweep.confirm.get(o), chosen[o])

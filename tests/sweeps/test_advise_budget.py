@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from looksam.sweeps._budget import (
+    BETWEEN_RUNS_SECONDS,
     EXTRA_SHARE,
     FINAL_SECONDS,
     SAFETY,
@@ -147,3 +148,16 @@ def test_elapsed_counts_earlier_attempts_and_the_eta_stops_at_the_budget() -> No
     assert budget.left() == pytest.approx(150.0)
     assert budget.eta({"sam": 1}) == pytest.approx(4.0 + FINAL_SECONDS)
     assert budget.eta({"sam": 1000}) == pytest.approx(150.0)
+
+
+def test_affords_counts_the_runs_the_gaps_between_them_and_the_report() -> None:
+    clock = FakeClock()
+    plan = plan_budget(300.0, RUNS, 10.0, confirm_seeds=3)
+    budget = BudgetClock(plan, clock=clock, spent_before=10.0)
+    # three runs of SAM at the plan's 4 s, the gaps between them and the final report
+    edge = SAFETY * 300 - 3 * 4.0 - 3 * BETWEEN_RUNS_SECONDS - FINAL_SECONDS
+    clock.now += edge - 10.0 - 1e-6
+    assert budget.affords({"sam": 3})
+    clock.now += 1e-3
+    assert not budget.affords({"sam": 3})
+    assert budget.affords({"sam": 3}, share=1.06)  # the minimum's runs may run a little over
