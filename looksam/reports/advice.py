@@ -366,8 +366,8 @@ def sentence(advice: Advice) -> str:
     chosen = advice.chosen
     if chosen is None or ref is None or base is None:
         return (
-            f"No answer: {advice.reference} has no confirmed run, so nothing can be compared "
-            "with it (see the failures above)."
+            f"No answer yet: {advice.reference} has no confirmed run (the confirmation has not "
+            "run, or its runs failed), so nothing can be compared with it."
         )
     within = _points(advice.margin)
     params = format_params(chosen.arm.params)

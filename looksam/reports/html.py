@@ -774,7 +774,8 @@ def _advice_section(data: SweepData) -> str:
         f"Each candidate's confirmed configuration (ringed in the chart below) on fresh seeds. "
         f"p: one-sided Welch test that it is not worse than {advice.reference} by "
         f"{100 * advice.margin:g} point(s); α: the level it was held to after the corrections "
-        f"for {len(advice.looks)} looks and {advice.family_size} candidates. Costs are paired "
+        f"for {len(advice.looks)} looks and {advice.family_size} candidate"
+        f"{'s' if advice.family_size != 1 else ''}. Costs are paired "
         f"per-sample costs against {advice.base} (× base) and {advice.reference} (× ref). "
         "The rule: the cheapest of the reference and the candidates shown non-inferior to it."
     )

@@ -116,7 +116,7 @@ def terminal_report(data: SweepData, findings: list[Finding]) -> RenderableType:
     """advise's answer (for an advise run), the leaderboard, grid tables (or, for a search,
     each Pareto front) and the findings."""
     contended = contended_total(data)
-    busy = f"; {contended} trials contended" if contended else ""
+    busy = f"; {contended} trial{'s' if contended != 1 else ''} contended" if contended else ""
     rows = leaderboard_rows(data)
     advice = advice_from(data)
     parts: list[RenderableType] = [] if advice is None else [advice_report(advice)]
