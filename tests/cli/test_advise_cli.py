@@ -3,6 +3,7 @@ and a whole run killed with -9 and continued by the same command (real processes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from looksam.cli.app import app
-from looksam.optim import full_sam, list_optimizers
+from looksam.optim import full_sam, get_optimizer_info, list_optimizers
 from looksam.sweeps.advise import default_candidates
 
 runner = CliRunner()
@@ -106,6 +107,18 @@ def test_default_candidates_come_from_the_registry_flags() -> None:
     assert set(names[2:]) == cheap
     assert "gsam" not in names  # a refinement that costs what SAM costs
     assert "msam" not in default_candidates("sam", "lamb")  # MSAM wraps only SGD and AdamW
+
+
+def test_a_plugin_of_the_cheap_kind_is_a_candidate(monkeypatch: pytest.MonkeyPatch) -> None:
+    from looksam.optim import _registry
+
+    mine = dataclasses.replace(get_optimizer_info("looksam"), name="mylook", display_name="")
+    monkeypatch.setitem(_registry._REGISTRY, "mylook", mine)  # undone after the test
+    refinement = dataclasses.replace(mine, name="myrefined", sam_role="none")
+    monkeypatch.setitem(_registry._REGISTRY, "myrefined", refinement)
+    names = default_candidates("sam", "sgd")
+    assert "mylook" in names
+    assert "myrefined" not in names
 
 
 # ---------------------------------------------------------------------- a real run
