@@ -85,7 +85,7 @@ figcaption{font-weight:600;font-size:.9rem;margin-bottom:.25rem}
 .point,.dot{stroke-width:1.2;fill-opacity:.85}
 .point.on-front{stroke:#1d1d1f;stroke-width:1.6}
 .point.contended{stroke:#8e8e93;stroke-dasharray:2 1.5}
-.chosen{fill:none;stroke:#1d1d1f;stroke-width:2}
+.chosen{fill:none;stroke:#1d1d1f;stroke-width:2;pointer-events:none}
 .answer{background:var(--panel);border:1px solid var(--line);border-left:4px solid #0b57d0;
 border-radius:6px;padding:.75rem 1rem}
 .answer p{margin:.25rem 0}
