@@ -184,7 +184,7 @@ def advise(
     ] = None,
     reference: Annotated[
         str | None,
-        typer.Option(help="What the candidates must match \\[default: sam]."),
+        typer.Option(help="What the candidates must match \\[default: the registry's full SAM]."),
     ] = None,
     base: opt.Base = None,
     margin: Annotated[
