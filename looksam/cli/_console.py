@@ -17,6 +17,30 @@ err_console = Console(stderr=True)
 
 #: Exit status for input the user can fix (bad option, unknown name): argparse's convention.
 USAGE_ERROR = 2
+#: When this process started, on the monotonic clock; set only when it runs as the command.
+_launched_at: float | None = None
+
+
+def mark_launch() -> None:
+    """Called by the command's entry point: its start-up (interpreter, imports) counts from
+    the process's start (Linux; elsewhere from now)."""
+    global _launched_at
+    _launched_at = time.monotonic() - _process_age()
+
+
+def startup_seconds() -> float:
+    """Seconds since the command started; 0 when the CLI is called in-process (tests)."""
+    return 0.0 if _launched_at is None else time.monotonic() - _launched_at
+
+
+def _process_age() -> float:
+    try:
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            fields = stat.read().rsplit(")", 1)[1].split()
+            started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+            return max(0.0, float(uptime.read().split()[0]) - started)
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def fail(message: str) -> NoReturn:

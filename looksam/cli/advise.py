@@ -14,7 +14,7 @@ from rich.table import Table
 from looksam._plugins import plugins_from_env
 from looksam.bench.workloads import WorkloadDataError
 from looksam.cli import _options as opt
-from looksam.cli._console import check_writable, console, err_console, fail
+from looksam.cli._console import check_writable, console, err_console, fail, startup_seconds
 from looksam.cli.report import REPORTS_DIR
 from looksam.cli.sweep import INTERRUPTED
 from looksam.reports.advice import LOOKS, Advice
@@ -282,6 +282,7 @@ def advise(
             request,
             observer=display,
             tracker_factory=tracker_for,
+            started_ago=startup_seconds(),  # the budget counts the command's start-up
             dry_run=dry_run,
             outputs=() if dry_run else (report,),
         )

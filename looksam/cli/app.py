@@ -18,7 +18,7 @@ from looksam._plugins import (
     plugins_from_env,
 )
 from looksam.cli import advise, bench, diagnose, optimizers, report, run, sweep, ui
-from looksam.cli._console import fail
+from looksam.cli._console import fail, mark_launch
 
 
 class OneLineErrors(TyperCommand):
@@ -96,4 +96,5 @@ def _root(
 
 def main() -> None:
     """Console-script entry point."""
+    mark_launch()
     app()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -553,17 +552,6 @@ def _settings(prepared: Prepared, bench: CostBench, plan: Plan) -> dict[str, Any
 # ---------------------------------------------------------------------- running
 
 
-def process_age_seconds() -> float:
-    """Seconds since this process started (Linux; 0 elsewhere): the budget counts start-up."""
-    try:
-        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
-            fields = stat.read().rsplit(")", 1)[1].split()
-            started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
-            return max(0.0, float(uptime.read().split()[0]) - started)
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
 @dataclass
 class _Hooks:
     """Sits between the sweep machinery and the user's observer: times every trial for the
@@ -634,7 +622,7 @@ def run_advise(
     observer: AdviseObserver | None = None,
     tracker_factory: Callable[[SweepSpec], Tracker] | None = None,
     clock: Callable[[], float] = time.monotonic,
-    started_ago: float | None = None,
+    started_ago: float = 0.0,
     dry_run: bool = False,
     outputs: Sequence[Path] = (),
 ) -> AdviseResult:
@@ -645,8 +633,8 @@ def run_advise(
         observer: progress (the CLI's live view); nothing is shown by default.
         tracker_factory: builds the MLflow tracker once the stores may exist (default: none).
         clock: the monotonic clock the budget is kept with.
-        started_ago: seconds already spent before this call (default: the process's age, so
-            start-up counts against the budget).
+        started_ago: seconds already spent before this call (the command passes its start-up,
+            so it counts against the budget; a library call starts its budget here).
         dry_run: measure the costs and plan, then stop: nothing is created or trained.
         outputs: files the caller will write at the end (reports): checked first.
 
@@ -657,7 +645,7 @@ def run_advise(
     """
     observer = observer or QuietAdviseObserver()
     start = clock()
-    before = process_age_seconds() if started_ago is None else started_ago
+    before = started_ago
     prepared = prepare(request, outputs)
     spec = prepared.spec
     stored = _stored_settings(spec, prepared.reference)

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -109,6 +108,20 @@ def test_default_candidates_come_from_the_registry_flags() -> None:
     assert "msam" not in default_candidates("sam", "lamb")  # MSAM wraps only SGD and AdamW
 
 
+def test_start_up_counts_only_when_the_cli_runs_as_the_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from looksam.cli import _console
+
+    assert _console.startup_seconds() == 0.0  # called in-process: its budget starts at the call
+    now = iter([100.0, 110.0])
+    monkeypatch.setattr(_console, "_launched_at", None)
+    monkeypatch.setattr(_console, "_process_age", lambda: 42.0)
+    monkeypatch.setattr(_console.time, "monotonic", lambda: next(now))
+    _console.mark_launch()  # at 100 s, 42 s after the process started
+    assert _console.startup_seconds() == 52.0
+
+
 def test_a_plugin_of_the_cheap_kind_is_a_candidate(monkeypatch: pytest.MonkeyPatch) -> None:
     from looksam.optim import _registry
 
@@ -154,32 +167,36 @@ def _search_done(storage: str) -> int:
     return done
 
 
+def _spent(storage: str) -> float:
+    """The time the run has stored as spent (with the reference's study)."""
+    study = optuna.load_study(study_name="advise-digits-noisy/digits-noisy/sam", storage=storage)
+    return float(study.user_attrs["advise_spent_seconds"])
+
+
 @pytest.mark.slow
-def test_kill_9_mid_search_then_the_same_command_finishes_within_budget(tmp_path: Path) -> None:
+def test_kill_9_mid_search_then_the_same_command_continues_it(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/runs/optuna.db"
     out = tmp_path / "advise.json"
-    started = time.monotonic()
     proc = _advise(tmp_path, storage, out)
     try:
-        deadline = time.monotonic() + 60
-        while _search_done(storage) < 4 and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()[0]
-            time.sleep(0.2)
+        while _search_done(storage) < 4:  # polls the store; the process's exit ends the wait
+            with pytest.raises(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.2)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         proc.kill()
-    first = time.monotonic() - started
-    again = time.monotonic()
+    killed_spent = _spent(storage)
+    assert killed_spent > 0
     proc = _advise(tmp_path, storage, out)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
     assert "Resuming" in output
-    second = time.monotonic() - again
     payload = json.loads(out.read_text())
-    # The time of the killed attempt counts: both together stay within the budget + 10 %.
-    assert payload["elapsed_seconds"] >= first - 2
-    assert first + second <= 30 * 1.1 + 6, output
+    # The killed attempt's time counts: the answer's clock starts where it stopped. (That the
+    # budget holds is the planner's to show, on a fake clock: tests/sweeps/test_advise_budget.)
+    assert payload["elapsed_seconds"] > killed_spent
+    assert _spent(storage) > killed_spent  # and the resumed attempt's time was stored too
     assert payload["schema_version"] == 1
     assert payload["budget_seconds"] == 30
     assert payload["margin"] == 1.0
