@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 
@@ -19,3 +21,8 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return str(value)
+
+
+def write_json(payload: Any, path: Path) -> None:
+    """``payload`` as indented strict JSON (see :func:`json_safe`), one newline at the end."""
+    path.write_text(json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")

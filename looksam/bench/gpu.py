@@ -40,7 +40,6 @@ import argparse
 import contextlib
 import functools
 import gc
-import json
 import math
 import os
 import sys
@@ -54,7 +53,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from looksam._json import json_safe
+from looksam._json import write_json
 from looksam.bench.runner import RunConfig, TrainingSession, environment, resolve_device
 from looksam.bench.suite import SuiteSpec, default_optimizers, measure_suite
 from looksam.bench.timing import synchronize, time_relative
@@ -1021,7 +1020,7 @@ def write_results(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
     """Write ``results.json`` and ``results.md`` into ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "results.json", out / "results.md"
-    json_path.write_text(json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
+    write_json(results, json_path)
     md_path.write_text(to_markdown(results))
     return json_path, md_path
 

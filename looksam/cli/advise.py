@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from looksam._json import write_json
 from looksam._plugins import plugins_from_env
 from looksam.bench.workloads import WorkloadDataError
 from looksam.cli import _options as opt
@@ -28,7 +29,6 @@ from looksam.sweeps.advise import (
     advise_name,
     result_payload,
     run_advise,
-    write_json,
 )
 from looksam.sweeps.redact import redact_url
 from looksam.sweeps.spec import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, SpecError

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from looksam.reports.leaderboard import format_params, leaderboard, optimizer_label
-from looksam.reports.model import SweepData
+from looksam.reports.model import SweepData, TrialPoint
 from looksam.reports.stats import (
     EXACT_TOLERANCE,
     MeanCI,
@@ -579,11 +579,11 @@ def arms_from(data: SweepData) -> list[Arm]:
     return arms
 
 
-def search_bests(data: SweepData) -> dict[str, float | None]:
-    """Each study's best search accuracy (what :func:`screen` reads)."""
+def search_bests(points: Mapping[str, Iterable[TrialPoint]]) -> dict[str, float | None]:
+    """Each optimizer's best search accuracy (what :func:`screen` reads), from its trials."""
     return {
-        s.optimizer: None if (b := best_trial(s.trials)) is None else b.accuracy
-        for s in data.studies
+        name: None if (b := best_trial(trials)) is None else b.accuracy
+        for name, trials in points.items()
     }
 
 
@@ -598,7 +598,8 @@ def advice_from(data: SweepData) -> Advice | None:
         return None
     reference, base = settings["reference"], settings["base"]
     margin = float(settings["margin"])
-    left_out = screen(search_bests(data), reference=reference, base=base, margin=margin)
+    bests = search_bests({s.optimizer: s.trials for s in data.studies})
+    left_out = screen(bests, reference=reference, base=base, margin=margin)
     arms = [a for a in arms_from(data) if a.optimizer not in left_out]
     names = {a.optimizer for a in arms}
     if reference not in names or base not in names:

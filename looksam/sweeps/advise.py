@@ -23,7 +23,6 @@ already spent counts against the budget), and a finished one prints its answer a
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 import time
@@ -36,9 +35,16 @@ import optuna
 
 from looksam.bench.workloads import get_workload_info
 from looksam.optim import DEFAULT_BASE, full_sam, get_optimizer_info, list_optimizers
-from looksam.reports.advice import ALPHA, LOOKS, Advice, advice_from, next_seed_counts, screen
+from looksam.reports.advice import (
+    ALPHA,
+    LOOKS,
+    Advice,
+    advice_from,
+    next_seed_counts,
+    screen,
+    search_bests,
+)
 from looksam.reports.model import SweepData
-from looksam.reports.summary import best_trial
 from looksam.sweeps._budget import (
     OVERRUN,
     BudgetClock,
@@ -47,10 +53,11 @@ from looksam.sweeps._budget import (
     format_duration,
     plan_budget,
 )
-from looksam.sweeps._liveness import interrupts_latched, raise_if_interrupted, reap_stale_trials
+from looksam.sweeps._liveness import interrupts_latched, raise_if_interrupted
 from looksam.sweeps._storage import local_file, open_storage
 from looksam.sweeps._trial import QuietObserver, SweepObserver, TrialOutcome
 from looksam.sweeps.redact import redact_url
+from looksam.sweeps.results import load_sweep_data
 from looksam.sweeps.spec import (
     DEFAULT_STORAGE,
     DEFAULT_TRACKING_URI,
@@ -59,6 +66,12 @@ from looksam.sweeps.spec import (
     SweepSpec,
     WorkloadSettings,
     registry_dimensions,
+)
+from looksam.sweeps.study import (
+    _seeds,
+    _Sweep,
+    _taken,
+    confirm_study_name,
 )
 from looksam.sweeps.tracking import NullTracker, Tracker
 
@@ -128,8 +141,6 @@ class CostBench:
 
     costs: dict[str, CandidateCost]
     dropped: dict[str, str]  # candidate -> why it is not searched
-    base_step_seconds: float
-    seconds: float  # the bench's own wall-clock
 
     @property
     def finalists(self) -> tuple[str, ...]:
@@ -142,8 +153,7 @@ class Prepared:
     """A checked request: the sweep spec (budget not yet planned), the line-up, the name."""
 
     request: AdviseRequest
-    spec: SweepSpec
-    candidates: tuple[str, ...]
+    spec: SweepSpec  # its optimizers: every candidate, in line-up order
     reference: str
     fingerprint: dict[str, Any]
 
@@ -352,7 +362,7 @@ def prepare(request: AdviseRequest, outputs: Sequence[Path] = ()) -> Prepared:
         "margin": request.margin,
         "budget_seconds": request.budget_seconds,
     }
-    return Prepared(request, spec, tuple(candidates), reference, fingerprint)
+    return Prepared(request, spec, reference, fingerprint)
 
 
 # ---------------------------------------------------------------------- the cost bench
@@ -388,7 +398,6 @@ def measure_costs(
     from looksam.bench.suite import SuiteSpec, measure_suite
     from looksam.bench.timing import synchronize
 
-    started = time.monotonic()
     spec = prepared.spec
     request = prepared.request
     workload = spec.workload
@@ -415,12 +424,12 @@ def measure_costs(
     t0 = time.perf_counter()
     probe.evaluate()
     eval_seconds = time.perf_counter() - t0
-    guess = sum(get_optimizer_info(c).passes_per_step() + 0.3 for c in prepared.candidates)
+    guess = sum(get_optimizer_info(c).passes_per_step() + 0.3 for c in spec.optimizers)
     affordable = BENCH_SHARE * budget_seconds / max(1e-9, BENCH_STEPS * guess * probe_step)
     rounds = int(min(BENCH_ROUNDS[1], max(BENCH_ROUNDS[0], affordable)))
     suite = SuiteSpec(
         workload=workload.name,
-        optimizers=prepared.candidates,
+        optimizers=spec.optimizers,
         reference=spec.base,
         batch_size=workload.batch_size,
         device=workload.device,
@@ -447,14 +456,14 @@ def measure_costs(
         )
         for c in report.costs
     }
-    ordered = {name: costs[name] for name in prepared.candidates}
+    ordered = {name: costs[name] for name in spec.optimizers}
     reference = ordered[prepared.reference]
     dropped = {
         name: f"{cost.ratio:.2f}× ≥ {prepared.reference}'s {reference.ratio:.2f}×"
         for name, cost in ordered.items()
         if name not in (prepared.reference, request.base) and cost.ratio >= reference.ratio
     }
-    return CostBench(ordered, dropped, base_step, time.monotonic() - started)
+    return CostBench(ordered, dropped)
 
 
 # ---------------------------------------------------------------------- stored state
@@ -511,24 +520,11 @@ def _bench_from(stored: Mapping[str, Any]) -> CostBench:
         name: CandidateCost(optimizer=name, **values)
         for name, values in (stored.get("costs") or {}).items()
     }
-    return CostBench(
-        costs=costs,
-        dropped=dict(stored.get("dropped") or {}),
-        base_step_seconds=float(stored.get("base_step_seconds", 0.0)),
-        seconds=0.0,
-    )
+    return CostBench(costs=costs, dropped=dict(stored.get("dropped") or {}))
 
 
 def _plan_from(stored: Mapping[str, Any]) -> Plan:
-    raw = stored["plan"]
-    return Plan(
-        budget_seconds=float(raw["budget_seconds"]),
-        spent_seconds=float(raw["spent_seconds"]),
-        run_seconds={k: float(v) for k, v in raw["run_seconds"].items()},
-        search_trials=int(raw["search_trials"]),
-        confirm_seeds=int(raw["confirm_seeds"]),
-        extra_seconds=float(raw["extra_seconds"]),
-    )
+    return Plan(**stored["plan"])  # written by dataclasses.asdict: JSON keeps its numbers
 
 
 def _settings(prepared: Prepared, bench: CostBench, plan: Plan) -> dict[str, Any]:
@@ -544,7 +540,6 @@ def _settings(prepared: Prepared, bench: CostBench, plan: Plan) -> dict[str, Any
         "fingerprint": prepared.fingerprint,
         "costs": {name: cost.to_dict() for name, cost in bench.costs.items()},
         "dropped": bench.dropped,
-        "base_step_seconds": bench.base_step_seconds,
         "plan": dataclasses.asdict(plan),
     }
 
@@ -583,11 +578,10 @@ class _Hooks:
         if outcome.state == "COMPLETE":  # a diverged run stops early; a duplicate never started
             self.budget.record(outcome.optimizer, self.budget.clock() - self._trial_started)
         self.persist()
-        if outcome.stage == "search":
-            taken = self.taken()
-            if len(set(taken.values())) == 1:  # a whole round done: every candidate measured
-                self.replan()
-        self.outer.progress(self.budget, self.eta())
+        taken, left = self.taken(), self.confirm_left()  # read from the storage once a trial
+        if outcome.stage == "search" and len(set(taken.values())) == 1:
+            self.replan(taken, left)  # a whole round done: every candidate measured
+        self.outer.progress(self.budget, self.eta(taken, left))
         self.outer.trial_finished(outcome, counted, budget)
 
     def persist(self) -> None:
@@ -599,19 +593,19 @@ class _Hooks:
         self.frozen = True
         self.search_trials = max([1, *self.taken().values()])
 
-    def replan(self) -> None:
+    def replan(self, taken: Mapping[str, int], confirm_left: Mapping[str, int]) -> None:
         """The search budget that still fits, told to the user when it moves."""
         if self.frozen:
             return
-        after = self.budget.search_trials(self.taken(), self.confirm_left(), self.search_trials)
+        after = self.budget.search_trials(taken, confirm_left, self.search_trials)
         if after != self.search_trials:
             self.outer.replanned(self.search_trials, after, self.budget.pace())
             self.search_trials = after
 
-    def eta(self) -> float:
-        taken = self.taken()
+    def eta(self, taken: Mapping[str, int], confirm_left: Mapping[str, int]) -> float:
+        """Seconds until the end if the planned runs still to come are all that is left."""
         todo = {o: max(0, self.search_trials - n) for o, n in taken.items()}
-        for o, n in self.confirm_left().items():
+        for o, n in confirm_left.items():
             todo[o] = todo.get(o, 0) + n
         return self.budget.eta(todo)
 
@@ -684,9 +678,6 @@ def _run(
     tracker_factory: Callable[[SweepSpec], Tracker] | None,
     resumed: bool,
 ) -> AdviseResult:
-    from looksam.sweeps.results import load_sweep_data
-    from looksam.sweeps.study import _seeds, _summary_metrics, _Sweep, _taken, summarize
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = _settings(prepared, bench, plan)
     tracker = tracker_factory(spec) if tracker_factory is not None else NullTracker()
@@ -699,11 +690,7 @@ def _run(
     def finalists(planning: bool = True) -> list[str]:
         """The candidates the confirmation will take, by the search so far (``screen``); while
         planning, one with no finished trial yet counts as one."""
-        sweep = opened[0]
-        bests = {
-            o: None if (b := best_trial(points)) is None else b.accuracy
-            for o, points in sweep.points().items()
-        }
+        bests = search_bests(opened[0].points())
         left_out = screen(
             bests, reference=prepared.reference, base=spec.base, margin=spec.confirm_margin
         )
@@ -731,15 +718,14 @@ def _run(
         with interrupts_latched():
             sweep = _Sweep(spec, hooks, tracker)
             opened.append(sweep)
-            for optimizer, study in sweep.studies.items():
+            for study in sweep.studies.values():
                 if study.user_attrs.get("advice") is None:
                     study.set_user_attr("advice", settings)
-                tracker.start_study(spec.name, study.study_name, optimizer, spec.to_dict())
-                reap_stale_trials(study)
-            if _confirmation_started(spec):  # a resumed run past its search: keep its choices
+            sweep.start()
+            if _confirmation_started(sweep):  # a resumed run past its search: keep its choices
                 hooks.freeze()
-            else:
-                hooks.replan()  # a resumed run, or a start slower than planned
+            else:  # a resumed run, or a start slower than planned
+                hooks.replan(hooks.taken(), hooks.confirm_left())
             observer.phase("search", f"{hooks.search_trials} trials per candidate, interleaved")
             sweep.search(spec.order, budget_of=lambda _optimizer: hooks.search_trials)
             hooks.freeze()
@@ -760,7 +746,7 @@ def _run(
                 raise_if_interrupted()
                 data = load_sweep_data(spec)
                 advice = advice_from(data)
-                more = {} if advice is None else next_seed_counts(advice, _affords(budget, data))
+                more = {} if advice is None else next_seed_counts(advice, _affords(budget, advice))
                 if not more:
                     break
                 wanted = ", ".join(f"{o} (to {n})" for o, n in more.items())
@@ -770,10 +756,7 @@ def _run(
                 for name, seeds in more.items():
                     targets[name] = seeds
                     sweep.confirmation(spec.order, targets, lambda o: budget.affords({o: 1}))
-            chosen = sweep.choices()
-            for o, study in sweep.studies.items():
-                summary = summarize(spec, o, study, sweep.confirm.get(o), chosen[o])
-                tracker.end_study(summary.study_name, _summary_metrics(summary))
+            sweep.finish()
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -785,26 +768,21 @@ def _run(
     )
 
 
-def _confirmation_started(spec: SweepSpec) -> bool:
-    """Whether a stored run of ``spec`` has confirmation runs (its choices are then fixed)."""
-    from looksam.sweeps.study import confirm_study_name
-
-    storage = open_storage(spec.storage, create=False)
-    names = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)}
-    return any(names.get(confirm_study_name(spec, o), 0) > 0 for o in spec.optimizers)
+def _confirmation_started(sweep: _Sweep) -> bool:
+    """Whether a stored run has confirmation runs (its choices are then fixed)."""
+    names = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(sweep.storage)}
+    return any(names.get(confirm_study_name(sweep.spec, o), 0) > 0 for o in sweep.studies)
 
 
-def _affords(budget: BudgetClock, data: SweepData) -> Callable[[Mapping[str, int]], bool]:
-    """Whether the runs that seed targets still need (given ``data``) fit the budget."""
-    return lambda targets: budget.affords(_missing(targets, data))
+def _affords(budget: BudgetClock, advice: Advice) -> Callable[[Mapping[str, int]], bool]:
+    """Whether the runs that seed targets still need fit the budget (a failed run holds its
+    seed like a finished one)."""
+    have = {j.arm.optimizer: len(j.arm.accuracies) + j.arm.failed_runs for j in advice.judged}
 
+    def affords(targets: Mapping[str, int]) -> bool:
+        return budget.affords({o: max(0, n - have.get(o, 0)) for o, n in targets.items()})
 
-def _missing(targets: Mapping[str, int], data: SweepData) -> dict[str, int]:
-    """Runs still needed for ``targets`` (confirmed seeds per optimizer) given ``data``."""
-    from looksam.reports.advice import arms_from
-
-    have = {a.optimizer: len(a.accuracies) + a.failed_runs for a in arms_from(data)}
-    return {o: max(0, n - have.get(o, 0)) for o, n in targets.items()}
+    return affords
 
 
 def result_payload(result: AdviseResult) -> dict[str, Any]:
@@ -829,13 +807,6 @@ def result_payload(result: AdviseResult) -> dict[str, Any]:
     if result.advice is not None:
         base.update(advice_json(result.advice))
     return base
-
-
-def write_json(payload: Mapping[str, Any], path: Path) -> None:
-    """Strict JSON (NaN and infinities as null)."""
-    from looksam._json import json_safe
-
-    path.write_text(json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
 
 
 __all__ = [

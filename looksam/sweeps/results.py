@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import platform
 import statistics
 import warnings
@@ -17,7 +16,7 @@ import torch
 from optuna.importance import FanovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
-from looksam._json import json_safe
+from looksam._json import write_json
 from looksam.bench.runner import git_commit_of_project
 from looksam.bench.workloads import get_workload_info
 from looksam.optim import get_optimizer_info
@@ -268,7 +267,6 @@ def save_report(
             "contended_trials": contended_total(data),
             **dataclasses.asdict(data),
         }
-        text = json.dumps(json_safe(payload), indent=2, default=str, allow_nan=False)
-        json_path.write_text(text + "\n")
+        write_json(payload, json_path)
         written.append(json_path)
     return written

@@ -197,6 +197,25 @@ class _Sweep:
             if (value := t.user_attrs.get("reference_seconds_per_sample")) is not None
         ]
 
+    def start(self) -> None:
+        """Open every study's tracking and take back the trials of workers that died."""
+        for optimizer, study in self.studies.items():
+            self.tracker.start_study(
+                self.spec.name, study.study_name, optimizer, self.spec.to_dict()
+            )
+            reap_stale_trials(study)
+
+    def finish(self) -> list[StudySummary]:
+        """Every study's summary, also written to its tracking."""
+        chosen = self.choices()
+        summaries = [
+            summarize(self.spec, o, s, self.confirm.get(o), chosen[o])
+            for o, s in self.studies.items()
+        ]
+        for summary in summaries:
+            self.tracker.end_study(summary.study_name, _summary_metrics(summary))
+        return summaries
+
     # ------------------------------------------------------------------ search
 
     def search(self, order: str, budget_of: Callable[[str], int] | None = None) -> None:
@@ -479,18 +498,10 @@ def run_sweep(
     try:
         with interrupts_latched():
             sweep = _Sweep(spec, observer, tracker)
-            for optimizer, study in sweep.studies.items():
-                tracker.start_study(spec.name, study.study_name, optimizer, spec.to_dict())
-                reap_stale_trials(study)
+            sweep.start()
             sweep.search(order)
             sweep.confirmation(order)
-            chosen = sweep.choices()
-            summaries = [
-                summarize(spec, o, s, sweep.confirm.get(o), chosen[o])
-                for o, s in sweep.studies.items()
-            ]
-            for summary in summaries:
-                tracker.end_study(summary.study_name, _summary_metrics(summary))
+            summaries = sweep.finish()
     finally:
         tracker.close()
     return SweepResult(spec, tuple(summaries), time.perf_counter() - start)
