@@ -49,7 +49,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import torch
 
@@ -57,7 +57,13 @@ from looksam._json import write_json
 from looksam.bench.runner import RunConfig, TrainingSession, environment, resolve_device
 from looksam.bench.suite import SuiteSpec, default_optimizers, measure_suite
 from looksam.bench.timing import synchronize, time_relative
-from looksam.optim import DEFAULT_BASE, DEFAULT_OPTIMIZER, get_optimizer_info, list_optimizers
+from looksam.optim import (
+    DEFAULT_BASE,
+    DEFAULT_OPTIMIZER,
+    SharpnessAwareOptimizer,
+    get_optimizer_info,
+    list_optimizers,
+)
 from looksam.optim._registry import OptimizerInfo
 
 # ---------------------------------------------------------------------- settings (data)
@@ -395,8 +401,46 @@ def sync_allowance(info: OptimizerInfo) -> int:
     return 1 if not info.fixed_schedule and low != high else 0
 
 
-#: The Tensor methods that copy a value to the host (each is one sync on CUDA).
-HOST_READ_METHODS = ("item", "tolist", "__float__", "__int__", "__bool__")
+def _always(*_: Any, **__: Any) -> bool:
+    return True
+
+
+def _names_the_cpu(device: Any) -> bool:
+    if isinstance(device, str):
+        return device.split(":")[0] == "cpu"
+    return isinstance(device, torch.device) and device.type == "cpu"
+
+
+def _to_the_cpu(*args: Any, **kwargs: Any) -> bool:
+    """``t.to("cpu")``, ``t.to(torch.device("cpu"), …)``, ``t.to(device="cpu")``; not a dtype
+    or another tensor's device (which is the device, on the path an accelerator takes)."""
+    return _names_the_cpu(kwargs.get("device")) or any(_names_the_cpu(a) for a in args)
+
+
+def _bool_mask(index: Any, *_: Any) -> bool:
+    """``t[mask]`` / ``t[mask] = v`` with a boolean tensor: its size is only known on the host."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in parts)
+
+
+#: The Tensor methods that wait for the device (each is one sync on CUDA), with the test of a
+#: call's arguments that says whether this call does: the value reads, ``nonzero`` (whose output
+#: size is data-dependent), boolean-mask indexing, and a copy to the CPU.
+HOST_READ_METHODS: dict[str, Callable[..., bool]] = {
+    "item": _always,
+    "tolist": _always,
+    "__float__": _always,
+    "__int__": _always,
+    "__bool__": _always,
+    "__index__": _always,
+    "nonzero": _always,
+    "cpu": _always,
+    "to": _to_the_cpu,
+    "__getitem__": _bool_mask,
+    "__setitem__": _bool_mask,
+}
+#: torch functions that wait for the device like the methods above.
+HOST_READ_FUNCTIONS = ("nonzero", "masked_select")
 _SYNC_WARNING = "synchronizing"
 
 
@@ -458,9 +502,12 @@ class HostReadCounter:
             self._mark = len(self._caught)
         self._counting = False
 
-    def _method(self, name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    def _method(
+        self, name: str, original: Callable[..., Any], reads: Callable[..., bool] = _always
+    ) -> Callable[..., Any]:
         def read(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            self._read(name)
+            if self._counting and reads(*args, **kwargs):
+                self._read(name)
             self._depth += 1
             try:
                 return original(tensor, *args, **kwargs)
@@ -503,8 +550,9 @@ def count_step_host_reads(
 ) -> Iterator[HostReadCounter]:
     """Count the host reads of every ``optimizer.step`` call made inside the block.
 
-    ``torch.Tensor``'s host-reading methods (:data:`HOST_READ_METHODS`) are wrapped while the
-    block runs and ``optimizer.step`` is wrapped on the instance; both are restored afterwards.
+    ``torch.Tensor``'s host-reading methods (:data:`HOST_READ_METHODS`) and the torch functions
+    in :data:`HOST_READ_FUNCTIONS` are wrapped while the block runs and ``optimizer.step`` is
+    wrapped on the instance; all are restored afterwards.
     Reads made by the closure the step calls (forward and backward) are not counted, nor
     anything outside ``step``. With ``sync_debug`` (CUDA), ``torch.cuda.set_sync_debug_mode``
     is ``"warn"`` only while the step's own code runs, and its warnings are counted per step;
@@ -512,6 +560,7 @@ def count_step_host_reads(
     """
     counter = HostReadCounter(sync_debug=sync_debug)
     patched: dict[str, Any] = {}
+    functions = {name: getattr(torch, name) for name in HOST_READ_FUNCTIONS}
     had_step = "step" in vars(optimizer)
     own_step = vars(optimizer).get("step")
     previous_mode = torch.cuda.get_sync_debug_mode() if sync_debug else 0
@@ -519,9 +568,12 @@ def count_step_host_reads(
         warnings.simplefilter("always")
         counter._caught = caught
         try:
-            for name in HOST_READ_METHODS:
+            for name, reads in HOST_READ_METHODS.items():
                 patched[name] = torch.Tensor.__dict__.get(name)
-                setattr(torch.Tensor, name, counter._method(name, getattr(torch.Tensor, name)))
+                wrapped = counter._method(name, getattr(torch.Tensor, name), reads)
+                setattr(torch.Tensor, name, wrapped)
+            for name, function in functions.items():
+                setattr(torch, name, counter._method(name, function))
             optimizer.step = counter._step(optimizer.step)  # type: ignore[method-assign]
             yield counter
         finally:
@@ -529,6 +581,8 @@ def count_step_host_reads(
                 optimizer.step = own_step  # type: ignore[method-assign,assignment]
             else:
                 del optimizer.step
+            for name, function in functions.items():
+                setattr(torch, name, function)
             for name, original in patched.items():
                 if original is None:
                     delattr(torch.Tensor, name)
@@ -580,6 +634,8 @@ def check_host_syncs(setting: SyncSetting, device: str, enforce: bool) -> dict[s
                 )
             )
             session.replay_second_passes(0.5, 2)
+            # The path an accelerator takes, also in a CPU dry run (where "auto" reads floats).
+            cast(SharpnessAwareOptimizer, session.optimizer).scalars = "device"
             batches = session.batches()
             for _ in range(setting.warmup_steps):
                 session.train_step(*next(batches))

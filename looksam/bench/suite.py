@@ -92,6 +92,8 @@ class BenchReport:
     batch_size: int
     costs: tuple[StepCost, ...]
     environment: Environment
+    #: What each step is made of (``looksam.bench.profile``): ops, passes, extra memory.
+    profiles: tuple[Any, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (overheads included for readers of the file)."""

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from looksam._json import write_json
 from looksam._plugins import plugins_from_env
+from looksam.bench.profile import format_bytes
 from looksam.bench.workloads import WorkloadDataError
 from looksam.cli import _options as opt
 from looksam.cli._console import check_writable, console, err_console, fail, startup_seconds
@@ -99,7 +100,8 @@ def cost_table(bench: CostBench) -> Table:
     table = Table(
         title="Step cost against the base (paired rounds, this machine)", title_justify="left"
     )
-    for column in ("candidate", "passes", "cost vs base (IQR)", "one run", "searched"):
+    columns = ("candidate", "passes", "cost vs base (IQR)", "extra memory", "one run", "searched")
+    for column in columns:
         table.add_column(
             column, justify="left" if column in ("candidate", "searched") else "right"
         )
@@ -109,6 +111,7 @@ def cost_table(bench: CostBench) -> Table:
             name,
             f"{cost.passes:.2f}",
             f"{cost.ratio:.2f}× ({cost.q1:.2f}–{cost.q3:.2f})",
+            format_bytes(cost.extra_bytes, signed=True),
             format_duration(cost.run_seconds)
             if cost.run_seconds >= 60
             else f"{cost.run_seconds:.1f}s",

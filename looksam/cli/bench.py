@@ -24,6 +24,7 @@ from looksam.bench.check_summary import (
     summary_markdown,
 )
 from looksam.bench.distributed import launch_from_env
+from looksam.bench.profile import format_bytes, profile_suite
 from looksam.bench.runner import AMP_MODES, environment, resolve_device
 from looksam.bench.scaling import (
     ScalingRow,
@@ -73,6 +74,35 @@ def build_bench_table(report: BenchReport) -> Table:
             f"{cost.overhead:+.3f}",
         )
     return table
+
+
+def build_profile_table(report: BenchReport) -> Table:
+    """What a step is made of: ops and passes over |θ| of its own code, and its extra memory."""
+    table = Table(
+        title=(
+            f"What a step does on {report.spec.workload} beyond the forward-backward passes: "
+            "ATen ops, passes over the parameters' memory (|θ|), and peak memory over "
+            f"{report.spec.reference}'s"
+        ),
+        title_justify="left",
+    )
+    columns = ("optimizer", "ops plain", "ops look", "|θ| plain", "|θ| look", "extra memory")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "optimizer" else "right")
+    for p in report.profiles:
+        table.add_row(
+            p.optimizer,
+            _count(p.plain_ops),
+            _count(p.look_ops),
+            _count(p.plain_passes, "{:.1f}"),
+            _count(p.look_passes, "{:.1f}"),
+            format_bytes(p.extra_bytes, signed=True),
+        )
+    return table
+
+
+def _count(value: float | None, pattern: str = "{:d}") -> str:
+    return "—" if value is None else pattern.format(value)
 
 
 def _advance(progress: Progress, task: TaskID, done: int) -> None:
@@ -235,7 +265,10 @@ def bench(
         fail(f"unknown --amp {amp!r}; choose one of: {', '.join(AMP_MODES)}")
     check_writable(json_path, "--json")
     report = _measure(spec)
+    with console.status("counting what each step does (ops, passes, memory)"):
+        report = dataclasses.replace(report, profiles=profile_suite(spec))
     console.print(build_bench_table(report))
+    console.print(build_profile_table(report))
     if json_path is not None:
         json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         console.print(f"wrote {json_path}")

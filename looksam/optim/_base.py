@@ -28,9 +28,13 @@ second backward overwrites with g_s. LookSAM and Look-LayerSAM copy g into a buf
 on every look step anyway; GSAM, which keeps the gradient tensors themselves, detects the views
 and copies g first (one extra |θ| copy per look step). Both settings give the same result.
 
-No step reads a value back to the host: ‖g‖, ρ/‖g‖ and the guards for a zero or non-finite norm
-are 0-dim tensors on the device (see ``looksam.optim._foreach``), so a GPU never waits for the
-host inside a step.
+Scalars. On an accelerator no step reads a value back to the host: ‖g‖, ρ/‖g‖ and the guards for
+a zero or non-finite norm are 0-dim tensors on the device (see ``looksam.optim._foreach``), so a
+GPU never waits for the host inside a step. On the CPU, where a read costs nothing and every 0-dim
+operation is a dispatch, they are Python floats. The ``scalars`` switch on every wrapper chooses:
+``"auto"`` (the default: floats on the CPU, device tensors elsewhere), ``"host"`` or ``"device"``
+(which tests use to run the accelerators' path on a CPU). Both paths compute the same quantities
+with the same guards; they differ only in rounding (floats are doubles).
 """
 
 from __future__ import annotations
@@ -39,17 +43,20 @@ import math
 import numbers
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
 from looksam.optim._foreach import (
+    Scalar,
     add_scaled,
+    check_scalars,
     global_norm,
     group_by_device_and_dtype,
     safe_ratio,
+    scalars_on_host,
 )
 
 Closure = Callable[[], Any]
@@ -119,7 +126,7 @@ class _LookInFlight:
 
     buckets: list[Bucket]  # grads hold g (GSAM) or nothing (SAM, SAM-k free g early)
     originals: list[list[Tensor]]  # per bucket: the untouched storage of w, swapped back exactly
-    grad_norm: Tensor  # ‖g‖, 0-dim on the device
+    grad_norm: Scalar  # ‖g‖: a float (host scalars) or 0-dim on the device
 
 
 class SharpnessAwareOptimizer(Optimizer):
@@ -138,12 +145,24 @@ class SharpnessAwareOptimizer(Optimizer):
 
     Subclasses set ``k`` and ``alpha`` and override the hooks; the control flow, the closure
     contract, the two-phase API and checkpointing live here once.
+
+    ``scalars`` (every wrapper takes it): ``"auto"`` keeps norms and factors as Python floats on
+    the CPU and as 0-dim device tensors elsewhere, ``"host"`` and ``"device"`` force one form
+    (see the module docstring). It may be reassigned between steps.
     """
 
     #: Whether ``_finish_look_`` needs g after the second pass (LookSAM's projection does).
     keeps_first_gradient = False
 
-    def __init__(self, base: Optimizer, *, rho: float, k: int = 1, alpha: float = 0.0) -> None:
+    def __init__(
+        self,
+        base: Optimizer,
+        *,
+        rho: float,
+        k: int = 1,
+        alpha: float = 0.0,
+        scalars: str = "auto",
+    ) -> None:
         if not isinstance(base, Optimizer):
             raise ValueError(
                 "base must be a torch.optim.Optimizer instance "
@@ -154,6 +173,7 @@ class SharpnessAwareOptimizer(Optimizer):
         self.rho = check_rho(rho)
         self.k = check_k(k)
         self.alpha = check_alpha(alpha)
+        self._scalars = check_scalars(scalars)
         # Optimizer.__init__ registers the base's group dicts as they are (no defaults to add),
         # then we share the very list so groups added to either one are seen by both.
         super().__init__(base.param_groups, defaults={})
@@ -166,6 +186,20 @@ class SharpnessAwareOptimizer(Optimizer):
         self._replayed_looks: Callable[[int], bool] | None = None
         self._bucket_key: tuple[int, ...] = ()
         self._bucket_params: list[list[Tensor]] = []
+        self._bucket_devices: tuple[torch.device, ...] = ()
+        #: Whether this step's scalars are floats: the switch resolved on the buckets' devices.
+        self._host = False
+        #: id(params list) → (that list, a tensor aliasing each parameter's storage of w).
+        self._aliases: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
+
+    @property
+    def scalars(self) -> str:
+        """``"auto"``, ``"host"`` or ``"device"``: where norms and factors live (see the class)."""
+        return self._scalars
+
+    @scalars.setter
+    def scalars(self, mode: str) -> None:
+        self._scalars = check_scalars(mode)
 
     # ------------------------------------------------------------------ schedule
     @property
@@ -275,7 +309,7 @@ class SharpnessAwareOptimizer(Optimizer):
         if self.rho > 0.0:  # ‖g‖ = 0 or ∞ is handled on the device: ε = 0 (or NaN, for ∞·0)
             perturbed = self._perturbed_weights(buckets, grad_norm)
             for bucket, weights in zip(buckets, perturbed, strict=True):
-                originals.append([p.data for p in bucket.params])
+                originals.append(self._storage_aliases(bucket.params))
                 for p, w in zip(bucket.params, weights, strict=True):
                     p.data = w
         for bucket in buckets:
@@ -321,11 +355,23 @@ class SharpnessAwareOptimizer(Optimizer):
         self.steps_done += 1
 
     # ------------------------------------------------------------------ hooks for subclasses
-    def _first_gradient_norm(self, buckets: list[Bucket]) -> Tensor:
-        """‖g‖ over every bucket, on the device; LookSAM also keeps its copy of g here."""
-        return global_norm([b.grads for b in buckets])
+    def _first_gradient_norm(self, buckets: list[Bucket]) -> Scalar:
+        """‖g‖ over every bucket (float or tensor); LookSAM also keeps its copy of g here."""
+        return self._gradient_norm(buckets)
 
-    def _perturbed_weights(self, buckets: list[Bucket], grad_norm: Tensor) -> list[list[Tensor]]:
+    def _gradient_norm(self, buckets: list[Bucket]) -> Scalar:
+        """‖g‖ of the gradients now in ``p.grad``: what this step already knows, else computed."""
+        known = self._known_gradient_norm()
+        if known is not None:
+            return known
+        return global_norm([b.grads for b in buckets], host=self._host)
+
+    def _known_gradient_norm(self) -> float | None:
+        """‖g‖ of the current gradients if this step already read it to the host (an adaptive
+        rule's decision does), so that it is not computed twice; None by default."""
+        return None
+
+    def _perturbed_weights(self, buckets: list[Bucket], grad_norm: Scalar) -> list[list[Tensor]]:
         """w + ρ·g/‖g‖ (global norm) per bucket, out of place; called when ρ > 0.
 
         ‖g‖ = 0 gives ε = 0. A non-finite g (an fp16 overflow) makes w + ε non-finite where g
@@ -342,7 +388,7 @@ class SharpnessAwareOptimizer(Optimizer):
 
     # ------------------------------------------------------------------ helpers
     def _buckets(self) -> list[Bucket]:
-        """Parameters with a gradient, grouped by (device, dtype).
+        """Parameters with a gradient, grouped by (device, dtype); sets this step's scalar form.
 
         The grouping is cached on the identity of that parameter list: between look steps it is
         the same every step, and regrouping would cost more Python time than the arithmetic.
@@ -352,8 +398,33 @@ class SharpnessAwareOptimizer(Optimizer):
         if key != self._bucket_key:
             grouped = group_by_device_and_dtype(params)
             self._bucket_params = [lists[0] for lists in grouped]
+            self._bucket_devices = tuple(ps[0].device for ps in self._bucket_params)
             self._bucket_key = key
-        return [Bucket(ps, [cast(Tensor, p.grad) for p in ps]) for ps in self._bucket_params]
+            self._aliases.clear()  # they belong to the old lists
+        self._host = self._resolve_host(self._bucket_devices)
+        # Every p here has a gradient (checked above); cast() per parameter would cost a call each.
+        return [Bucket(ps, [p.grad for p in ps]) for ps in self._bucket_params]  # type: ignore[misc]
+
+    def _resolve_host(self, devices: tuple[torch.device, ...]) -> bool:
+        """Host scalars for this step: the switch, on every bucket's device (none: host)."""
+        return all(scalars_on_host(self._scalars, d) for d in devices)
+
+    def _storage_aliases(self, params: list[Tensor]) -> list[Tensor]:
+        """A tensor aliasing each parameter's own storage (w), to point it back at after w + ε.
+
+        ``p.data`` dispatches a detach per parameter; the base updates w in place, so the aliases
+        of the last step still hold: they are reused until a parameter's data has moved (a
+        ``model.to()``, a reassigned ``p.data``), which comparing addresses detects without a
+        dispatch.
+        """
+        cached = self._aliases.get(id(params))
+        if cached is not None and cached[0] is params:
+            aliases = cached[1]
+            if all(a.data_ptr() == p.data_ptr() for a, p in zip(aliases, params, strict=True)):
+                return aliases
+        aliases = [p.data for p in params]
+        self._aliases[id(params)] = (params, aliases)
+        return aliases
 
     @staticmethod
     def _restore_weights(in_flight: _LookInFlight) -> None:
@@ -396,7 +467,7 @@ class SharpnessAwareOptimizer(Optimizer):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(base={type(self.base).__name__}, rho={self.rho}, k={self.k}, "
-            f"alpha={self.alpha}, steps_done={self.steps_done})"
+            f"alpha={self.alpha}, scalars={self.scalars!r}, steps_done={self.steps_done})"
         )
 
 

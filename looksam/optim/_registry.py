@@ -321,7 +321,7 @@ def _make_aelooksam(base: Optimizer, hp: Mapping[str, Any], *, total_steps: int)
     )
 
 
-def _policy(hp: Mapping[str, Any]) -> dict[str, float]:
+def _policy(hp: Mapping[str, Any]) -> dict[str, Any]:
     return {"delta": hp["delta"], "lambda1": hp["lambda1"], "lambda2": hp["lambda2"]}
 
 

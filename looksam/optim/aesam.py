@@ -113,6 +113,8 @@ class _Decision:
     use_sam: bool
     grad_sq_mean: float  # μ_t
     grad_sq_var: float  # σ_t²
+    #: ‖g_t‖ as read for the decision, reused by this step's own arithmetic (None: not to be).
+    grad_norm: float | None = None
 
 
 class _AdaptivePolicy(SharpnessAwareOptimizer):
@@ -133,6 +135,7 @@ class _AdaptivePolicy(SharpnessAwareOptimizer):
     #: How many of the ``steps_done`` steps took the SAM (two-pass) branch.
     sam_steps: int
     _decision: _Decision | None
+    _deciding_in_step: bool  # inside step(closure), where the decision's ‖g‖ may be reused
 
     @staticmethod
     def _check_policy(
@@ -150,6 +153,7 @@ class _AdaptivePolicy(SharpnessAwareOptimizer):
         self.grad_sq_var = 0.0
         self.sam_steps = 0
         self._decision = None
+        self._deciding_in_step = False
 
     # ------------------------------------------------------------------ the rule
     def threshold_coefficient(self, t: int) -> float:
@@ -157,15 +161,15 @@ class _AdaptivePolicy(SharpnessAwareOptimizer):
         frac = min(t, self.total_steps) / self.total_steps
         return frac * self.lambda1 + (1.0 - frac) * self.lambda2
 
-    def _decide(self, grad_sq: float) -> _Decision:
+    def _decide(self, grad_sq: float, grad_norm: float | None = None) -> _Decision:
         t = self.steps_done
         if not math.isfinite(grad_sq):  # overflow: a plain step, statistics untouched
-            return _Decision(t, False, self.grad_sq_mean, self.grad_sq_var)
+            return _Decision(t, False, self.grad_sq_mean, self.grad_sq_var, grad_norm)
         delta = self.delta
         mean = delta * self.grad_sq_mean + (1.0 - delta) * grad_sq
         var = delta * self.grad_sq_var + (1.0 - delta) * (grad_sq - mean) ** 2
         threshold = mean + self.threshold_coefficient(t) * math.sqrt(var)
-        return _Decision(t, grad_sq >= threshold, mean, var)
+        return _Decision(t, grad_sq >= threshold, mean, var, grad_norm)
 
     @property
     def is_look_step(self) -> bool:
@@ -182,9 +186,19 @@ class _AdaptivePolicy(SharpnessAwareOptimizer):
                 return False
             buckets = self._buckets()
             # The policy's one host read per step: the branch must be known on the host.
-            decision = self._decide(float(global_norm([b.grads for b in buckets])) ** 2)
+            norm = float(global_norm([b.grads for b in buckets], host=self._host))
+            decision = self._decide(norm**2, norm if self._host else None)
             self._decision = decision
         return decision.use_sam
+
+    def _known_gradient_norm(self) -> float | None:
+        """The decision's ‖g‖, inside ``step(closure)`` on the host path: there nothing can change
+        the gradients between the decision and the step's arithmetic (the two-phase API lets a
+        caller clip them in between, so it computes ‖g‖ again)."""
+        decision = self._decision
+        if not self._deciding_in_step or decision is None or decision.step != self.steps_done:
+            return None
+        return decision.grad_norm
 
     @property
     def sam_fraction(self) -> float:
@@ -219,7 +233,11 @@ class _AdaptivePolicy(SharpnessAwareOptimizer):
                 self._decision = None  # decide from this pass's gradient, not an earlier guess
             return loss
 
-        return engine_step(self, closure_then_decide, base_step, unscale)
+        self._deciding_in_step = True
+        try:
+            return engine_step(self, closure_then_decide, base_step, unscale)
+        finally:
+            self._deciding_in_step = False
 
     @torch.no_grad()
     def first_step(self) -> None:
@@ -294,6 +312,8 @@ class AESAM(_AdaptivePolicy):
         delta: forgetting rate δ of the moving averages, 0 < δ < 1 (paper: 0.9).
         lambda1: threshold coefficient reached at step T (paper: −1).
         lambda2: threshold coefficient at step 0, ≥ lambda1 (paper: 1).
+        scalars: ``"auto"`` (floats on the CPU, device tensors elsewhere), ``"host"`` or
+            ``"device"``: where norms and factors live (see ``SharpnessAwareOptimizer``).
     """
 
     def __init__(
@@ -305,9 +325,10 @@ class AESAM(_AdaptivePolicy):
         delta: float = DEFAULT_DELTA,
         lambda1: float = DEFAULT_LAMBDA1,
         lambda2: float = DEFAULT_LAMBDA2,
+        scalars: str = "auto",
     ) -> None:
         policy = self._check_policy(total_steps, delta, lambda1, lambda2)
-        super().__init__(base, rho=rho)
+        super().__init__(base, rho=rho, scalars=scalars)
         self._init_policy(policy)
 
 
@@ -327,6 +348,8 @@ class AELookSAM(_AdaptivePolicy, LookSAM):
         delta: forgetting rate δ of the moving averages, 0 < δ < 1 (paper: 0.9).
         lambda1: threshold coefficient reached at step T (paper: −1).
         lambda2: threshold coefficient at step 0, ≥ lambda1 (paper: 1).
+        scalars: ``"auto"`` (floats on the CPU, device tensors elsewhere), ``"host"`` or
+            ``"device"``: where norms and factors live (see ``SharpnessAwareOptimizer``).
     """
 
     def __init__(
@@ -339,7 +362,8 @@ class AELookSAM(_AdaptivePolicy, LookSAM):
         delta: float = DEFAULT_DELTA,
         lambda1: float = DEFAULT_LAMBDA1,
         lambda2: float = DEFAULT_LAMBDA2,
+        scalars: str = "auto",
     ) -> None:
         policy = self._check_policy(total_steps, delta, lambda1, lambda2)
-        super().__init__(base, rho=rho, k=1, alpha=alpha)
+        super().__init__(base, rho=rho, k=1, alpha=alpha, scalars=scalars)
         self._init_policy(policy)

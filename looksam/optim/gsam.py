@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from looksam.optim._base import Closure, SharpnessAwareOptimizer, _check_real, _LookInFlight
-from looksam.optim._foreach import add_scaled_, global_norm, safe_ratio, usable
+from looksam.optim._foreach import Scalar, add_scaled_, choose, global_norm, safe_ratio, usable
 
 
 def check_gsam_alpha(alpha: float) -> float:
@@ -49,7 +49,8 @@ class GSAM(SharpnessAwareOptimizer):
 
     Cost: two forward-backward passes per step (the closure is called twice) and, beyond SAM,
     g kept across the second pass (|θ| memory), two norms and three in-place elementwise foreach
-    passes, with no host read: every scalar below is a 0-dim tensor on the device. With
+    passes, with no host read on an accelerator: every scalar below is a 0-dim tensor on the
+    device there, and a Python float on the CPU (the ``scalars`` switch). With
     c = α·S (S = 1 unless g_s comes at a GradScaler scale S relative to g, see below):
 
     * g ← g − g_s/c, in g's own storage (g is no longer needed as such);
@@ -82,15 +83,19 @@ class GSAM(SharpnessAwareOptimizer):
         base: the optimizer that applies the update.
         rho: neighbourhood radius ρ ≥ 0 (constant; the caller may reassign ``opt.rho``).
         alpha: weight α ≥ 0 of the ascent along g_⊥ (0 is SAM).
+        scalars: ``"auto"`` (floats on the CPU, device tensors elsewhere), ``"host"`` or
+            ``"device"``: where norms and factors live (see ``SharpnessAwareOptimizer``).
     """
 
     keeps_first_gradient = True
 
-    def __init__(self, base: Optimizer, *, rho: float = 0.05, alpha: float = 0.2) -> None:
-        super().__init__(base, rho=rho, k=1, alpha=check_gsam_alpha(alpha))
-        #: Loss scale of g_s relative to g for the step in flight (1 without GradScaler), 0-dim.
-        self._grad_scale = torch.ones(())
-        self._norm_before_unscale: Tensor | None = None
+    def __init__(
+        self, base: Optimizer, *, rho: float = 0.05, alpha: float = 0.2, scalars: str = "auto"
+    ) -> None:
+        super().__init__(base, rho=rho, k=1, alpha=check_gsam_alpha(alpha), scalars=scalars)
+        #: Loss scale of g_s relative to g for the step in flight (1 without GradScaler).
+        self._grad_scale: Scalar = 1.0
+        self._norm_before_unscale: Scalar | None = None
 
     # ------------------------------------------------------------------ steps
     def step(  # type: ignore[override]
@@ -110,7 +115,8 @@ class GSAM(SharpnessAwareOptimizer):
         user_unscale = unscale
 
         def measured_unscale() -> None:
-            before = global_norm([b.grads for b in self._buckets()])
+            buckets = self._buckets()
+            before = global_norm([b.grads for b in buckets], host=self._host)
             user_unscale()
             self._norm_before_unscale = before
 
@@ -136,12 +142,14 @@ class GSAM(SharpnessAwareOptimizer):
         super().first_step()
         after = cast(_LookInFlight, self._in_flight).grad_norm
         if grad_scale is None and before is not None:
-            # S = ‖g‖ before unscale() / after it, on the device; where g overflowed or is 0, S is
-            # moot (the step is skipped, or g_⊥ = 0) and 1 is used.
+            # S = ‖g‖ before unscale() / after it, in the step's scalar form; where g overflowed or
+            # is 0, S is moot (the step is skipped, or g_⊥ = 0) and 1 is used.
             ratio = safe_ratio(before, after)
-            self._grad_scale = torch.where(usable(ratio), ratio, torch.ones_like(ratio))
+            self._grad_scale = choose(usable(ratio), ratio, 1.0)
         else:
-            self._grad_scale = torch.full_like(after, scale)
+            self._grad_scale = (
+                torch.full_like(after, scale) if isinstance(after, Tensor) else scale
+            )
 
     # ------------------------------------------------------------------ the GSAM gradient
     def _finish_look_(self, in_flight: _LookInFlight) -> None:
@@ -164,20 +172,27 @@ class GSAM(SharpnessAwareOptimizer):
         if not pairs:
             return
         if partial:
-            g_norm = global_norm([g for g, _ in pairs])
-        c = self.alpha * self._grad_scale.to(g_norm)
+            g_norm = global_norm([g for g, _ in pairs], host=not isinstance(g_norm, Tensor))
+        grad_scale = self._grad_scale
+        if isinstance(g_norm, Tensor):
+            c: Scalar = self.alpha * torch.as_tensor(grad_scale).to(g_norm)
+        else:
+            c = self.alpha * float(grad_scale)
+        host = not isinstance(g_norm, Tensor)
         # ‖g‖ = 0 (or g overflowed): no α term, the gradient stays g_s (SAM's; GradScaler skips an
         # overflow). Else d = g − g_s/c in g's storage and the coefficient of g_s is k below.
         g_ok = usable(g_norm)
-        inverse = torch.where(g_ok, 1.0 / c, torch.zeros_like(c))
-        gs_norm = global_norm([gs for _, gs in pairs])
+        if host and not g_ok:
+            return
+        inverse = choose(g_ok, 1.0 / c, 0.0)
+        gs_norm = global_norm([gs for _, gs in pairs], host=host)
         for g, gs in pairs:
             add_scaled_(g, gs, -inverse)
-        d_sq = global_norm([g for g, _ in pairs]).square()
-        gs_sq = gs_norm.square()
+        d_norm = global_norm([g for g, _ in pairs], host=host)
+        gs_sq = gs_norm * gs_norm
         # k = α⟨g, g_s⟩/‖g_s‖² in g_s's units; ‖g_s‖ = 0 → k = 0, the update is then −c·g.
-        k = safe_ratio(c * c * (g_norm.square() - d_sq) + gs_sq, 2.0 * gs_sq)
-        coefficient = torch.where(g_ok, k, torch.ones_like(k))
+        k = safe_ratio(c * c * (g_norm * g_norm - d_norm * d_norm) + gs_sq, 2.0 * gs_sq)
+        coefficient = choose(g_ok, k, 1.0)
         for g, gs in pairs:  # p.grad ← k·g_s − c·(g − g_s/c) = (1 + k)·g_s − c·g
             torch._foreach_mul_(gs, coefficient)
             add_scaled_(gs, g, -c)

@@ -68,6 +68,8 @@ class LatePhaseSAM(SharpnessAwareOptimizer):
         rho: SAM's neighbourhood radius ρ ≥ 0 in the late phase.
         start_fraction: share of ``total_steps`` trained by the base optimizer alone, in [0, 1].
         total_steps: the run's length in optimizer steps, an integer ≥ 1.
+        scalars: ``"auto"`` (floats on the CPU, device tensors elsewhere), ``"host"`` or
+            ``"device"``: where norms and factors live (see ``SharpnessAwareOptimizer``).
     """
 
     def __init__(
@@ -77,10 +79,11 @@ class LatePhaseSAM(SharpnessAwareOptimizer):
         rho: float = 0.05,
         start_fraction: float = 0.875,
         total_steps: int,
+        scalars: str = "auto",
     ) -> None:
         self.start_fraction = check_start_fraction(start_fraction)
         self.total_steps = check_total_steps(total_steps)
-        super().__init__(base, rho=rho, k=1)
+        super().__init__(base, rho=rho, k=1, scalars=scalars)
         self.switch_step = switch_step_for(self.start_fraction, self.total_steps)
 
     @property

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 
 from looksam.optim._base import Bucket
-from looksam.optim._foreach import add_scaled, per_tensor_norms, usable
+from looksam.optim._foreach import (
+    Scalar,
+    add_scaled,
+    per_tensor_norms,
+    per_tensor_norms_on_host,
+    usable,
+)
 from looksam.optim.looksam import LookSAM
 
 
@@ -35,16 +43,26 @@ class LayerLookSAM(LookSAM):
         sync_gv: per-rank perturbation only: averages g_v across ranks in place (see LookSAM).
     """
 
-    def _perturbed_weights(self, buckets: list[Bucket], grad_norm: Tensor) -> list[list[Tensor]]:
-        del grad_norm  # the layer-wise radius uses each tensor's own norms
+    def _perturbed_weights(self, buckets: list[Bucket], grad_norm: Scalar) -> list[list[Tensor]]:
+        if not isinstance(grad_norm, Tensor):  # host scalars: one factor per tensor, as floats
+            return [add_scaled(b.params, b.grads, self._layer_factors(b)) for b in buckets]
         perturbed = []
         for b in buckets:
             w_norms = torch.stack(per_tensor_norms(b.params))
             g_norms = torch.stack(per_tensor_norms(b.grads))
             # ρ‖w_l‖/‖g_l‖ per tensor on the device, 0 where either norm is 0 or not finite;
             # one 0-dim factor per tensor, so forming w + ε needs no host read.
-            ok = usable(w_norms) & usable(g_norms)
+            ok = cast(Tensor, usable(w_norms)) & cast(Tensor, usable(g_norms))
             ratio = self.rho * w_norms / torch.where(ok, g_norms, torch.ones_like(g_norms))
             scales = torch.where(ok, ratio, torch.zeros_like(ratio))
             perturbed.append(add_scaled(b.params, b.grads, list(scales.unbind())))
         return perturbed
+
+    def _layer_factors(self, bucket: Bucket) -> list[float]:
+        """ρ‖w_l‖/‖g_l‖ per tensor on the host, 0 where either norm is 0 or not finite."""
+        w_norms = per_tensor_norms_on_host(bucket.params)
+        g_norms = per_tensor_norms_on_host(bucket.grads)
+        return [
+            self.rho * w / g if usable(w) and usable(g) else 0.0
+            for w, g in zip(w_norms, g_norms, strict=True)
+        ]

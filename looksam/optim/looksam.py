@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -13,13 +14,21 @@ from torch.optim import Optimizer
 from looksam.optim._base import Bucket, SharpnessAwareOptimizer, _LookInFlight, check_alpha
 from looksam.optim._foreach import (
     FlatLayout,
+    Scalar,
     accumulation_dtype,
     add_scaled,
     add_scaled_,
     combine_norms,
+    divide,
+    finite_or,
     global_norm,
+    norm_of,
     safe_ratio,
+    scalars_on_host,
 )
+
+#: [‖g_v‖, α/‖g_v‖]: a 2-vector on the device (device scalars) or a pair of floats (host).
+_Stats = Tensor | tuple[float, float]
 
 #: ‖g_v‖ at or below this many ulps of ‖g_s‖ is rounding error of the projection, taken as 0.
 _NOISE_FLOOR = 16.0
@@ -47,6 +56,10 @@ class _GvStore:
         chosen = self.rows.index_select(0, finite.to(torch.long).view(1))
         self.rows[0].copy_(chosen.view(-1))
 
+    def keep_candidate(self) -> None:
+        """g_v ← the candidate (host scalars, which decided on the host that it is finite)."""
+        self.rows[0].copy_(self.rows[1])
+
 
 class LookSAM(SharpnessAwareOptimizer):
     r"""LookSAM: compute g_s every k steps and reuse its component orthogonal to g in between.
@@ -71,8 +84,11 @@ class LookSAM(SharpnessAwareOptimizer):
     step whose passes overflowed (fp16) keeps the previous g_v. ``k=1`` is SAM; ``alpha=0`` is
     SAM-k. Cost: 1 + 1/k forward-backward passes per step.
 
-    No step reads a value back to the host: the norms, α/‖g_v‖ and every guard above are 0-dim
-    tensors on the device (``torch.where``, not ``if``). g and g_v live in two flat buffers per
+    On an accelerator no step reads a value back to the host: the norms, α/‖g_v‖ and every guard
+    above are 0-dim tensors on the device (``torch.where``, not ``if``); on the CPU they are
+    Python floats (the ``scalars`` switch). A plain step is then two foreach calls, ‖g‖ and one
+    scaled add, and a look step adds a copy of g, two norms, two scaled adds and three passes
+    over the flat buffers to SAM's arithmetic. g and g_v live in two flat buffers per
     (device, dtype) bucket (2|θ| of memory, as g_v plus the g kept over a look step took before),
     so keeping or replacing g_v is one ``torch.where`` over the buffer; ``state[p]["g_v"]`` are
     views of it.
@@ -96,6 +112,8 @@ class LookSAM(SharpnessAwareOptimizer):
             them in place by their mean over the ranks (e.g. ``DistContext.average_`` in
             ``looksam.bench.distributed``). Every rank calls it on every look step, also when
             its own gradient overflowed, so collectives stay matched.
+        scalars: ``"auto"`` (floats on the CPU, device tensors elsewhere), ``"host"`` or
+            ``"device"``: where norms and factors live (see ``SharpnessAwareOptimizer``).
     """
 
     def __init__(
@@ -106,8 +124,9 @@ class LookSAM(SharpnessAwareOptimizer):
         k: int = 5,
         alpha: float = 0.7,
         sync_gv: Callable[[list[Tensor]], None] | None = None,
+        scalars: str = "auto",
     ) -> None:
-        super().__init__(base, rho=rho, k=k, alpha=check_alpha(alpha))
+        super().__init__(base, rho=rho, k=k, alpha=check_alpha(alpha), scalars=scalars)
         if sync_gv is not None and not callable(sync_gv):
             raise ValueError(
                 "sync_gv must be None or a callable that averages a list of tensors in place "
@@ -115,10 +134,10 @@ class LookSAM(SharpnessAwareOptimizer):
             )
         #: Averages a freshly computed g_v across data-parallel ranks (per-rank perturbation).
         self.sync_gv = sync_gv
-        #: ‖g_v‖ (0 when g_v is rounding noise) and α/‖g_v‖ (0 likewise), 0-dim on the device;
-        #: None until the first look step (or a checkpoint) provides them.
-        self._gv_stats: Tensor | None = None
-        self._reuse_scale: Tensor | None = None
+        #: ‖g_v‖ (0 when g_v is rounding noise) and α/‖g_v‖ (0 likewise), as the scalars switch
+        #: keeps them; None until the first look step (or a checkpoint) provides them.
+        self._gv_stats: _Stats | None = None
+        self._reuse_scale: Scalar | None = None
         #: Flat buffers of the parameters seen at the last look step, and their identities.
         self._store: list[_GvStore] = []
         self._store_key: tuple[int, ...] = ()
@@ -160,16 +179,20 @@ class LookSAM(SharpnessAwareOptimizer):
         self._gv_version += 1
         return store
 
-    def _first_gradient_norm(self, buckets: list[Bucket]) -> Tensor:
+    def _first_gradient_norm(self, buckets: list[Bucket]) -> Scalar:
         # g is needed after the second pass overwrites p.grad: copy it into the flat buffer where
         # the projection will form g_v, and take ‖g‖ there (one kernel per bucket).
+        # On the host ‖g‖ is taken as every other host-path norm of g is (per tensor, combined in
+        # double): an adaptive rule's decision then hands the step the very same value.
+        on_device = not self._host
         norms = []
         for bucket, store in zip(buckets, self._store_for(buckets), strict=True):
             torch._foreach_copy_(store.kept_views, bucket.grads)
-            norms.append(torch.linalg.vector_norm(store.kept))
-        return combine_norms(norms)
+            if on_device:
+                norms.append(norm_of(store.kept, False))
+        return combine_norms(norms) if on_device else self._gradient_norm(buckets)
 
-    def _perturbed_weights(self, buckets: list[Bucket], grad_norm: Tensor) -> list[list[Tensor]]:
+    def _perturbed_weights(self, buckets: list[Bucket], grad_norm: Scalar) -> list[list[Tensor]]:
         # w + ρ·g/‖g‖ from the copy of g just made, while it is still in cache; half-precision
         # parameters keep an fp32 copy, and w + ε must keep their dtype: those read p.grad.
         scale = safe_ratio(self.rho, grad_norm)
@@ -183,6 +206,7 @@ class LookSAM(SharpnessAwareOptimizer):
     def _finish_look_(self, in_flight: _LookInFlight) -> None:
         store = self._store
         g_norm = in_flight.grad_norm
+        host = not isinstance(g_norm, Tensor)
         pairs: list[tuple[list[Tensor], list[Tensor]]] = []  # (g in the flat buffer, g_s)
         partial = False
         for bucket, kept in zip(in_flight.buckets, store, strict=True):
@@ -197,30 +221,43 @@ class LookSAM(SharpnessAwareOptimizer):
             else:
                 pairs.append((kept.kept_views, cast(list[Tensor], grads_s)))
         if partial:
-            g_norm = combine_norms([torch.linalg.vector_norm(k.kept) for k in store])
-        gs_norm = global_norm([gs for _, gs in pairs])
+            g_norm = combine_norms([norm_of(k.kept, host) for k in store])
+        gs_norm = global_norm([gs for _, gs in pairs], host=host)
         self._project_out_(pairs, store, g_norm, gs_norm)
         if self.sync_gv is not None:
             for kept in store:  # one call per (device, dtype) bucket, on its whole flat g_v
                 self.sync_gv([kept.kept])
-        gv_norm = combine_norms([torch.linalg.vector_norm(k.kept) for k in store])
+        gv_norm = combine_norms([norm_of(k.kept, host) for k in store])
         # A pass that overflowed (fp16) makes g_v non-finite: keep the previous g_v and its
         # scale, GradScaler skips the step. In per-rank mode the average carries one rank's
         # overflow to every rank, so all of them keep theirs together. ‖g_v‖ no larger than the
-        # projection's rounding error (g_s ∥ g) counts as 0. Few 0-dim operations: on a CPU
-        # each costs a few microseconds of dispatch, on a GPU a launch.
-        finite = torch.isfinite(gv_norm)
+        # projection's rounding error (g_s ∥ g) counts as 0.
         eps = max(torch.finfo(gs[0].dtype).eps for _, gs in pairs if gs)
-        signal = gv_norm > gs_norm * (_NOISE_FLOOR * eps)  # NaN: False; ∞ is dropped below
+        noise = gs_norm * (_NOISE_FLOOR * eps)
+        if isinstance(gv_norm, Tensor):
+            self._keep_on_device(store, gv_norm, noise)
+        elif math.isfinite(gv_norm):
+            signal = gv_norm > noise
+            for kept in store:
+                kept.keep_candidate()
+            self._set_stats((gv_norm, self.alpha / gv_norm) if signal else (0.0, 0.0))
+
+    def _keep_on_device(self, store: list[_GvStore], gv_norm: Tensor, noise: Scalar) -> None:
+        """The candidate and its stats where ‖g_v‖ is finite, with no host read: few 0-dim
+        operations, each a launch on a GPU."""
+        finite = torch.isfinite(gv_norm)
+        signal = gv_norm > noise  # NaN: False; ∞ is dropped below
         stats = torch.where(signal, torch.stack([gv_norm, self.alpha / gv_norm]), 0.0)
         for kept in store:
             kept.keep_candidate_if_(finite)
-        if self._gv_stats is not None:
-            stats = torch.where(finite, stats, self._gv_stats.to(stats))
+        previous = self._gv_stats
+        if previous is not None:
+            previous = torch.as_tensor(previous, dtype=stats.dtype, device=stats.device)
+            stats = torch.where(finite, stats, previous)
         self._set_stats(stats)
 
-    def _set_stats(self, stats: Tensor | None) -> None:
-        """Store [‖g_v‖, α/‖g_v‖] (a 2-vector on the device) and the plain steps' view of it."""
+    def _set_stats(self, stats: _Stats | None) -> None:
+        """Store [‖g_v‖, α/‖g_v‖] (device 2-vector or floats) and the plain steps' scale."""
         self._gv_stats = stats
         self._reuse_scale = None if stats is None else stats[1]
 
@@ -228,8 +265,8 @@ class LookSAM(SharpnessAwareOptimizer):
     def _project_out_(
         pairs: list[tuple[list[Tensor], list[Tensor]]],
         store: list[_GvStore],
-        g_norm: Tensor,
-        gs_norm: Tensor,
+        g_norm: Scalar,
+        gs_norm: Scalar,
     ) -> None:
         """Overwrite g (the first lists, views of the flat buffers) with g_s − (⟨g, g_s⟩/‖g‖²)·g.
 
@@ -238,15 +275,17 @@ class LookSAM(SharpnessAwareOptimizer):
         come at different scales (GradScaler). Then g_v = (1 − cos)·g_s − β·(g − c·g_s) with
         β = cos/c = ⟨g, g_s⟩/‖g‖². The conventions need no branch: ‖g_s‖ = 0 (c = 0) gives β = 0
         and g_v = (1 − cos)·0 = 0 = g_s; ‖g‖ = 0 makes 1 − cos = 0/0, taken as 1, so g_v = g_s.
-        Whole-buffer operations use only finite factors, so the alignment gaps stay zero.
+        Whole-buffer operations use only finite factors, so the alignment gaps stay zero. The
+        scalars are floats or 0-dim tensors, as ``g_norm`` is (ten 0-dim operations on the device).
         """
-        minus_c = torch.nan_to_num_(torch.div(g_norm, gs_norm).neg_(), 0.0, 0.0, 0.0)  # −c
+        host = not isinstance(g_norm, Tensor)
+        minus_c = -safe_ratio(g_norm, gs_norm)  # −c
         for g, gs in pairs:
             add_scaled_(g, gs, minus_c)  # e = g − c·g_s, in the flat buffer
-        e_norm = combine_norms([torch.linalg.vector_norm(k.kept) for k in store])
-        # 1 − cos = ½(‖e‖/‖g‖)², and −β = −cos/c: seven 0-dim operations, each a dispatch on a CPU.
-        one_minus_cos = torch.nan_to_num_(torch.div(e_norm, g_norm).square_().mul_(0.5), 1.0)
-        minus_beta = torch.nan_to_num_((1.0 - one_minus_cos).div_(minus_c), 0.0, 0.0, 0.0)
+        e_norm = combine_norms([norm_of(k.kept, host) for k in store])
+        ratio = divide(e_norm, g_norm)
+        one_minus_cos = finite_or(0.5 * (ratio * ratio), 1.0)  # 1 − cos = ½(‖e‖/‖g‖)²
+        minus_beta = safe_ratio(1.0 - one_minus_cos, minus_c)  # −β = −cos/c
         for kept in store:
             kept.kept.mul_(minus_beta)  # one kernel over the buffer (gaps: 0·finite = 0)
         for e, gs in pairs:
@@ -258,6 +297,11 @@ class LookSAM(SharpnessAwareOptimizer):
         if self.alpha == 0.0 or reuse_scale is None:
             return
         buckets = self._buckets()
+        if self._host:
+            if isinstance(reuse_scale, Tensor):  # the switch changed since the look step
+                reuse_scale = reuse_scale.item()
+            if reuse_scale == 0.0:  # g_v is rounding noise: g alone, as the device path adds 0
+                return
         key = (self._bucket_key, self._gv_version)
         if key != self._plain_key:
             # Align the stored g_v with the current buckets once per look interval: the indices
@@ -269,7 +313,7 @@ class LookSAM(SharpnessAwareOptimizer):
                 subset = None if len(have) == len(stored) else have
                 plain.append((subset, [cast(Tensor, stored[i]) for i in have]))
             self._plain, self._plain_key = plain, key
-        coef = global_norm([b.grads for b in buckets]) * reuse_scale  # α‖g‖/‖g_v‖
+        coef = self._gradient_norm(buckets) * reuse_scale  # α‖g‖/‖g_v‖
         for bucket, (subset, gv) in zip(buckets, self._plain, strict=True):
             grads = bucket.grads if subset is None else [bucket.grads[i] for i in subset]
             add_scaled_(grads, gv, coef)
@@ -293,6 +337,9 @@ class LookSAM(SharpnessAwareOptimizer):
         else:
             reuse_scale = self.alpha / gv_norm if gv_norm > 0.0 else 0.0
         first = self.param_groups[0]["params"][0]
+        if scalars_on_host(self.scalars, first.device):
+            self._set_stats((gv_norm, reuse_scale))
+            return
         self._set_stats(
             torch.tensor(
                 [gv_norm, reuse_scale], dtype=accumulation_dtype(first.dtype), device=first.device

@@ -11,7 +11,12 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from looksam.optim._base import Closure, SharpnessAwareOptimizer, check_rho
-from looksam.optim._foreach import add_scaled, global_norm, group_by_device_and_dtype, safe_ratio
+from looksam.optim._foreach import (
+    add_scaled,
+    global_norm,
+    group_by_device_and_dtype,
+    safe_ratio,
+)
 
 _SUPPORTED = "torch.optim.SGD (momentum > 0), torch.optim.Adam or torch.optim.AdamW"
 
@@ -98,8 +103,9 @@ class MSAM(SharpnessAwareOptimizer):
     with one forward-only epoch after training for its BatchNorm models).
 
     Cost: one forward-backward pass per step (``is_look_step`` is always False), one fused
-    add over |θ| to form w̃ and one extra |θ| of memory while it exists, and no host read: ‖v‖
-    and the factor −ρ/‖v‖ (0 while ‖v‖ is 0 or not finite) stay on the device.
+    add over |θ| to form w̃ and one extra |θ| of memory while it exists, and on an accelerator no
+    host read: ‖v‖ and the factor −ρ/‖v‖ (0 while ‖v‖ is 0 or not finite) stay on the device
+    (on the CPU they are Python floats: the ``scalars`` switch).
     Data-parallel: v is built from all-reduced gradients, so every rank forms the same w̃ with no
     communication; there is no per-rank gradient to perturb with, so no per-rank variant.
     Mixed precision: v is unscaled (GradScaler unscales before the base step), so ``unscale`` is
@@ -109,6 +115,8 @@ class MSAM(SharpnessAwareOptimizer):
         base: ``torch.optim.SGD`` with momentum > 0, ``torch.optim.Adam`` or ``AdamW`` (with
             betas[0] > 0), built on the same params.
         rho: perturbation length ρ ≥ 0 along −v/‖v‖.
+        scalars: ``"auto"`` (floats on the CPU, device tensors elsewhere), ``"host"`` or
+            ``"device"``: where norms and factors live (see ``SharpnessAwareOptimizer``).
 
     Example::
 
@@ -129,12 +137,13 @@ class MSAM(SharpnessAwareOptimizer):
         opt.step()
     """
 
-    def __init__(self, base: Optimizer, *, rho: float = 3.0) -> None:
-        super().__init__(base, rho=rho, k=1)
+    def __init__(self, base: Optimizer, *, rho: float = 3.0, scalars: str = "auto") -> None:
+        super().__init__(base, rho=rho, k=1, scalars=scalars)
         self._momentum_name = _momentum_key(base)
         self._perturbation: _Perturbation | None = None
         self._mom_key: tuple[int, ...] = ()
         self._mom_buckets: list[tuple[list[Tensor], list[Tensor]]] = []
+        self._mom_devices: tuple[torch.device, ...] = ()
 
     # ------------------------------------------------------------------ schedule
     @property
@@ -194,11 +203,12 @@ class MSAM(SharpnessAwareOptimizer):
         originals: list[list[Tensor]] = []
         buckets = self._momentum_buckets() if rho > 0.0 else []
         if buckets:
-            # −ρ/‖v‖ on the device: 0 (w̃ = w) while ‖v‖ is 0 or not finite, with no host read.
-            scale = -safe_ratio(rho, global_norm([moms for _, moms in buckets]))
+            # −ρ/‖v‖: 0 (w̃ = w) while ‖v‖ is 0 or not finite, with no host read on the device.
+            host = self._resolve_host(self._mom_devices)
+            scale = -safe_ratio(rho, global_norm([moms for _, moms in buckets], host=host))
             for params, moms in buckets:
                 perturbed = add_scaled(params, moms, scale)
-                originals.append([p.data for p in params])
+                originals.append(self._storage_aliases(params))
                 for p, w in zip(params, perturbed, strict=True):
                     p.data = w
                 moved.append(params)
@@ -267,7 +277,9 @@ class MSAM(SharpnessAwareOptimizer):
         if key != self._mom_key:
             grouped = group_by_device_and_dtype(params, moms) if params else []
             self._mom_buckets = [(lists[0], lists[1]) for lists in grouped]
+            self._mom_devices = tuple(params[0].device for params, _ in self._mom_buckets)
             self._mom_key = key
+            self._aliases.clear()  # they belong to the old lists
         return self._mom_buckets
 
     # ------------------------------------------------------------------ checkpointing

@@ -7,14 +7,17 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from looksam.optim._base import Bucket, SharpnessAwareOptimizer
-from looksam.optim._foreach import global_norm, safe_ratio
+from looksam.optim._foreach import Scalar, global_norm, safe_ratio
 
 
-def asam_perturbed_weights(buckets: list[Bucket], rho: float) -> list[list[Tensor]]:
-    """w + ρ·T²g/‖Tg‖ with T = |w| and a global norm; ε = 0 when ‖Tg‖ is 0 (no host read)."""
+def asam_perturbed_weights(buckets: list[Bucket], rho: float, host: bool) -> list[list[Tensor]]:
+    """w + ρ·T²g/‖Tg‖ with T = |w| and a global norm; ε = 0 when ‖Tg‖ is 0.
+
+    ``host``: the norm and the factor are floats (see ``looksam.optim._foreach``).
+    """
     abs_w = [torch._foreach_abs(b.params) for b in buckets]
     scaled = [list(torch._foreach_mul(t, b.grads)) for t, b in zip(abs_w, buckets, strict=True)]
-    scale = safe_ratio(rho, global_norm(scaled))  # ρ/‖T g‖
+    scale = safe_ratio(rho, global_norm(scaled, host=host))  # ρ/‖T g‖
     for tg, t, b in zip(scaled, abs_w, buckets, strict=True):
         torch._foreach_mul_(tg, t)  # T² g
         torch._foreach_mul_(tg, scale)
@@ -32,7 +35,8 @@ class SAM(SharpnessAwareOptimizer):
 
     ``adaptive=True`` gives ASAM, whose neighbourhood is scaled by T = |w| elementwise:
     ε = ρ·T²g/‖T g‖. If the norm is zero there is no perturbation (no NaN, no epsilon).
-    No value is read back to the host: the norms and their zero guard stay on the device.
+    On an accelerator no value is read back to the host: the norms and their zero guard stay on
+    the device.
 
     Each step costs two forward-backward passes; the closure is called twice.
 
@@ -40,6 +44,8 @@ class SAM(SharpnessAwareOptimizer):
         base: the optimizer that applies the update (SGD, AdamW, LAMB…), built on the same params.
         rho: neighbourhood radius ρ ≥ 0; ρ = 0 reproduces the base optimizer.
         adaptive: use ASAM's parameter-scaled neighbourhood.
+        scalars: ``"auto"`` (floats on the CPU, device tensors elsewhere), ``"host"`` or
+            ``"device"``: where norms and factors live (see ``SharpnessAwareOptimizer``).
 
     Example::
 
@@ -55,16 +61,23 @@ class SAM(SharpnessAwareOptimizer):
         loss = opt.step(closure)
     """
 
-    def __init__(self, base: Optimizer, *, rho: float = 0.05, adaptive: bool = False) -> None:
+    def __init__(
+        self,
+        base: Optimizer,
+        *,
+        rho: float = 0.05,
+        adaptive: bool = False,
+        scalars: str = "auto",
+    ) -> None:
         if not isinstance(adaptive, bool):
             raise ValueError(f"adaptive must be True or False, got {adaptive!r}")
-        super().__init__(base, rho=rho, k=1)
+        super().__init__(base, rho=rho, k=1, scalars=scalars)
         self.adaptive = adaptive
 
-    def _perturbed_weights(self, buckets: list[Bucket], grad_norm: Tensor) -> list[list[Tensor]]:
+    def _perturbed_weights(self, buckets: list[Bucket], grad_norm: Scalar) -> list[list[Tensor]]:
         if not self.adaptive:
             return super()._perturbed_weights(buckets, grad_norm)
-        return asam_perturbed_weights(buckets, self.rho)
+        return asam_perturbed_weights(buckets, self.rho, self._host)
 
     def __repr__(self) -> str:
         return (

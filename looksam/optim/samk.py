@@ -22,7 +22,11 @@ class SAMk(SharpnessAwareOptimizer):
         base: the optimizer that applies the update.
         rho: neighbourhood radius ρ ≥ 0.
         k: interval between look steps, an integer ≥ 1.
+        scalars: ``"auto"`` (floats on the CPU, device tensors elsewhere), ``"host"`` or
+            ``"device"``: where norms and factors live (see ``SharpnessAwareOptimizer``).
     """
 
-    def __init__(self, base: Optimizer, *, rho: float = 0.05, k: int = 5) -> None:
-        super().__init__(base, rho=rho, k=k)
+    def __init__(
+        self, base: Optimizer, *, rho: float = 0.05, k: int = 5, scalars: str = "auto"
+    ) -> None:
+        super().__init__(base, rho=rho, k=k, scalars=scalars)

@@ -83,6 +83,9 @@ BENCH_STEPS = 10
 BENCH_WARMUP = 5
 #: Share of the budget the cost bench may take.
 BENCH_SHARE = 0.04
+#: Steps each candidate is counted for its extra memory (``looksam.bench.profile``): k = 5 and
+#: an adaptive rule both show a look step within them.
+PROFILE_STEPS = 6
 #: Seconds a trial costs beyond training, evaluation and its paired timing (building the
 #: session, the storage and tracking writes); the measured pace corrects it.
 TRIAL_OVERHEAD_SECONDS = 0.3
@@ -123,8 +126,11 @@ class CandidateCost:
     q3: float
     passes: float  # measured forward-backward passes per step
     run_seconds: float  # predicted seconds of one trial (one seed, evaluation, paired timing)
+    #: Peak bytes a step holds beyond the base's (``looksam.bench.profile``); None: not counted
+    #: (a run stored before it was).
+    extra_bytes: int | None = None
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | int | None]:
         """JSON-ready (stored with the run)."""
         return {
             "ratio": self.ratio,
@@ -132,6 +138,7 @@ class CandidateCost:
             "q3": self.q3,
             "passes": self.passes,
             "run_seconds": self.run_seconds,
+            "extra_bytes": self.extra_bytes,
         }
 
 
@@ -394,6 +401,7 @@ def measure_costs(
 ) -> CostBench:
     """Time every candidate's step against the base (paired rounds, in this process), predict
     each one's trial seconds, and drop those whose cost is not below the reference's."""
+    from looksam.bench.profile import profile_suite
     from looksam.bench.runner import RunConfig, TrainingSession
     from looksam.bench.suite import SuiteSpec, measure_suite
     from looksam.bench.timing import synchronize
@@ -441,6 +449,7 @@ def measure_costs(
     report = measure_suite(
         suite, progress=None if progress is None else (lambda done: progress(done, rounds))
     )
+    extra = {p.optimizer: p.extra_bytes for p in profile_suite(suite, steps=PROFILE_STEPS)}
     steps = probe.total_steps
     base_step = next(c.median_step_seconds for c in report.costs if c.optimizer == spec.base)
     costs = {
@@ -453,6 +462,7 @@ def measure_costs(
             run_seconds=_predicted_run_seconds(
                 spec, c.median_step_seconds, base_step, steps, probe.epochs, eval_seconds
             ),
+            extra_bytes=extra.get(c.optimizer),
         )
         for c in report.costs
     }

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from looksam.bench.runner import Environment
+from looksam.bench import timing
+from looksam.bench.runner import Environment, TrainingSession
 from looksam.bench.suite import (
     Baseline,
     BenchReport,
@@ -22,6 +24,7 @@ from looksam.bench.suite import (
     settle,
 )
 from looksam.cli.app import app
+from looksam.optim import list_optimizers
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]
@@ -210,3 +213,64 @@ def test_settle_keeps_the_milder_measurement_of_each_row() -> None:
     first = [CheckRow("w", "a", 1.0, 3.0, 1.1), CheckRow("w", "b", 1.0, 1.0, 1.1)]
     second = [CheckRow("w", "a", 1.0, 1.05, 1.1), CheckRow("w", "b", 1.0, 1.2, 1.1)]
     assert [r.measured for r in settle(first, second)] == [1.05, 1.0]
+
+
+# ---------------------------------------------------------------- the committed gate, fake timer
+
+SAM_FAMILY = [info.name for info in list_optimizers() if info.wraps_base]
+
+
+def _committed_mlp_suite(tmp_path: Path) -> tuple[Path, dict[str, float], float]:
+    """The committed CPU baseline's synthetic-mlp suite, with a short protocol (the fake clock
+    makes every round alike, so two rounds say what thirty would)."""
+    committed = json.loads((REPO / "bench" / "baselines" / "cpu.json").read_text())
+    entry = next(e for e in committed["suites"] if e["suite"]["workload"] == "synthetic-mlp")
+    entry["suite"].update(rounds=2, steps_per_round=5, warmup_steps=1)
+    path = tmp_path / "cpu-mlp.json"
+    path.write_text(json.dumps({"tolerance": committed["tolerance"], "suites": [entry]}))
+    return path, entry["ratios"], float(committed["tolerance"])
+
+
+def _fake_clock(monkeypatch: pytest.MonkeyPatch, step_seconds: dict[str, float]) -> None:
+    """Every real training step advances a virtual clock by its optimizer's scripted time."""
+    clock = [0.0]
+    real_step = TrainingSession.train_step
+
+    def scripted(self: TrainingSession, *args: Any, **kwargs: Any) -> Any:
+        clock[0] += step_seconds[self.config.optimizer]
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(TrainingSession, "train_step", scripted)
+    monkeypatch.setattr(timing, "now", lambda: clock[0])
+
+
+def test_the_committed_baseline_covers_every_sam_family_optimizer_on_the_mlp() -> None:
+    baseline = Baseline.read(REPO / "bench" / "baselines" / "cpu.json")
+    mlp = next(
+        r
+        for s, r in zip(baseline.suites, baseline.ratios, strict=True)
+        if s.workload == "synthetic-mlp"
+    )
+    assert set(SAM_FAMILY) <= set(mlp)
+    assert 0.1 <= baseline.tolerance <= 0.15  # wide enough for a shared CI machine
+
+
+@pytest.mark.parametrize("slower", SAM_FAMILY)
+def test_a_regression_beyond_the_tolerance_fails_the_committed_gate(
+    slower: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One optimizer 1 % beyond its limit (baseline × (1 + tolerance)) fails `check` with exit
+    1 and is the one flagged; every optimizer 1 % inside its limit passes."""
+    path, ratios, tolerance = _committed_mlp_suite(tmp_path)
+    inside = {name: 1e-3 * ratio * (1 + tolerance) * 0.99 for name, ratio in ratios.items()}
+    inside["sgd"] = 1e-3
+    _fake_clock(monkeypatch, inside)
+    passed = runner.invoke(app, ["check", "--baseline", str(path)], env={"COLUMNS": "200"})
+    assert passed.exit_code == 0, passed.output
+
+    _fake_clock(monkeypatch, {**inside, slower: 1e-3 * ratios[slower] * (1 + tolerance) * 1.01})
+    failed = runner.invoke(app, ["check", "--baseline", str(path)], env={"COLUMNS": "200"})
+    assert failed.exit_code == 1, failed.output
+    flagged = [line for line in failed.output.splitlines() if "REGRESSION" in line]
+    assert flagged, failed.output
+    assert all(f" {slower} " in line for line in flagged), failed.output

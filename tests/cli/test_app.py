@@ -113,6 +113,12 @@ def test_bench_writes_json(tmp_path: Path) -> None:
     assert rows[1]["floor"] == pytest.approx(1.2)
     assert rows[1]["overhead"] == pytest.approx(rows[1]["ratio"] - 1.2)
     assert data["environment"]["torch_version"]
+    # What each step is made of, on screen and in the file: LookSAM holds two flat rows and w + ε.
+    assert "extra memory" in result.output
+    profiles = {p["optimizer"]: p for p in data["profiles"]}
+    assert profiles["sgd"]["extra_bytes"] == 0
+    assert profiles["looksam"]["extra_bytes"] > 2 * profiles["sgd"]["state_bytes"]
+    assert profiles["looksam"]["look_ops"] > profiles["looksam"]["plain_ops"]
 
 
 def test_installed_entry_point_runs() -> None:

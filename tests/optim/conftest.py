@@ -22,6 +22,8 @@ from _models import (
 )
 from torch import Tensor, nn
 
+from looksam.optim._base import SharpnessAwareOptimizer
+
 
 @pytest.fixture
 def train() -> Callable[..., tuple[list[Tensor], torch.optim.Optimizer]]:
@@ -51,3 +53,22 @@ def snapshot_of() -> Callable[[nn.Module], list[Tensor]]:
 @pytest.fixture
 def flatten() -> Callable[[Any], Tensor]:
     return flat
+
+
+@pytest.fixture(params=["host", "device"])
+def scalar_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once per scalar path: every SAM-family wrapper it builds uses that ``scalars``.
+
+    "host" (Python floats) is what ``"auto"`` picks on the CPU; "device" (0-dim tensors, no host
+    read) is the path CUDA takes, run here on the CPU. Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("scalar_path")``.
+    """
+    mode: str = request.param
+    original = SharpnessAwareOptimizer.__init__
+
+    def init(self: SharpnessAwareOptimizer, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.scalars = mode
+
+    monkeypatch.setattr(SharpnessAwareOptimizer, "__init__", init)
+    return mode

@@ -38,6 +38,9 @@ from torch import Tensor, nn
 
 from looksam.optim.aesam import AESAM, AELookSAM
 
+#: Every test here runs on both scalar paths (conftest's ``scalar_path``).
+pytestmark = pytest.mark.usefixtures("scalar_path")
+
 STEPS = 36
 CLASSES = {"aesam": AESAM, "aelooksam": AELookSAM}
 

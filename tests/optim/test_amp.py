@@ -36,6 +36,9 @@ from torch.testing import assert_close
 
 from looksam import SAM, LookSAM
 
+#: Every test here runs on both scalar paths (conftest's ``scalar_path``).
+pytestmark = pytest.mark.usefixtures("scalar_path")
+
 RECIPES = {"readme": readme_recipe_step}
 WRAPPERS: dict[str, Callable[[torch.optim.Optimizer], Any]] = {
     "looksam": lambda b: LookSAM(b, rho=0.05, k=3, alpha=0.7),

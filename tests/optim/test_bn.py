@@ -11,6 +11,9 @@ from torch import Tensor, nn
 
 from looksam import SAM, LookSAM, frozen_bn_stats
 
+#: Every test here runs on both scalar paths (conftest's ``scalar_path``).
+pytestmark = pytest.mark.usefixtures("scalar_path")
+
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 

@@ -16,6 +16,9 @@ from torch import Tensor, nn
 
 from looksam import SAM, LayerLookSAM, LookSAM, SAMk
 
+#: Every test here runs on both scalar paths (conftest's ``scalar_path``).
+pytestmark = pytest.mark.usefixtures("scalar_path")
+
 Wrap = Callable[[torch.optim.Optimizer], Any]
 
 # name → (factory, expected closure calls for steps 0..5)

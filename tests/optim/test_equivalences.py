@@ -16,6 +16,9 @@ from torch.testing import assert_close
 
 from looksam import SAM, LayerLookSAM, LookSAM, SAMk
 
+#: Every test here runs on both scalar paths (conftest's ``scalar_path``).
+pytestmark = pytest.mark.usefixtures("scalar_path")
+
 STEPS = 7  # look steps at t = 0, 3, 6 for k = 3
 TIGHT = {"rtol": 1e-12, "atol": 1e-14}
 

@@ -49,6 +49,9 @@ from torch.testing import assert_close
 from looksam.optim import SAM
 from looksam.optim.gsam import GSAM
 
+#: Every test here runs on both scalar paths (conftest's ``scalar_path``).
+pytestmark = pytest.mark.usefixtures("scalar_path")
+
 STEPS = 20
 
 

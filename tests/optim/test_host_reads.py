@@ -2,10 +2,12 @@
 
 On a GPU every ``.item()``, ``float()``, ``bool()`` or ``tolist()`` of a device value stops the
 host until the device has caught up, so it cannot queue the next kernels meanwhile: a cost SGD
-never pays. A CPU has no such stall, but the reads are the same Python calls, so counting them
-here (``Tensor.item``, ``__float__``, ``__int__``, ``__bool__`` and ``tolist`` are wrapped while
-``step`` runs, the closure's forward and backward excepted) proves the property without a GPU.
-``bench/gpu.sh`` repeats the check on CUDA under ``torch.cuda.set_sync_debug_mode``.
+never pays. So do ``nonzero``, boolean-mask indexing, ``.cpu()``/``.to("cpu")`` and ``__index__``.
+A CPU has no such stall, but the reads are the same Python calls, so counting them here (the
+counter wraps them while ``step`` runs, the closure's forward and backward excepted) proves the
+property without a GPU. The optimizers run with ``scalars="device"``, the path CUDA takes (on the
+CPU ``"auto"`` reads its scalars on purpose: there a read is free). ``bench/gpu.sh`` repeats the
+check on CUDA under ``torch.cuda.set_sync_debug_mode``.
 """
 
 from __future__ import annotations
@@ -44,12 +46,15 @@ def _closure(model: nn.Module, opt: torch.optim.Optimizer, step: int) -> Callabl
     return closure
 
 
-def _build(name: str, model: nn.Module, **overrides: Any) -> SharpnessAwareOptimizer:
+def _build(
+    name: str, model: nn.Module, scalars: str = "device", **overrides: Any
+) -> SharpnessAwareOptimizer:
     info = get_optimizer_info(name)
     hp: dict[str, Any] = {"k": 2} if info.takes_k else {}
     hp.update(overrides)
     opt = create_optimizer(name, model, base="sgd", total_steps=STEPS, lr=0.05, **hp)
     assert isinstance(opt, SharpnessAwareOptimizer)
+    opt.scalars = scalars
     if not info.fixed_schedule:  # a rule or a phase: make both kinds of step happen
         opt.replay_look_schedule(lambda t: t % 2 == 0)
     return opt
@@ -105,6 +110,68 @@ def test_zero_and_overflowing_gradients_need_no_host_read(name: str) -> None:
     w = [p.detach().clone() for p in model.parameters()]
     assert _reads_of(lambda: _zero_then_overflow(opt, model)) == 0
     assert all(torch.equal(p, v) for p, v in zip(model.parameters(), w, strict=True))
+
+
+@pytest.mark.parametrize("name", ["sam", "looksam", "msam", "gsam"])
+def test_auto_reads_its_scalars_on_the_cpu_and_device_forces_the_accelerator_path(
+    name: str,
+) -> None:
+    """The switch is real: "auto" on a CPU keeps norms as floats (reads), "device" reads none."""
+    for scalars, expect_reads in (("auto", True), ("host", True), ("device", False)):
+        model = _model()
+        reads, _ = _count(_build(name, model, scalars=scalars), model)
+        assert (sum(reads) > 0) == expect_reads, (scalars, reads)
+
+
+def test_the_scalars_switch_is_checked() -> None:
+    model = _model()
+    opt = _build("looksam", model)
+    for bad in ("gpu", "", None, 1):
+        with pytest.raises(ValueError, match="scalars must be one of 'auto', 'host', 'device'"):
+            opt.scalars = bad  # type: ignore[assignment]
+    assert opt.scalars == "device"
+
+
+def _tensor_reads() -> list[tuple[str, Callable[[Tensor], object], int]]:
+    """Each way a step can wait on the device, and a look-alike that does not."""
+    mask = torch.tensor([True, False, True])
+    index = torch.tensor([0, 2])
+    return [
+        ("item", lambda t: t[0].item(), 1),
+        ("float", lambda t: float(t[0]), 1),
+        ("bool", lambda t: bool(t[0] > 0), 1),
+        ("tolist", lambda t: t.tolist(), 1),
+        ("__index__", lambda t: [0, 1, 2][t[0].long()], 1),
+        ("nonzero method", lambda t: t.nonzero(), 1),
+        ("torch.nonzero", lambda t: torch.nonzero(t), 1),
+        ("masked_select", lambda t: torch.masked_select(t, mask), 1),
+        ("mask index", lambda t: t[mask], 1),
+        ("mask index in a tuple", lambda t: t.view(1, 3)[0, mask], 1),
+        ("mask assignment", lambda t: t.__setitem__(mask, 0.0), 1),
+        (".cpu()", lambda t: t.cpu(), 1),
+        ('.to("cpu")', lambda t: t.to("cpu"), 1),
+        (".to(device=cpu)", lambda t: t.to(device=torch.device("cpu")), 1),
+        ('.to("cpu", dtype)', lambda t: t.to("cpu", torch.float64), 1),
+        # Look-alikes that stay on the device: not reads.
+        ("long index", lambda t: t[index], 0),
+        ("slice", lambda t: t[1:], 0),
+        ("int index", lambda t: t[0], 0),
+        (".to(dtype)", lambda t: t.to(torch.float64), 0),
+        (".to(other tensor)", lambda t: t.to(index), 0),
+        ("torch.where on a mask", lambda t: torch.where(mask, t, 0.0), 0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [(a, n) for _, a, n in _tensor_reads()],
+    ids=[label for label, _, _ in _tensor_reads()],
+)
+def test_the_counter_sees_every_way_a_step_waits_on_the_device(
+    action: Callable[[Tensor], object], expected: int
+) -> None:
+    t = torch.tensor([1.0, -2.0, 3.0])
+    assert _reads_of(lambda: action(t)) == expected
 
 
 def _zero_then_overflow(opt: SharpnessAwareOptimizer, model: nn.Module) -> None:

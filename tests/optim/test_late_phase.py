@@ -40,6 +40,9 @@ from torch import Tensor, nn
 from looksam.optim import SAM
 from looksam.optim.late_phase import LatePhaseSAM, switch_step_for
 
+#: Every test here runs on both scalar paths (conftest's ``scalar_path``).
+pytestmark = pytest.mark.usefixtures("scalar_path")
+
 STEPS = 20
 
 

@@ -15,6 +15,9 @@ from torch import Tensor, nn
 
 from looksam.optim import create_optimizer, get_optimizer_info, list_optimizers
 
+#: Every test here runs on both scalar paths (conftest's ``scalar_path``).
+pytestmark = pytest.mark.usefixtures("scalar_path")
+
 SAM_FAMILY = [info.name for info in list_optimizers() if info.wraps_base]
 STEPS = 6
 

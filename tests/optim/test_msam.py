@@ -40,6 +40,9 @@ from torch.testing import assert_close
 from looksam import SAM, frozen_bn_stats
 from looksam.optim.msam import MSAM
 
+#: Every test here runs on both scalar paths (conftest's ``scalar_path``).
+pytestmark = pytest.mark.usefixtures("scalar_path")
+
 STEPS = 20
 
 

@@ -17,6 +17,9 @@ from torch import Tensor, nn
 
 from looksam.optim import create_optimizer, list_optimizers
 
+#: Every test here runs on both scalar paths (conftest's ``scalar_path``).
+pytestmark = pytest.mark.usefixtures("scalar_path")
+
 #: Every built-in optimizer whose first step takes a second pass on a fixed schedule.
 LOOKING = [
     i.name

@@ -16,6 +16,9 @@ from torch.testing import assert_close
 
 from looksam import LayerLookSAM, LookSAM
 
+#: Every test here runs on both scalar paths (conftest's ``scalar_path``).
+pytestmark = pytest.mark.usefixtures("scalar_path")
+
 
 def _clone_grads(params: list[Tensor]) -> list[Tensor]:
     grads = []

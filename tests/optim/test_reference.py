@@ -32,6 +32,9 @@ from torch import Tensor
 from looksam import create_optimizer
 from looksam.optim import LookSAM, get_optimizer_info, list_optimizers
 
+#: Every test here runs on both scalar paths (conftest's ``scalar_path``).
+pytestmark = pytest.mark.usefixtures("scalar_path")
+
 STEPS = 20
 K = 3
 #: The schedule-k family this reference implements; every other built-in wrapper has its own

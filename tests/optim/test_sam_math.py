@@ -16,6 +16,9 @@ from torch.testing import assert_close
 
 from looksam import SAM, LayerLookSAM, LookSAM, SAMk
 
+#: Every test here runs on both scalar paths (conftest's ``scalar_path``).
+pytestmark = pytest.mark.usefixtures("scalar_path")
+
 F64 = torch.float64
 EXACT = {"rtol": 1e-13, "atol": 1e-13}
 

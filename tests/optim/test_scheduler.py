@@ -13,6 +13,9 @@ from torch.testing import assert_close
 
 from looksam import LookSAM, SAMk
 
+#: Every test here runs on both scalar paths (conftest's ``scalar_path``).
+pytestmark = pytest.mark.usefixtures("scalar_path")
+
 
 def test_wrapper_shares_param_groups_with_base(make_mlp: Callable[..., Any]) -> None:
     """Not a copy: the very list object, so later changes on either side are seen by both."""

@@ -17,6 +17,9 @@ import torch
 
 from looksam import LookSAM
 
+#: Every test here runs on both scalar paths (conftest's ``scalar_path``).
+pytestmark = pytest.mark.usefixtures("scalar_path")
+
 SAVE_AT, TOTAL = 7, 14
 
 # Shared verbatim by this process and the fresh interpreter, so both build the same run.
@@ -35,7 +38,7 @@ BUILD_SOURCE = textwrap.dedent(
             base = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
         else:
             base = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-2)
-        return model, LookSAM(base, rho=0.05, k=3, alpha=0.7)
+        return model, LookSAM(base, rho=0.05, k=3, alpha=0.7, scalars=SCALARS)
 
 
     def batch(t):
@@ -76,16 +79,18 @@ RESUME_SOURCE = textwrap.dedent(
 BASES = ["sgd", "adamw"]
 
 
-def _namespace() -> dict[str, Any]:
-    namespace: dict[str, Any] = {}
+def _namespace(scalars: str) -> dict[str, Any]:
+    namespace: dict[str, Any] = {"SCALARS": scalars}
     exec(BUILD_SOURCE, namespace)
     return namespace
 
 
 @pytest.mark.parametrize("base_name", BASES)
-def test_resume_in_fresh_process_is_bit_identical(base_name: str, tmp_path: Path) -> None:
+def test_resume_in_fresh_process_is_bit_identical(
+    base_name: str, tmp_path: Path, scalar_path: str
+) -> None:
     """14 uninterrupted steps == 7 steps, torch.save, then steps 7..14 in a new interpreter."""
-    ns = _namespace()
+    ns = _namespace(scalar_path)
     model, opt = ns["build"](base_name)
     ns["train"](model, opt, 0, TOTAL)
     uninterrupted = [p.detach().clone() for p in model.parameters()]
@@ -96,7 +101,7 @@ def test_resume_in_fresh_process_is_bit_identical(base_name: str, tmp_path: Path
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, checkpoint)
 
     script = tmp_path / "resume.py"
-    script.write_text(BUILD_SOURCE + RESUME_SOURCE)
+    script.write_text(f"SCALARS = {scalar_path!r}\n" + BUILD_SOURCE + RESUME_SOURCE)
     out = tmp_path / "resumed.pt"
     args = [base_name, str(checkpoint), str(out), str(SAVE_AT), str(TOTAL)]
     proc = subprocess.run(
@@ -116,11 +121,11 @@ def test_resume_in_fresh_process_is_bit_identical(base_name: str, tmp_path: Path
     ("base_name", "moment_key"), [("sgd", "momentum_buffer"), ("adamw", "exp_avg")]
 )
 def test_state_dict_contents_and_in_process_resume(
-    base_name: str, moment_key: str, tmp_path: Path
+    base_name: str, moment_key: str, tmp_path: Path, scalar_path: str
 ) -> None:
     """The state_dict carries the base's moments, steps_done, g_v and ‖g_v‖; loading it into a
     fresh wrapper keeps the groups shared with the base and resumes bit-identically."""
-    ns = _namespace()
+    ns = _namespace(scalar_path)
     model, opt = ns["build"](base_name)
     ns["train"](model, opt, 0, SAVE_AT)
     path = tmp_path / "opt.pt"
