@@ -87,8 +87,9 @@ class LookSAM(SharpnessAwareOptimizer):
     On an accelerator no step reads a value back to the host: the norms, α/‖g_v‖ and every guard
     above are 0-dim tensors on the device (``torch.where``, not ``if``); on the CPU they are
     Python floats (the ``scalars`` switch). A plain step is then two foreach calls, ‖g‖ and one
-    scaled add, and a look step adds a copy of g, two norms, two scaled adds and three passes
-    over the flat buffers to SAM's arithmetic. g and g_v live in two flat buffers per
+    scaled add; a look step adds to SAM's arithmetic a copy of g, ‖g_s‖, two scaled adds and four
+    passes over the flat buffers (‖e‖, a scaling, ‖g_v‖, the copy into g_v). g and g_v live in
+    two flat buffers per
     (device, dtype) bucket (2|θ| of memory, as g_v plus the g kept over a look step took before),
     so keeping or replacing g_v is one ``torch.where`` over the buffer; ``state[p]["g_v"]`` are
     views of it.
