@@ -14,7 +14,10 @@ from looksam.bench.runner import RunConfig, TrainingSession
 from looksam.bench.suite import SuiteSpec
 from looksam.optim._foreach import FlatLayout
 
-SPEC = SuiteSpec(workload="synthetic-mlp", optimizers=("sam", "samk", "looksam", "msam", "gsam"))
+SPEC = SuiteSpec(
+    workload="synthetic-mlp",
+    optimizers=("sam", "samk", "looksam", "msam", "gsam", "aelooksam"),
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +64,14 @@ def test_passes_over_the_parameters_follow_the_definitions(profiles: dict[str, o
     assert passes["looksam"][0] == pytest.approx(15.0, abs=1e-3)  # + ‖g‖ (1), g += c·g_v (3)
     assert passes["msam"][0] == pytest.approx(15.0, abs=1e-3)  # + ‖v‖ (1) and w̃ (3)
     assert passes["gsam"] == (None, pytest.approx(25.0, abs=1e-3))
+
+
+def test_an_adaptive_rule_reuses_the_norm_it_decided_on(profiles: dict[str, object]) -> None:
+    """AE-LookSAM reads ‖g‖ for its decision; its reuse step takes that value instead of a
+    second norm, so it dispatches exactly what LookSAM's does."""
+    ae, plain = profiles["aelooksam"], profiles["looksam"]
+    assert ae.plain_ops == plain.plain_ops  # type: ignore[attr-defined]
+    assert ae.plain_passes == plain.plain_passes  # type: ignore[attr-defined]
 
 
 def test_op_counts_repeat_and_a_look_step_does_more(profiles: dict[str, object]) -> None:
