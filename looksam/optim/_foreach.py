@@ -134,11 +134,11 @@ def global_norm(groups: Sequence[list[Tensor]], *, host: bool = False) -> Scalar
     """Global ‖x‖₂ over every tensor of every group: a float (``host``) or a 0-dim tensor.
 
     An empty input gives 0 (a tensor on the CPU without ``host``, as there is no device to put it
-    on). On the host the per-tensor norms are read and combined in double precision, with no
-    stack and no reduction dispatched.
+    on). On the host the per-tensor norms are read and combined in double precision: no
+    reduction is dispatched beyond the foreach norm.
     """
     if host:
-        return math.hypot(*(n for ts in groups if ts for n in _read_norms(ts)))
+        return math.hypot(*(n for ts in groups if ts for n in per_tensor_norms_on_host(ts)))
     per_group = [
         torch.linalg.vector_norm(
             torch.stack(torch._foreach_norm(ts, 2, dtype=accumulation_dtype(ts[0].dtype)))
@@ -149,17 +149,12 @@ def global_norm(groups: Sequence[list[Tensor]], *, host: bool = False) -> Scalar
     return combine_norms(per_group)
 
 
-def _read_norms(tensors: list[Tensor]) -> list[float]:
-    """‖x_l‖₂ of each tensor, read to the host (one read each, or one stacked read if many)."""
+def per_tensor_norms_on_host(tensors: list[Tensor]) -> list[float]:
+    """‖x_l‖₂ of each tensor as Python floats (one read each, or one stacked read if many)."""
     norms = torch._foreach_norm(tensors, 2, dtype=accumulation_dtype(tensors[0].dtype))
     if len(norms) > _STACKED_READ:
         return torch.stack(norms).tolist()
     return [n.item() for n in norms]
-
-
-def per_tensor_norms_on_host(tensors: list[Tensor]) -> list[float]:
-    """‖x_l‖₂ for each tensor, as Python floats (the layer-wise perturbation's host path)."""
-    return _read_norms(tensors)
 
 
 def per_tensor_norms(tensors: list[Tensor]) -> tuple[Tensor, ...]:
