@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from looksam.bench.runner import RunConfig, RunResult, TrainingSession, resolve_device
-from looksam.bench.timing import quartiles, time_relative
+from looksam.bench.timing import below_floor, floor_limit, quartiles, time_relative
 from looksam.bench.workloads import Workload, create_workload
 
 #: A trial whose median step takes this many times the paired expectation is contended.
@@ -189,4 +189,10 @@ def contention(
     busy = paired.reference_seconds_per_sample / quiet_seconds_per_sample
     if busy > BUSY_FACTOR:
         return f"the reference ran {busy:.1f}× slower than usual while pairing"
+    floor = result.passes_per_step
+    if floor is not None and below_floor(paired.ratio, floor):
+        return (
+            f"paired at {paired.ratio:.2f}× the reference, below what {floor:.2f} passes per "
+            f"step allow ({floor_limit(floor):.2f}×)"
+        )
     return None

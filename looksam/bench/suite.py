@@ -27,7 +27,7 @@ from looksam.bench.runner import (
     resolve_device,
     run_training,
 )
-from looksam.bench.timing import time_relative
+from looksam.bench.timing import below_floor, floor_limit, time_relative
 from looksam.bench.workloads import Workload, create_workload, get_workload_info
 from looksam.optim import DEFAULT_BASE, get_optimizer_info, list_optimizers
 
@@ -83,6 +83,12 @@ class StepCost:
         """Ratio beyond the floor: the optimizer's own arithmetic, in reference steps."""
         return self.ratio - self.floor
 
+    @property
+    def below_floor(self) -> bool:
+        """Measured cheaper than its passes allow (:func:`~looksam.bench.timing.below_floor`):
+        the machine was busy while timing, and the ratio supports no claim."""
+        return below_floor(self.ratio, self.floor)
+
 
 @dataclass(frozen=True)
 class BenchReport:
@@ -100,7 +106,17 @@ class BenchReport:
         data = asdict(self)
         for cost, row in zip(self.costs, data["costs"], strict=True):
             row["overhead"] = cost.overhead
+            row["below_floor"] = cost.below_floor
         return data
+
+    def floor_violations(self) -> list[str]:
+        """One line per optimizer measured below its pass floor (empty: none)."""
+        return [
+            f"{self.spec.workload}: {c.optimizer} measured {c.ratio:.2f}× {self.spec.reference}, "
+            f"below what {c.floor:.2f} passes per step allow ({floor_limit(c.floor):.2f}×)"
+            for c in self.costs
+            if c.below_floor
+        ]
 
 
 def _suite_config(spec: SuiteSpec, optimizer: str, **run: Any) -> RunConfig:
@@ -229,42 +245,53 @@ class Baseline:
 
     @classmethod
     def read(cls, path: Path) -> Baseline:
-        """Parse a baseline file; ValueError with the reason if it is not one."""
+        """Parse a baseline file; ValueError naming the file and the key if it is not one.
+
+        Every field is checked, and a gate that would measure nothing (no suite, a suite with no
+        ratio) is refused: it would pass whatever the code does.
+        """
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise ValueError(f"baseline {path} does not exist") from None
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"baseline {path} is not valid JSON: {error}") from None
+        except OSError as error:
+            raise ValueError(f"baseline {path} cannot be read: {error.strerror}") from None
         try:
-            tolerance = float(data["tolerance"])
-            entries = data["suites"]
-            suites = tuple(SuiteSpec(**_spec_fields(e["suite"])) for e in entries)
-            ratios = tuple({k: float(v) for k, v in e["ratios"].items()} for e in entries)
-            absolute = tuple(_read_absolute(e.get("absolute")) for e in entries)
-            accuracy = tuple(_read_accuracy(e.get("accuracy")) for e in entries)
-        except (KeyError, TypeError, AttributeError) as error:
-            raise ValueError(
-                f"baseline {path} lacks {error}: expected "
-                '{"tolerance": 0.1, "suites": [{"suite": {...}, "ratios": {...}}]}'
-            ) from None
-        if not tolerance >= 0:
-            raise ValueError(f"baseline {path}: tolerance must be >= 0, got {tolerance}")
-        for entry in absolute:
-            if entry is not None and not 0 <= entry.tolerance < 1:
-                raise ValueError(
-                    f"baseline {path}: absolute tolerance must be in [0, 1), got {entry.tolerance}"
+            return cls._parse(data)
+        except _BaselineError as error:
+            raise ValueError(f"baseline {path}: {error}") from None
+
+    @classmethod
+    def _parse(cls, data: Any) -> Baseline:
+        top = _Fields(data, "", 'an object {"tolerance": 0.1, "suites": [...]}')
+        tolerance = top.number("tolerance", low=0.0)
+        entries = top.items("suites")
+        if not entries:
+            raise _BaselineError(
+                "suites is empty: a gate that measures nothing passes anything (write one "
+                "with check --init)"
+            )
+        suites, ratios, absolute, accuracy = [], [], [], []
+        for i, raw in enumerate(entries):
+            entry = _Fields(raw, f"suites[{i}]", 'an object {"suite": {...}, "ratios": {...}}')
+            spec = entry.suite("suite")
+            named = {*spec.optimizers, spec.reference}
+            ratios.append(entry.numbers("ratios", low=0.0, names=named, required=False))
+            absolute.append(entry.absolute("absolute", named))
+            accuracy.append(entry.accuracy("accuracy", named))
+            if not ratios[-1] and absolute[-1] is None and accuracy[-1] is None:
+                raise _BaselineError(
+                    f"suites[{i}].ratios is empty and the suite has no absolute or accuracy "
+                    "entry: it would check nothing"
                 )
-        for guard in accuracy:
-            if guard is not None and not guard.tolerance >= 0:
-                raise ValueError(
-                    f"baseline {path}: accuracy tolerance must be >= 0, got {guard.tolerance}"
-                )
-            if guard is not None and guard.steps < 1:
-                raise ValueError(
-                    f"baseline {path}: accuracy steps must be >= 1, got {guard.steps}"
-                )
-        return cls(suites, ratios, tolerance, data.get("measured_on", {}), absolute, accuracy)
+            suites.append(spec)
+        measured_on = data.get("measured_on", {})
+        if not isinstance(measured_on, dict):
+            raise _BaselineError("measured_on must be an object")
+        return cls(tuple(suites), tuple(ratios), tolerance, measured_on, tuple(absolute),
+                   tuple(accuracy))  # fmt: skip
 
     def write(self, path: Path) -> None:
         """Write the baseline as indented JSON (a suite without absolute or accuracy entries is
@@ -283,26 +310,112 @@ class Baseline:
         path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def _read_absolute(raw: Any) -> AbsoluteExpectation | None:
-    if raw is None:
-        return None
-    return AbsoluteExpectation(
-        device_name=str(raw["device_name"]),
-        tolerance=float(raw["tolerance"]),
-        samples_per_second={k: float(v) for k, v in raw["samples_per_second"].items()},
-    )
+class _BaselineError(ValueError):
+    """A baseline field that is missing or wrong; the message names its key."""
 
 
-def _read_accuracy(raw: Any) -> AccuracyExpectation | None:
-    if raw is None:
-        return None
-    return AccuracyExpectation(
-        steps=int(raw["steps"]),
-        seed=int(raw["seed"]),
-        tolerance=float(raw["tolerance"]),
-        final_accuracy={k: float(v) for k, v in raw["final_accuracy"].items()},
-        threads=None if raw.get("threads") is None else int(raw["threads"]),
-    )
+class _Fields:
+    """One JSON object of a baseline, read key by key with the key's full name in every error."""
+
+    def __init__(self, raw: Any, where: str, shape: str) -> None:
+        if not isinstance(raw, dict):
+            kind = type(raw).__name__ if raw is not None else "null"
+            raise _BaselineError(f"{where or 'the file'} must be {shape}, not a JSON {kind}")
+        self.raw, self.where = raw, where
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def get(self, name: str) -> Any:
+        if name not in self.raw:
+            raise _BaselineError(f"{self.key(name)} is missing")
+        return self.raw[name]
+
+    def number(self, name: str, *, low: float, high: float | None = None) -> float:
+        return _number(self.get(name), self.key(name), low, high)
+
+    def items(self, name: str) -> list[Any]:
+        value = self.get(name)
+        if not isinstance(value, list):
+            raise _BaselineError(f"{self.key(name)} must be a list")
+        return value
+
+    def numbers(
+        self, name: str, *, low: float, names: set[str], required: bool, high: float | None = None
+    ) -> dict[str, float]:
+        """A {optimizer: number} object whose names the suite measures."""
+        fields = _Fields(self.get(name), self.key(name), "an object {optimizer: number}")
+        if required and not fields.raw:
+            raise _BaselineError(f"{fields.where} is empty: the suite would check nothing")
+        values = {}
+        for optimizer, value in fields.raw.items():
+            if optimizer not in names:
+                raise _BaselineError(
+                    f"{fields.key(optimizer)}: the suite does not measure {optimizer!r} "
+                    f"(it times {', '.join(sorted(names))})"
+                )
+            values[optimizer] = _number(value, fields.key(optimizer), low, high)
+        return values
+
+    def suite(self, name: str) -> SuiteSpec:
+        fields = _Fields(self.get(name), self.key(name), "an object of suite settings")
+        known = {f for f in SuiteSpec.__dataclass_fields__}
+        stray = sorted(set(fields.raw) - known)
+        if stray:
+            raise _BaselineError(f"{fields.key(stray[0])} is not a suite setting")
+        try:
+            return SuiteSpec(**_spec_fields(fields.raw))
+        except (ValueError, TypeError) as error:
+            raise _BaselineError(f"{fields.where}: {error}") from None
+
+    def absolute(self, name: str, named: set[str]) -> AbsoluteExpectation | None:
+        if self.raw.get(name) is None:
+            return None
+        fields = _Fields(self.raw[name], self.key(name), "an object")
+        device_name = fields.get("device_name")
+        if not isinstance(device_name, str) or not device_name:
+            raise _BaselineError(f"{fields.key('device_name')} must be a device's name")
+        tolerance = fields.number("tolerance", low=0.0)
+        if tolerance >= 1.0:  # a lower bound of samples/s × (1 - tolerance) <= 0 checks nothing
+            raise _BaselineError(f"{fields.key('tolerance')} must be in [0, 1), got {tolerance:g}")
+        return AbsoluteExpectation(
+            device_name=device_name,
+            tolerance=tolerance,
+            samples_per_second=fields.numbers(
+                "samples_per_second", low=0.0, names=named, required=True
+            ),
+        )
+
+    def accuracy(self, name: str, named: set[str]) -> AccuracyExpectation | None:
+        if self.raw.get(name) is None:
+            return None
+        fields = _Fields(self.raw[name], self.key(name), "an object")
+        threads = fields.raw.get("threads")
+        return AccuracyExpectation(
+            steps=_integer(fields.get("steps"), fields.key("steps"), low=1),
+            seed=_integer(fields.get("seed"), fields.key("seed"), low=0),
+            tolerance=fields.number("tolerance", low=0.0),
+            final_accuracy=fields.numbers(
+                "final_accuracy", low=0.0, high=1.0, names=named, required=True
+            ),
+            threads=None if threads is None else _integer(threads, fields.key("threads"), low=1),
+        )
+
+
+def _number(value: Any, key: str, low: float, high: float | None = None) -> float:
+    """A finite JSON number in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _BaselineError(f"{key} must be a number, got {json.dumps(value)}")
+    if value < low or (high is not None and value > high):
+        bounds = f">= {low:g}" if high is None else f"in [{low:g}, {high:g}]"
+        raise _BaselineError(f"{key} must be {bounds}, got {value:g}")
+    return float(value)
+
+
+def _integer(value: Any, key: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise _BaselineError(f"{key} must be an integer >= {low}, got {json.dumps(value)}")
+    return value
 
 
 def _spec_fields(raw: dict[str, Any]) -> dict[str, Any]:

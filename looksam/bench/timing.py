@@ -38,6 +38,24 @@ def spread_looks(share: float, period: int) -> Callable[[int], bool]:
     return takes_second_pass
 
 
+#: How far below its pass floor a measured step-cost ratio may fall before it is impossible.
+#: A step's extra passes may cost less than whole base steps (the base's own update runs once,
+#: not once per pass: SAM measures 1.94× SGD on a small MLP), but not less than half of them;
+#: beyond that, and this much noise, the timing was disturbed (a busy machine), not the method.
+FLOOR_NOISE = 0.05
+
+
+def floor_limit(floor: float) -> float:
+    """The least step-cost ratio a correct timing of ``floor`` passes per step can give:
+    1 + half the extra passes − :data:`FLOOR_NOISE` (SAM: 1.45, SAM-5: 1.05, one pass: 0.95)."""
+    return 1.0 + max(0.0, floor - 1.0) / 2.0 - FLOOR_NOISE
+
+
+def below_floor(ratio: float, floor: float) -> bool:
+    """Whether a measured ratio is below what ``floor`` passes per step allow: contention."""
+    return ratio < floor_limit(floor)
+
+
 @dataclass(frozen=True)
 class RelativeTiming:
     """One contender's step time and its ratio to the reference, over paired rounds."""

@@ -38,8 +38,12 @@ def _write(path: Path, ratios: dict[str, float], tolerance: float = 0.1) -> Path
     return path
 
 
-def test_doctored_baseline_makes_check_fail(tmp_path: Path) -> None:
-    """SAM cannot cost 1.0 SGD steps: a baseline claiming so must be reported as a regression."""
+def test_doctored_baseline_makes_check_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SAM cannot cost 1.0 SGD steps: a baseline claiming so is reported as a regression, after
+    a second measurement (the fake clock puts SAM at 2×, whatever the machine is doing)."""
+    _fake_clock(monkeypatch, {"sgd": 1e-3, "sam": 2e-3})
     path = _write(tmp_path / "doctored.json", {"sgd": 1.0, "sam": 1.0}, tolerance=0.05)
     result = runner.invoke(app, ["check", "--baseline", str(path)], env={"COLUMNS": "200"})
     assert result.exit_code == 1, result.output
@@ -47,42 +51,130 @@ def test_doctored_baseline_makes_check_fail(tmp_path: Path) -> None:
     assert "re-measuring" in result.output  # confirmed before failing
 
 
-def test_generous_baseline_passes(tmp_path: Path) -> None:
+def test_generous_baseline_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_clock(monkeypatch, {"sgd": 1e-3, "sam": 2e-3})
     path = _write(tmp_path / "generous.json", {"sgd": 1.0, "sam": 10.0})
     result = runner.invoke(app, ["check", "--baseline", str(path)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "no regression" in result.output
 
 
-def test_update_rewrites_the_ratios(tmp_path: Path) -> None:
+def test_update_rewrites_the_ratios(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_clock(monkeypatch, {"sgd": 1e-3, "sam": 2.5e-3})
     path = _write(tmp_path / "b.json", {"sgd": 1.0, "sam": 10.0}, tolerance=0.2)
     result = runner.invoke(app, ["check", "--baseline", str(path), "--update"])
     assert result.exit_code == 0, result.output
     fresh = Baseline.read(path)
     assert fresh.tolerance == 0.2
-    assert fresh.ratios[0]["sgd"] == 1.0
-    assert 1.0 < fresh.ratios[0]["sam"] < 10.0
+    assert fresh.ratios[0] == {"sgd": 1.0, "sam": 2.5}
     assert fresh.measured_on["torch_version"]
 
 
 @pytest.mark.parametrize(
-    ("content", "needle"),
-    [
-        ("{not json", "not valid JSON"),
-        ('{"suites": []}', "lacks"),
-        ('{"tolerance": -1, "suites": []}', "tolerance must be"),
-        ('{"tolerance": 0.1, "suites": [{"suite": {"k": 0}, "ratios": {}}]}', "k must be"),
-    ],
+    ("sam_seconds", "accepted"),
+    # SAM's floor is 2 passes; the least ratio a correct timing can give is 1.45 (floor_limit).
+    [(0.35e-3, False), (1.44e-3, False), (1.45e-3, True), (2e-3, True)],
 )
+def test_init_refuses_a_ratio_below_the_pass_floor(
+    sam_seconds: float, accepted: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy machine once wrote SAM at 0.35× SGD: it is measured again, then refused (exit 2,
+    nothing written); at the limit it is a measurement like any other."""
+    _fake_clock(monkeypatch, {"sgd": 1e-3, "sam": sam_seconds})
+    path = tmp_path / "b.json"
+    args = ["check", "--init", str(path), "-o", "sgd", "-o", "sam", "--rounds", "2"]
+    result = runner.invoke(app, args, env={"COLUMNS": "300"})
+    if accepted:
+        assert result.exit_code == 0, result.output
+        assert Baseline.read(path).ratios[0]["sam"] == pytest.approx(sam_seconds / 1e-3)
+        return
+    assert result.exit_code == 2, result.output
+    assert "re-measuring" in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: synthetic-mlp: sam measured"), last
+    assert "below what 2.00 passes per step allow (1.45×), twice" in last
+    assert not path.exists()
+
+
+def test_update_keeps_the_baseline_when_a_ratio_is_below_the_floor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(tmp_path / "b.json", {"sgd": 1.0, "sam": 2.0})
+    before = path.read_bytes()
+    _fake_clock(monkeypatch, {"sgd": 1e-3, "sam": 0.5e-3})
+    result = runner.invoke(app, ["check", "--baseline", str(path), "--update"])
+    assert result.exit_code == 2, result.output
+    assert path.read_bytes() == before
+
+
+def test_bench_marks_a_ratio_below_the_floor_contended(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_clock(monkeypatch, {"sgd": 1e-3, "samk": 0.9e-3, "sam": 2e-3})
+    args = ["bench", "-o", "samk", "-o", "sam", "--rounds", "2", "--device", "cpu"]
+    result = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    flagged = [line for line in result.output.splitlines() if line.startswith("contended")]
+    assert len(flagged) == 1, result.output  # SAM-k at 0.9× is below 1.05×; SAM at 2× is not
+    assert "samk measured 0.90× sgd, below what 1.20 passes per step allow (1.05×)" in flagged[0]
+
+
+_SUITE = {"workload": "synthetic-mlp", "optimizers": ["sgd", "sam"]}
+
+
+def _entry(**changes: object) -> str:
+    entry: dict[str, object] = {"suite": _SUITE, "ratios": {"sgd": 1.0, "sam": 2.0}}
+    entry.update(changes)
+    return json.dumps({"tolerance": 0.1, "suites": [entry]})
+
+
+#: Every field of a baseline, wrong: one line naming the file and the key, exit 2, nothing timed.
+MALFORMED = [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", 'the file must be an object {"tolerance": 0.1, "suites": [...]}, not a JSON list'),
+    ("null", "not a JSON null"),
+    ('{"suites": []}', "tolerance is missing"),
+    ('{"tolerance": "0.1", "suites": []}', 'tolerance must be a number, got "0.1"'),
+    ('{"tolerance": -1, "suites": []}', "tolerance must be >= 0, got -1"),
+    ('{"tolerance": NaN, "suites": []}', "tolerance must be a number, got NaN"),
+    ('{"tolerance": 0.1}', "suites is missing"),
+    ('{"tolerance": 0.1, "suites": {}}', "suites must be a list"),
+    ('{"tolerance": 0.1, "suites": []}', "suites is empty: a gate that measures nothing"),
+    ('{"tolerance": 0.1, "suites": [3]}', "suites[0] must be an object"),
+    ('{"tolerance": 0.1, "suites": [{"ratios": {}}]}', "suites[0].suite is missing"),
+    (_entry(suite={"k": 0}), "suites[0].suite: k must be"),
+    (_entry(suite={**_SUITE, "colour": "red"}), "suites[0].suite.colour is not a suite setting"),
+    (_entry(suite={**_SUITE, "optimizers": ["adagrad"]}), "unknown optimizer 'adagrad'"),
+    (_entry(ratios={}), "suites[0].ratios is empty and the suite has no absolute or accuracy"),
+    (_entry(ratios=[1.0]), "suites[0].ratios must be an object"),
+    (_entry(ratios={"sgd": 1.0, "sam": "2"}), 'suites[0].ratios.sam must be a number, got "2"'),
+    (_entry(ratios={"sgd": 1.0, "sam": True}), "suites[0].ratios.sam must be a number, got true"),
+    (_entry(ratios={"sgd": 1.0, "sam": -2}), "suites[0].ratios.sam must be >= 0, got -2"),
+    (
+        _entry(ratios={"sgd": 1.0, "gsam": 2.0}),
+        "suites[0].ratios.gsam: the suite does not measure",
+    ),
+    (
+        json.dumps(
+            {"tolerance": 0.1, "suites": [json.loads(_entry())["suites"][0]], "measured_on": 1}
+        ),
+        "measured_on must be an object",
+    ),
+]
+
+
+@pytest.mark.parametrize(("content", "needle"), MALFORMED)
 def test_malformed_baselines_exit_2(tmp_path: Path, content: str, needle: str) -> None:
     path = tmp_path / "bad.json"
     path.write_text(content)
-    result = runner.invoke(app, ["check", "--baseline", str(path)])
+    result = runner.invoke(app, ["check", "--baseline", str(path)], env={"COLUMNS": "500"})
     assert result.exit_code == 2, result.output
     assert needle in result.output
+    assert result.output.count("\n") == 1, result.output  # one line
+    assert f"baseline {path}" in result.output
+    assert "Traceback" not in result.output
 
 
-def test_compare_flags_only_ratios_above_the_limit() -> None:
+def test_compare_flags_only_ratios_above_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_clock(monkeypatch, {"sgd": 1e-3, "sam": 2e-3})
     report = measure_suite(SuiteSpec(**{**FAST, "optimizers": ("sgd", "sam")}))
     sam = next(c.ratio for c in report.costs if c.optimizer == "sam")
     tight = Baseline((report.spec,), ({"sam": sam / 1.5},), tolerance=0.1)

@@ -479,17 +479,35 @@ def test_new_keys_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("entry", "needle"),
     [
-        ({"absolute": {"device_name": "x", "tolerance": 1.5, "samples_per_second": {}}}, "[0, 1)"),
-        ({"absolute": {"tolerance": 0.1, "samples_per_second": {}}}, "lacks 'device_name'"),
+        (
+            {"absolute": {"device_name": "x", "tolerance": 1.5, "samples_per_second": {}}},
+            "suites[0].absolute.tolerance must be in [0, 1), got 1.5",
+        ),
+        (
+            {"absolute": {"tolerance": 0.1, "samples_per_second": {}}},
+            "suites[0].absolute.device_name is missing",
+        ),
+        (
+            {"absolute": {"device_name": "x", "tolerance": 0.1, "samples_per_second": {}}},
+            "suites[0].absolute.samples_per_second is empty",
+        ),
         (
             {"accuracy": {"steps": 0, "seed": 0, "tolerance": 0, "final_accuracy": {}}},
-            "accuracy steps must be >= 1",
+            "suites[0].accuracy.steps must be an integer >= 1, got 0",
         ),
         (
             {"accuracy": {"steps": 5, "seed": 0, "tolerance": -1, "final_accuracy": {}}},
-            "accuracy tolerance must be >= 0",
+            "suites[0].accuracy.tolerance must be >= 0, got -1",
         ),
-        ({"accuracy": {"steps": 5, "seed": 0, "tolerance": 0, "final_accuracy": [1]}}, "lacks"),
+        (
+            {"accuracy": {"steps": 5, "seed": 0, "tolerance": 0, "final_accuracy": [1]}},
+            "suites[0].accuracy.final_accuracy must be an object {optimizer: number}, not a "
+            "JSON list",
+        ),
+        (
+            {"accuracy": {"steps": 5, "seed": 0, "tolerance": 0, "final_accuracy": {"sgd": 2}}},
+            "suites[0].accuracy.final_accuracy.sgd must be in [0, 1], got 2",
+        ),
     ],
 )
 def test_malformed_new_keys_exit_2(tmp_path: Path, entry: dict[str, Any], needle: str) -> None:

@@ -66,6 +66,18 @@ def test_busy_pairing_threshold_is_exclusive() -> None:
     assert "while pairing" in busy
 
 
+@pytest.mark.parametrize(("ratio", "flagged"), [(1.44, True), (1.45, False), (2.0, False)])
+def test_a_paired_ratio_below_the_pass_floor_is_contention(ratio: float, flagged: bool) -> None:
+    """A run of 2 passes per step paired at under 1.45× its base cannot be a correct timing."""
+    base = _result(1.0)
+    two_passes = replace(base, forward_backward_passes=2 * base.steps)
+    paired = replace(PAIRED, same_batch_ratios=(ratio,), per_sample_ratios=(ratio,))
+    why = contention(two_passes, paired, 1.0)
+    assert (why is not None) == flagged, why
+    if flagged:
+        assert why == "paired at 1.44× the reference, below what 2.00 passes per step allow (1.45×)"
+
+
 def test_paired_ratios_come_from_the_same_round(monkeypatch: pytest.MonkeyPatch) -> None:
     """A fake clock makes SAM exactly twice SGD per step, with a different load each round."""
     clock = {"t": 0.0, "round": 0}
