@@ -75,7 +75,8 @@ def test_a_paired_ratio_below_the_pass_floor_is_contention(ratio: float, flagged
     why = contention(two_passes, paired, 1.0)
     assert (why is not None) == flagged, why
     if flagged:
-        assert why == "paired at 1.44× the reference, below what 2.00 passes per step allow (1.45×)"
+        expected = "paired at 1.44× the reference, below what 2.00 passes per step allow (1.45×)"
+        assert why == expected
 
 
 def test_paired_ratios_come_from_the_same_round(monkeypatch: pytest.MonkeyPatch) -> None:
