@@ -36,15 +36,19 @@ _STOP_SIGNALS = tuple(
 _LISTED = 10
 
 
-def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
-    """The MLflow UI server command line (``mlflow ui`` serves the UI and REST API offline)."""
+#: How the tracking store reaches ``mlflow ui``: its environment, never its command line, which
+#: any local user can read (``ps``, ``/proc/PID/cmdline``) and which may hold a password.
+STORE_VARIABLE = "MLFLOW_BACKEND_STORE_URI"
+
+
+def ui_command(host: str, port: int) -> list[str]:
+    """The MLflow UI server command line (``mlflow ui`` serves the UI and REST API offline); the
+    store it serves comes from :func:`ui_environment`."""
     return [
         sys.executable,
         "-m",
         "mlflow",
         "ui",
-        "--backend-store-uri",
-        tracking_uri,
         "--host",
         host,
         "--port",
@@ -52,6 +56,16 @@ def ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
         "--workers",
         "1",  # one local reader; MLflow's default of 4 processes only costs memory here
     ]
+
+
+def ui_environment(tracking_uri: str) -> dict[str, str]:
+    """The environment ``mlflow ui`` runs in: this one, the store's URI, and no job runner."""
+    env = dict(os.environ)
+    env[STORE_VARIABLE] = tracking_uri
+    # MLflow's background job runner (GenAI evaluation jobs) is not needed to browse runs; without
+    # it the UI starts twice as fast and runs 2 processes instead of 9.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return env
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -182,9 +196,9 @@ def ui(
             highlight=False,
             soft_wrap=True,
         )
-    command = ui_command(tracking_uri, host, port)
+    command = ui_command(host, port)
     if dry_run:
-        shown = [redact_url(part) for part in command]
+        shown = [f"{STORE_VARIABLE}={redact_url(tracking_uri)}", *command]
         console.print(shlex.join(shown), highlight=False, soft_wrap=True)
         return
     if not _port_free(host, port):
@@ -203,10 +217,7 @@ def ui(
         "its child runs and press [bold]Compare[/]; charts plot test_accuracy and train_loss per "
         "epoch (x-axis 'Relative time' = training seconds)."
     )
-    env = dict(os.environ)
-    # MLflow's background job runner (GenAI evaluation jobs) is not needed to browse runs; without
-    # it the UI starts twice as fast and runs 2 processes instead of 9.
-    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    env = ui_environment(tracking_uri)
     # MLflow runs in its own process group, so Ctrl-C reaches only us and we stop it with
     # SIGTERM: uvicorn then shuts down quietly instead of printing a KeyboardInterrupt traceback.
     posix = os.name == "posix"

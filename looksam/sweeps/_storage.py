@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 from optuna.storages.journal import JournalFileBackend
 
-from looksam.sweeps.redact import redact_url
+from looksam.sweeps.redact import redact_text, redact_url
 from looksam.sweeps.spec import SpecError
 
 #: Workers starting together on a fresh database race to create Optuna's tables; the loser
@@ -40,7 +40,8 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
         return _rdb_storage(url)
     except Exception as error:  # SQLAlchemy raises many kinds; all mean "cannot use it"
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SpecError(f"cannot open storage {redact_url(url)}: {redact_url(first)}") from None
+        reason = redact_text(first, urls=[url])
+        raise SpecError(f"cannot open storage {redact_url(url)}: {reason}") from None
 
 
 def local_file(url: str) -> Path | None:

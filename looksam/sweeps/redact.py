@@ -1,29 +1,31 @@
-"""Keep passwords out of logs, tracking stores and error messages.
+"""Keep credentials out of logs, tracking stores and error messages.
 
 Sweeps name their Optuna storage and MLflow tracking store by URL, and database URLs carry
-passwords (``postgresql://user:secret@host/db``). Anything that records or prints such a URL
+credentials (``postgresql://user:secret@host/db``). Anything that records or prints such a URL
 passes it through :func:`redact_url` or :func:`redact_text` first.
 
-The password of a URL's userinfo may itself contain ``@`` or ``/`` (SQLAlchemy, which Optuna's
-storage uses, accepts both); where a URL is ambiguous the rules hide too much, never too little.
+A URL that carries user information is shown as its scheme, ``***`` and what follows its last
+``@`` (``postgresql://***@host:5432/db``); where that is not a clean host, only its scheme
+(``postgresql://***``). No part of the user information (name or password) is kept: the password
+may itself contain ``@``, ``:`` or ``/`` (SQLAlchemy, which Optuna's storage uses, accepts them),
+so no rule can tell where it ends, and the rules hide too much, never too little.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 MASK = "***"
 
-# scheme://user:password@host. The user part cannot contain ':', '/', '@' or '[', so
-# "http://[::1]:5000" is never read as credentials. The password is first read as RFC 3986 does
-# (no '/', up to the authority's last '@'); failing that, as SQLAlchemy does (a '/' allowed).
-_USERINFO = re.compile(
-    r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\[\s'\"<>]*:)"
-    r"(?P<password>[^\s'\"<>/?#]*|[^\s'\"<>/?#@]*/[^\s'\"<>?#]*)"
-    r"(?P<tail>@[^\s'\"<>/?#@]*)"
+_SCHEME = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*)://(?P<rest>.*)", re.DOTALL)
+# Before the last '@': "user:…" that is not "host:port/…" reads as credentials even when the
+# password holds a '/', which ends the authority for RFC 3986 but not for SQLAlchemy.
+_USER_THEN_PASSWORD = re.compile(r"[^:/?#@\[\]\s]*:(?!\d{1,5}(?:[/?#]|$))")
+# What may follow the last '@': a host name or bracketed address, a port, then path and query.
+_CLEAN_HOST = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%\-]+)(?::\d{1,5})?(?:[/?#][^\s'\"<>]*)?"
 )
-# "host:8080/path@x": what looks like a password is a port followed by a path
-_PORT_THEN_PATH = re.compile(r"\d{1,5}/.*")
 # password=..., db_password=..., access_token=..., api_key=... (query strings, libpq DSNs)
 _SECRET_PARAM = re.compile(
     r"(?P<key>(?<![\w-])[\w-]*(?:password|passwd|pwd|secret|token|api_?key)=)"
@@ -32,34 +34,55 @@ _SECRET_PARAM = re.compile(
 )
 # a URL inside free text: a scheme, "://", then anything up to whitespace or a quote
 _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s'\"<>]*")
-
-
-def _mask_userinfo(match: re.Match[str]) -> str:
-    password = match["password"]
-    if not password or _PORT_THEN_PATH.fullmatch(password):
-        return match[0]
-    return f"{match['head']}{MASK}{match['tail']}"
+# how a user information splits into the pieces a driver's message might quote
+_USERINFO_PIECES = re.compile(r"[:@/]")
 
 
 def _mask_param(match: re.Match[str]) -> str:
     return f"{match['key']}{MASK}" if match["value"] else match[0]
 
 
+def _userinfo(url: str) -> str | None:
+    """The user information of ``url`` (all before its last ``@``), or None if it has none."""
+    match = _SCHEME.fullmatch(url)
+    if match is None or "@" not in match["rest"]:
+        return None
+    rest = match["rest"]
+    before = rest.rpartition("@")[0]
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority or _USER_THEN_PASSWORD.match(before):
+        return before
+    return None  # an '@' in a path or a query ("repo@v1.0", "?user=me@example.com")
+
+
+def _mask_credentials(url: str) -> str:
+    userinfo = _userinfo(url)
+    if userinfo is None:
+        return url
+    scheme = url.partition("://")[0]
+    after = url[len(scheme) + 3 + len(userinfo) + 1 :]
+    if not _CLEAN_HOST.fullmatch(after):
+        return f"{scheme}://{MASK}"
+    return f"{scheme}://{MASK}@{after}"
+
+
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``.
-
-    Covers the userinfo password (``scheme://user:secret@host``) and secret-looking query
-    parameters (``?password=…``, ``&token=…``). A URL without credentials, a ``sqlite:///`` URL
-    or a plain file path comes back unchanged, character for character.
-    """
-    return _SECRET_PARAM.sub(_mask_param, _USERINFO.sub(_mask_userinfo, url))
+    """``url`` with its user information replaced by ``***`` and secret-looking query values
+    masked (``?password=…``, ``&token=…``). A URL without credentials, a ``sqlite:///`` URL or a
+    plain file path comes back unchanged, character for character."""
+    return _SECRET_PARAM.sub(_mask_param, _mask_credentials(url))
 
 
-def redact_text(text: str) -> str:
+def redact_text(text: str, *, urls: Iterable[str] = ()) -> str:
     """Redact every URL with credentials inside free text, e.g. an exception message.
 
     ``key=value`` pairs whose key names a secret (``password=…`` in a libpq connection string)
-    are masked too.
+    are masked too. ``urls``: the URLs the text is about; any piece of their user information
+    that the text quotes on its own (a driver that read part of a password as a host name) is
+    masked as well.
     """
-    text = _URL_IN_TEXT.sub(lambda m: _USERINFO.sub(_mask_userinfo, m[0]), text)
+    text = _URL_IN_TEXT.sub(lambda m: _mask_credentials(m[0]), text)
+    for url in urls:
+        for piece in {p for p in _USERINFO_PIECES.split(_userinfo(url) or "") if p}:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(piece)}(?![A-Za-z0-9])", MASK, text)
     return _SECRET_PARAM.sub(_mask_param, text)

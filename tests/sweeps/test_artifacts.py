@@ -50,7 +50,7 @@ def test_a_tiny_sweep_attaches_its_report_and_spec_to_every_parent_run(
         assert (kept / "art.html").read_bytes() == (tmp_path / "reports" / "art.html").read_bytes()
         uploaded = (kept / "art.toml").read_text()
         assert SECRET not in uploaded
-        assert "postgresql://optuna:***@db.internal/optuna" in uploaded
+        assert "postgresql://***@db.internal/optuna" in uploaded
     trials = client.search_runs([experiment.experiment_id], "tags.`looksam.role` = 'trial'")
     assert trials
     assert all(not client.list_artifacts(t.info.run_id) for t in trials)

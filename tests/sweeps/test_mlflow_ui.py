@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 import looksam.cli.ui as ui_module
 from looksam.bench.runner import Environment, EpochRecord, RunConfig, RunResult
-from looksam.cli.ui import ui, ui_command
+from looksam.cli.ui import ui, ui_command, ui_environment
 from looksam.sweeps.tracking import (
     EXPERIMENT_TAGS,
     MlflowTracker,
@@ -145,7 +145,7 @@ def test_the_parent_run_holds_the_report_and_the_redacted_spec(store: Store) -> 
     artifacts = store.folder / "runs" / "mlartifacts" / SWEEP / store.parent_id / "artifacts"
     spec = (artifacts / f"{SWEEP}.toml").read_text()
     assert SECRET not in spec
-    assert "postgresql://u:***@db/x" in spec
+    assert "postgresql://***@db/x" in spec
     assert SECRET in (store.folder / f"{SWEEP}.toml").read_text()  # the user's file is untouched
     children = client.search_runs([store.experiment_id], "tags.`looksam.role` = 'trial'")
     assert len(children) == 2
@@ -271,14 +271,25 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _group_command_lines(group: int) -> list[str]:
+    """The command lines of the live processes in a process group (Linux's /proc; else none)."""
+    lines = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, ValueError):
+            if os.getpgid(int(entry.name)) == group:
+                lines.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+    return lines
+
+
 @contextlib.contextmanager
 def _mlflow_ui(store: Store, log: Path) -> Iterator[str]:
     """`mlflow ui` as `looksam-bench ui` starts it, on a free loopback port; its base URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
-    command = ui_command(store.uri, "127.0.0.1", port)
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    command = ui_command("127.0.0.1", port)
+    env = ui_environment(store.uri)
+    assert store.uri not in command  # the store travels in the environment, not in `ps`
     with log.open("wb") as out:
         proc = subprocess.Popen(
             command, cwd=store.folder, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -291,6 +302,9 @@ def _mlflow_ui(store: Store, log: Path) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"mlflow ui did not come up: {log.read_text(errors='replace')[-800:]}")
             time.sleep(0.25)
+        command_lines = _group_command_lines(proc.pid)  # what `ps` shows any local user
+        assert any("mlflow" in line for line in command_lines), command_lines
+        assert not any(store.uri in line for line in command_lines), command_lines
         yield base
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -10,19 +10,26 @@ from looksam.sweeps.redact import redact_text, redact_url
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("postgresql://user:secret@host:5432/db", "postgresql://user:***@host:5432/db"),
-        ("http://user:pw@host", "http://user:***@host"),
-        ("https://alice:pw@mlflow.example.org/", "https://alice:***@mlflow.example.org/"),
-        (
-            "mysql+pymysql://root:toor@localhost/optuna",
-            "mysql+pymysql://root:***@localhost/optuna",
-        ),
-        # SQLAlchemy accepts unencoded '@' and '/' in the password: all of it goes
-        ("postgresql://u:p@ss@host/db", "postgresql://u:***@host/db"),
-        ("postgresql://u:ab/cd@host/db", "postgresql://u:***@host/db"),
-        ("postgresql://u:p%40ss@host/db", "postgresql://u:***@host/db"),
-        ("http://u:pw@[::1]:5000/x", "http://u:***@[::1]:5000/x"),
-        ("postgresql://u@host/db?password=xyz", "postgresql://u@host/db?password=***"),
+        ("postgresql://user:secret@host:5432/db", "postgresql://***@host:5432/db"),
+        ("http://user:pw@host", "http://***@host"),
+        ("https://alice:pw@mlflow.example.org/", "https://***@mlflow.example.org/"),
+        ("mysql+pymysql://root:toor@localhost/optuna", "mysql+pymysql://***@localhost/optuna"),
+        # SQLAlchemy accepts unencoded '@', ':' and '/' in the password: all of it goes, and
+        # what is shown is at most what follows the last '@'
+        ("postgresql://u:p@ss@host/db", "postgresql://***@host/db"),
+        ("postgresql://u:ab/cd@host/db", "postgresql://***@host/db"),
+        ("postgresql://alice:p@ss/w0rd@127.0.0.1:1/db", "postgresql://***@127.0.0.1:1/db"),
+        ("postgresql://alice:p:a:ss@db/x", "postgresql://***@db/x"),
+        ("postgresql://u:p%40ss@host/db", "postgresql://***@host/db"),
+        ("http://u:pw@[::1]:5000/x", "http://***@[::1]:5000/x"),
+        # a user name is user information too
+        ("postgresql://optuna@db.internal/optuna", "postgresql://***@db.internal/optuna"),
+        ("mysql+pymysql://root:@localhost/db", "mysql+pymysql://***@localhost/db"),
+        ("postgresql://u@host/db?password=xyz", "postgresql://***@host/db?password=***"),
+        # not a clean host after the last '@': the scheme alone
+        ("postgresql://alice:pw@ho st/db", "postgresql://***"),
+        ("postgresql://alice:pw@", "postgresql://***"),
+        ("postgresql://alice:pw@<host>/db", "postgresql://***"),
         (
             "postgresql://host/db?sslmode=require&password=xyz&connect_timeout=5",
             "postgresql://host/db?sslmode=require&password=***&connect_timeout=5",
@@ -30,7 +37,7 @@ from looksam.sweeps.redact import redact_text, redact_url
         ("http://host/api?access_token=abc", "http://host/api?access_token=***"),
     ],
 )
-def test_passwords_are_masked(url: str, expected: str) -> None:
+def test_credentials_are_masked(url: str, expected: str) -> None:
     assert redact_url(url) == expected
 
 
@@ -46,8 +53,6 @@ def test_passwords_are_masked(url: str, expected: str) -> None:
         "http://host:8080/path@v2",  # a port and an '@' in the path are not credentials
         "http://localhost:5000/api?user=me@example.com",
         "http://[::1]:5000/x",
-        "postgresql://optuna@db.internal/optuna",  # a user name alone is not a secret
-        "mysql+pymysql://root:@localhost/db",  # empty password
         "git+https://github.com/org/repo@v1.0",
         "http://host/?max_tokens=5",
         "",
@@ -55,6 +60,16 @@ def test_passwords_are_masked(url: str, expected: str) -> None:
 )
 def test_urls_without_credentials_are_unchanged(url: str) -> None:
     assert redact_url(url) == url
+
+
+def test_a_drivers_message_quoting_part_of_a_password_is_masked() -> None:
+    """psycopg read 'p@ss/w0rd@…' as host 'ss': that piece must not be printed either."""
+    url = "postgresql://alice:p@ss/w0rd@127.0.0.1:1/db"
+    text = "failed to resolve host 'ss' for alice (sslmode=prefer, pass=p)"
+    out = redact_text(text, urls=[url])
+    assert out == "failed to resolve host '***' for *** (sslmode=prefer, pass=***)"
+    # pieces are masked as whole tokens only: "ss" inside a word stays
+    assert redact_text("class mismatch", urls=[url]) == "class mismatch"
 
 
 def test_text_with_several_urls() -> None:
@@ -65,8 +80,10 @@ def test_text_with_several_urls() -> None:
     out = redact_text(text)
     assert "s3cr3t" not in out
     assert "hunter2" not in out
-    assert "'postgresql://alice:***@db:5432/optuna'" in out
-    assert "http://bob:***@mlflow:5000/api," in out
+    assert "'postgresql://***@db:5432/optuna'" in out
+    assert "http://***@mlflow:5000/api," in out
+    assert "alice" not in out
+    assert "bob" not in out
     assert out.endswith("see http://127.0.0.1:5000 and sqlite:///runs/x.db")
 
 
