@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from looksam._markdown import md_code, md_text
 from looksam.bench.suite import CheckRow
 
 
@@ -106,10 +107,6 @@ def format_allowed(row: CheckRow) -> str:
     return "-"
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def summary_markdown(
     rows: list[CheckRow],
     *,
@@ -128,9 +125,10 @@ def summary_markdown(
     lines = [f"### looksam-bench check: {verdict}", ""]
     where = ""
     if environment:
-        where = f" · measured on {environment.get('device')} ({environment.get('device_name')})"
+        device, name = environment.get("device"), environment.get("device_name")
+        where = f" · measured on {md_text(device)} ({md_text(name)})"
     lines += [
-        f"Baseline `{baseline}` · ratio tolerance +{100 * tolerance:g} %{where}",
+        f"Baseline {md_code(baseline)} · ratio tolerance +{100 * tolerance:g} %{where}",
         "",
         "| suite | optimizer | metric | baseline | measured | change | allowed | result |",
         "|:--|:--|:--|--:|--:|--:|:--|:--|",
@@ -146,12 +144,12 @@ def summary_markdown(
             format_allowed(row),
             "❌ REGRESSION" if row.regressed else "✅ ok",
         )
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        lines.append("| " + " | ".join(md_text(c) for c in cells) + " |")
     if failed:
         lines += ["", "**Regressions:**", ""]
         for row in failed:
             lines.append(
-                f"- {row.workload} · {row.optimizer} · {row.metric}: measured "
+                f"- {md_text(row.workload)} · {md_text(row.optimizer)} · {row.metric}: measured "
                 f"{format_row_value(row, row.measured)}, allowed {format_allowed(row)} "
                 f"(baseline {format_row_value(row, row.baseline)})"
             )
