@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from looksam._plugins import (
     ENTRY_POINT_GROUPS,
@@ -20,17 +20,46 @@ from looksam._plugins import (
 from looksam.cli import advise, bench, diagnose, optimizers, report, run, sweep, ui
 from looksam.cli._console import fail, mark_launch
 
+#: Click's usage error as Typer's own copy of Click raises it (Typer exports only its subclass
+#: BadParameter): an unknown option or command, a missing or bad value, an extra argument.
+_UsageError: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+)
+
+
+def _one_line(error: Any, ctx: Any) -> NoReturn:
+    """Click's usage error (an unknown option or command, a bad or missing value) as
+    :func:`fail`'s one red line and exit 2, naming where the help is."""
+    path = ctx.command_path if ctx is not None else "looksam-bench"
+    fail(f"{escape(error.format_message())} (see '{escape(path)} --help')")
+
 
 class OneLineErrors(TyperCommand):
-    """A command whose unusable option values (``--k 1.5``, ``--nproc 0``) end as one red line
-    and exit 2, like every other mistake the user can fix, instead of Click's usage box."""
+    """A command whose unusable arguments (``--k 1.5``, ``--nproc 0``, ``--bogus``) end as one red
+    line and exit 2, like every other mistake the user can fix, instead of Click's usage box."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # Any: Click's own Context
-        """Parse as Click does; a value Click rejects becomes :func:`fail`'s one line."""
+        """Parse as Click does; whatever Click rejects becomes one line."""
         try:
             return super().parse_args(ctx, args)
-        except typer.BadParameter as error:
-            fail(escape(error.format_message()))
+        except _UsageError as error:
+            _one_line(error, ctx)
+
+
+class OneLineGroup(TyperGroup):
+    """The top-level command: an unknown option or command is one line and exit 2 too."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except _UsageError as error:
+            _one_line(error, ctx)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except _UsageError as error:
+            _one_line(error, ctx)
 
 
 app = typer.Typer(
@@ -42,6 +71,7 @@ app = typer.Typer(
         "model with -w timm:MODEL or -w module:function."
     ),
     no_args_is_help=True,
+    cls=OneLineGroup,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )

@@ -41,7 +41,7 @@ def plan_sweep(spec: SweepSpec) -> list[PlanRow]:
     wl = get_workload_info(spec.workload.name)
     epochs = spec.workload.epochs or wl.default_epochs
     batch = spec.workload.batch_size or wl.default_batch_size
-    steps = epochs * max(1, _train_examples(spec) // batch)
+    steps = epochs * max(1, train_examples(spec) // batch)
     rows = []
     for optimizer in spec.optimizers:
         low, high = pass_range(spec, optimizer)
@@ -90,6 +90,7 @@ def pass_range(spec: SweepSpec, optimizer: str) -> tuple[float, float]:
     )
 
 
-def _train_examples(spec: SweepSpec) -> int:
+def train_examples(spec: SweepSpec) -> int:
+    """Examples in one training epoch of the spec's workload (may read the data's index)."""
     data_dir = Path(spec.workload.data_dir) if spec.workload.data_dir else None
     return create_workload(spec.workload.name, data_dir=data_dir).num_train_examples

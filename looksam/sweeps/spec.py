@@ -180,6 +180,50 @@ def _at(where: str, section: str, key: str, overridden: bool) -> str:
     return f"{where} (override {key})" if overridden else f"{where} {section}".rstrip()
 
 
+#: A sweep's name becomes part of file names (reports/NAME.html) and store keys (study
+#: NAME/optimizer, MLflow experiment NAME): short, printable, no path separator.
+NAME_MAX = 100
+
+
+def check_sweep_name(where: str, name: Any) -> None:
+    """Raise SpecError unless ``name`` can name files and stores (see :data:`NAME_MAX`)."""
+    allowed = (
+        f"1 to {NAME_MAX} printable characters without '/' or '\\' (it names files and stores)"
+    )
+    if not isinstance(name, str) or not name or name in (".", ".."):
+        raise _fail(where, f"name must be {allowed}, got {name!r}")
+    if len(name) > NAME_MAX:
+        raise _fail(where, f"name must be {allowed}, got a {len(name)}-character name")
+    if any(c in "/\\" or not c.isprintable() for c in name):
+        raise _fail(where, f"name must be {allowed}, got {name!r}")
+
+
+def _check_fixed_key(
+    where: str,
+    opt_name: str,
+    key: str,
+    names: Sequence[str],
+    base: str,
+    raw_space: Mapping[str, Any],
+) -> None:
+    """A fixed value must be one its optimizer takes, and not also searched (given two ways)."""
+    at = f"{where} [fixed.{opt_name}]"
+    if opt_name == "common":
+        takers = [n for n in names if key in _accepted_names(n, base)]
+        if not takers:
+            raise _fail(at, f"none of the optimizers {list(names)} takes {key!r}")
+        return
+    accepted = _accepted_names(opt_name, base)
+    if key not in accepted:
+        raise _fail(at, f"{opt_name} takes no {key!r}; it takes: {', '.join(sorted(accepted))}")
+    own = raw_space.get(opt_name)
+    if isinstance(own, Mapping) and key in own:
+        raise _fail(
+            at,
+            f"{key} is fixed here and searched in [space.{opt_name}]: give it one way",
+        )
+
+
 def _check_keys(where: str, table: Mapping[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
@@ -320,10 +364,7 @@ def parse_spec(
     sweep = _table(where, data, "sweep")
     _check_keys(f"{where} [sweep]", sweep, {"name"})
     name = sweep.get("name", Path(source).stem if source != "<spec>" else "sweep")
-    if not isinstance(name, str) or not name or "/" in name:
-        raise _fail(
-            f"{where} [sweep]", f"name must be a non-empty string without '/', got {name!r}"
-        )
+    check_sweep_name(f"{where} [sweep]", name)
 
     raw_workload = dict(_table(where, data, "workload"))
     _check_keys(
@@ -384,6 +425,9 @@ def parse_spec(
             get_optimizer_info(opt_name)
         except (ValueError, TypeError) as error:
             raise _fail(at_names, str(error)) from None
+    twice = sorted({n for n in names if list(names).count(n) > 1})
+    if twice:
+        raise _fail(at_names, f"names lists {twice[0]!r} {list(names).count(twice[0])} times")
     base, given = _take(overrides, "base", raw_opt.get("base", DEFAULT_BASE))
     _one_of(_at(where, "[optimizers]", "base", given), "base", base, base_optimizers())
 
@@ -429,6 +473,7 @@ def parse_spec(
             raise _fail(f"{where} [fixed.{opt_name}]", "must be a table of values")
         for key, value in values.items():
             _check_value(f"{where} [fixed.{opt_name}]", key, value)
+            _check_fixed_key(where, opt_name, key, names, base, raw_space)
         fixed[opt_name] = dict(values)
 
     objective, given = _take(overrides, "objective", data.get("objective", "pareto"))

@@ -749,6 +749,72 @@ class _Outbox:
             )
 
 
+#: Where MLflow can store runs: a folder, SQLite, a database server, a tracking server.
+TRACKING_SCHEMES = (
+    "file",
+    "sqlite",
+    "postgresql",
+    "mysql",
+    "mssql",
+    "http",
+    "https",
+    "databricks",
+)
+#: Seconds a tracking server gets to answer before a sweep starts.
+PROBE_SECONDS = 5.0
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Raise SpecError (one line) unless runs can be stored at ``uri``: a scheme MLflow stores
+    runs at, a tracking server that answers (its ``/health``; credentials are not sent), a SQLite
+    file that is intact. Creates nothing."""
+    from looksam.sweeps._storage import check_sqlite_intact
+    from looksam.sweeps.spec import SpecError
+
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else "file"
+    shown = redact_url(uri)
+    if scheme not in TRACKING_SCHEMES:
+        raise SpecError(
+            f"tracking URI {shown}: MLflow stores runs in sqlite:///PATH, a database "
+            "(postgresql://, mysql://), a tracking server (http://, https://) or a folder "
+            f"(file:///PATH), not {scheme}://; or pass --no-mlflow"
+        )
+    if scheme in ("http", "https"):
+        _probe_server(uri, shown)
+    db = sqlite_db_path(uri)
+    if db is not None and db.is_file():
+        check_sqlite_intact(db, "MLflow store")
+
+
+def _probe_server(uri: str, shown: str) -> None:
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from looksam.sweeps.spec import SpecError
+
+    parts = urllib.parse.urlsplit(uri)
+    try:
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        raise SpecError(f"tracking URI {shown} has no valid host and port") from None
+    if ":" in host:
+        host = f"[{host}]"
+    health = f"{parts.scheme}://{host}{port}{parts.path.rstrip('/')}/health"
+    try:
+        with urllib.request.urlopen(health, timeout=PROBE_SECONDS):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered: a proxy or an older server without /health
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise SpecError(
+            f"no MLflow server answers at {shown} ({redact_text(str(reason), urls=[uri])}): "
+            "start it, or pass --tracking-uri sqlite:///runs/mlflow.db or --no-mlflow"
+        ) from None
+
+
 def tracker_for(spec: SweepSpec) -> Tracker:
     """The sweep's tracker: MLflow at its tracking URI (its outbox beside the Optuna storage),
     or nothing when tracking is off."""

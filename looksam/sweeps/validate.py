@@ -25,6 +25,7 @@ from typing import Any
 from looksam.bench.runner import resolve_device, validate_config
 from looksam.bench.workloads import Workload, WorkloadDataError, create_workload, get_workload_info
 from looksam.sweeps._trial import trial_configs
+from looksam.sweeps.plan import train_examples
 from looksam.sweeps.spec import Dimension, SpecError, SweepSpec
 
 #: Beyond this many corner points in one study, dimensions are varied one at a time instead
@@ -53,6 +54,7 @@ def validate_trial_space(spec: SweepSpec) -> None:
         resolve_device(spec.workload.device)
     except ValueError as error:
         raise SpecError(f"{where} [workload]: {error}") from None
+    examples: int | None = None  # the workload's training set, counted once if needed
     for optimizer in spec.optimizers:
         for params in extreme_points(spec.space_for(optimizer)):
             configs = trial_configs(spec, optimizer, params)
@@ -60,6 +62,14 @@ def validate_trial_space(spec: SweepSpec) -> None:
                 continue
             try:
                 validate_config(configs[0])  # seeds differ only in the seed
+                batch = configs[0].batch_size
+                if batch is not None:
+                    examples = train_examples(spec) if examples is None else examples
+                    if batch > examples:
+                        raise ValueError(
+                            f"batch size {batch} exceeds the {examples} training examples of "
+                            f"{spec.workload.name}: no step would fit in an epoch"
+                        )
             except (ValueError, TypeError) as error:
                 message = str(error).strip().splitlines()[0] if str(error).strip() else ""
                 raise SpecError(
@@ -93,6 +103,21 @@ def check_outputs(spec: SweepSpec, *files: Path) -> None:
             problem = _unwritable(target)
             if problem:
                 raise SpecError(f"cannot write {target}: {problem}")
+    check_stores(spec)
+
+
+def check_stores(spec: SweepSpec) -> None:
+    """Raise SpecError (one line) for a store the sweep could not use, before any exists: a
+    tracking URI MLflow cannot store runs at or whose server does not answer, and a SQLite store
+    (Optuna's or MLflow's) damaged anywhere in the file. Nothing is created or written."""
+    from looksam.sweeps._storage import check_sqlite_intact, local_file
+    from looksam.sweeps.tracking import check_tracking_uri
+
+    if spec.tracking_uri is not None:
+        check_tracking_uri(spec.tracking_uri)
+    local = local_file(spec.storage)
+    if local is not None and spec.storage.startswith("sqlite:") and local.is_file():
+        check_sqlite_intact(local, "Optuna storage")
 
 
 def _unwritable(path: Path) -> str | None:

@@ -48,7 +48,7 @@ def test_shipped_cpu_specs_pass(name: str) -> None:
             {
                 "optimizers": {"names": ["sam"]},
                 "space": {"sam": {"lr": {"low": 0.01, "high": 0.1}}},
-                "fixed": {"sam": {"lr": 0.0}},  # searched values win over fixed ones: fine
+                "fixed": {"common": {"lr": 0.5}},  # a default for whoever does not search it
                 "budget": {"seeds": [3]},
             },
             None,
@@ -65,6 +65,30 @@ def test_learning_rates_a_trial_could_draw(tables: dict[str, Any], needle: str |
     message = _one_line_error(caught.value)
     assert message.startswith("s.toml: ")
     assert needle in message
+
+
+@pytest.mark.parametrize(
+    ("tables", "needle"),
+    [
+        (
+            {"space": {"sam": {"lr": {"low": 0.01, "high": 0.1}}}, "fixed": {"sam": {"lr": 0.1}}},
+            "s.toml [fixed.sam]: lr is fixed here and searched in [space.sam]: give it one way",
+        ),
+        ({"fixed": {"sam": {"k": 5}}}, "s.toml [fixed.sam]: sam takes no 'k'; it takes: "),
+        (
+            {"optimizers": {"names": ["sgd"]}, "fixed": {"common": {"k": 5}}},
+            "s.toml [fixed.common]: none of the optimizers ['sgd'] takes 'k'",
+        ),
+        ({"optimizers": {"names": ["sam", "sgd", "sam"]}}, "names lists 'sam' 2 times"),
+    ],
+)
+def test_a_value_given_twice_or_two_ways_or_to_nobody_is_refused(
+    tables: dict[str, Any], needle: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        _spec(**tables)
+    message = _one_line_error(caught.value)
+    assert needle in message, message
 
 
 def test_every_corner_of_the_space_is_checked_with_scaling_applied(
