@@ -10,6 +10,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 console = Console()
@@ -44,8 +45,12 @@ def _process_age() -> float:
 
 
 def fail(message: str) -> NoReturn:
-    """Print one red line on stderr and exit 2: no traceback for mistakes the user can fix."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print one red line on stderr and exit 2: no traceback for mistakes the user can fix.
+
+    ``message`` is plain text, shown as it is: a spec's "[fixed.sam]" or a name with brackets
+    is not read as console markup.
+    """
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(USAGE_ERROR)
 
 

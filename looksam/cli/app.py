@@ -6,7 +6,6 @@ import os
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from looksam._plugins import (
@@ -31,7 +30,7 @@ def _one_line(error: Any, ctx: Any) -> NoReturn:
     """Click's usage error (an unknown option or command, a bad or missing value) as
     :func:`fail`'s one red line and exit 2, naming where the help is."""
     path = ctx.command_path if ctx is not None else "looksam-bench"
-    fail(f"{escape(error.format_message())} (see '{escape(path)} --help')")
+    fail(f"{error.format_message()} (see '{path} --help')")
 
 
 class OneLineErrors(TyperCommand):
@@ -121,7 +120,7 @@ def _root(
         load_entry_points()
         load_plugins([*plugins_from_env(), *(plugins or [])])
     except PluginError as error:
-        fail(escape(str(error)))
+        fail(str(error))
 
 
 def main() -> None:

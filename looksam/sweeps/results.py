@@ -13,7 +13,6 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.importance import FanovaImportanceEvaluator
 from optuna.trial import FrozenTrial, TrialState
 
 from looksam._json import write_json
@@ -101,10 +100,13 @@ def _importances(study: optuna.Study, multi: bool) -> dict[str, float]:
     if len(complete) < 3 or not varied:
         return {}
     target = (lambda t: t.values[0]) if multi else None  # accuracy, for pareto studies
+    # Imported here: optuna.importance pulls in scikit-learn, a second of every CLI start.
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # experimental-feature warnings
         try:
-            found = optuna.importance.get_param_importances(
+            found = get_param_importances(
                 study, evaluator=FanovaImportanceEvaluator(seed=0), target=target
             )
         except (ValueError, RuntimeError):
