@@ -407,7 +407,9 @@ def parse_spec(
     for key, allowed in (("device", DEVICES), ("amp", AMP_MODES)):
         _one_of(at_workload(key), key, getattr(workload, key), allowed)
     if workload.data_dir is not None and (
-        not isinstance(workload.data_dir, str) or not workload.data_dir
+        not isinstance(workload.data_dir, str)
+        or not workload.data_dir
+        or not workload.data_dir.isprintable()
     ):
         raise _fail(
             at_workload("data_dir"),
@@ -511,6 +513,13 @@ def parse_spec(
             _at(where, "[budget]", "seeds", given),
             f"seeds must be a count >= 1 or a list of ints, got {seeds_raw!r}",
         )
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise _fail(
+            _at(where, "[budget]", "seeds", given),
+            f"seeds lists {repeated[0]} {seeds.count(repeated[0])} times: a repeated seed "
+            "repeats a run",
+        )
 
     order, confirm_seeds, confirm_pick, confirm_margin = _confirmation(
         where, data, overrides, seeds
@@ -558,7 +567,7 @@ def parse_spec(
     rho_warmup = _fraction(f"{where} [lr_scaling]", raw_scaling, "rho_warmup_fraction")
 
     storage, given = _take(overrides, "storage", data.get("storage", DEFAULT_STORAGE))
-    if not isinstance(storage, str) or not storage.strip():
+    if not isinstance(storage, str) or not storage.strip() or not storage.isprintable():
         raise _fail(
             _at(where, "", "storage", given),
             f"storage must be a URL (sqlite:///…, postgresql://…) or journal:PATH, "
@@ -569,7 +578,11 @@ def parse_spec(
     tracking_uri, given = _take(
         overrides, "tracking_uri", raw_tracking.get("uri", DEFAULT_TRACKING_URI)
     )
-    if not isinstance(tracking_uri, str) or not tracking_uri.strip():
+    if (
+        not isinstance(tracking_uri, str)
+        or not tracking_uri.strip()
+        or not tracking_uri.isprintable()
+    ):
         raise _fail(
             _at(where, "[tracking]", "tracking_uri", given),
             f"uri must be an MLflow tracking URI (sqlite:///…, http://…), got {tracking_uri!r}",

@@ -127,3 +127,46 @@ def test_quartiles_come_from_the_per_round_ratios(monkeypatch: pytest.MonkeyPatc
     )
     got = next(r for r in results if r.name == "other")
     assert (got.ratio_q1, got.ratio, got.ratio_q3) == (2.0, 3.0, 4.0)
+
+
+def _scripted(monkeypatch: pytest.MonkeyPatch, seconds: dict[str, list[float]], order: list[str]):
+    """Contenders whose k-th step advances a fake clock by ``seconds[name][k]``."""
+    clock = [0.0]
+    calls = dict.fromkeys(seconds, 0)
+    monkeypatch.setattr(timing, "now", lambda: clock[0])
+
+    def make(name: str):
+        def step() -> None:
+            clock[0] += seconds[name][calls[name]]
+            calls[name] += 1
+            order.append(name)
+
+        return step
+
+    return {name: make(name) for name in seconds}
+
+
+def test_the_ratio_is_the_median_of_per_round_ratios(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rounds at 1×, 1× and 10× the reference: the median says 1. A mean of the ratios, or the
+    ratio of the totals, would say 4."""
+    order: list[str] = []
+    contenders = _scripted(monkeypatch, {"ref": [1.0, 1.0, 1.0], "x": [1.0, 1.0, 10.0]}, order)
+    results = time_relative(
+        contenders, "ref", device=torch.device("cpu"), steps_per_round=1, rounds=3,
+        warmup_steps=0,
+    )  # fmt: skip
+    x = next(r for r in results if r.name == "x")
+    assert x.ratio == 1.0
+    assert x.round_seconds == (1.0, 1.0, 10.0)
+    assert (x.ratio_q1, x.ratio_q3) == (1.0, 5.5)
+
+
+def test_the_order_of_the_contenders_rotates_every_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Who goes first in a round carries the round's drift; rotating spreads it over everyone."""
+    order: list[str] = []
+    contenders = _scripted(monkeypatch, {n: [1.0] * 3 for n in ("a", "b", "c")}, order)
+    time_relative(
+        contenders, "a", device=torch.device("cpu"), steps_per_round=1, rounds=3,
+        warmup_steps=0,
+    )  # fmt: skip
+    assert ["".join(order[i : i + 3]) for i in range(0, 9, 3)] == ["abc", "bca", "cab"]

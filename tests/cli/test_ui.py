@@ -98,7 +98,17 @@ def test_serves_the_ui_until_ctrl_c_then_exits_0(tmp_path: Path) -> None:
             with contextlib.suppress(subprocess.TimeoutExpired):  # exits, or time to poll again
                 proc.wait(timeout=0.25)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
-        assert proc.wait(timeout=30) == 0
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            ps = subprocess.run(
+                ["ps", "-eo", "pid,pgid,stat,args"], capture_output=True, text=True
+            )
+            pytest.fail(
+                f"still running 30 s after SIGINT; log:\n{log.read_text()[-1500:]}\n"
+                f"{ps.stdout[-3000:]}"
+            )
+        assert code == 0
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
