@@ -29,8 +29,11 @@ from looksam.sweeps.tracking import (
 
 #: Seconds MLflow gets to shut down after Ctrl-C before it is killed.
 _STOP_TIMEOUT = 10.0
+#: Ctrl-C, a plain ``kill`` and a closing terminal all stop MLflow. SIGINT is named too: a process
+#: started with SIGINT ignored (a background job of a script, some CI runners) would otherwise
+#: inherit that and never stop on Ctrl-C.
 _STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
 #: Experiments listed by URL when no sweep is named; more are left to the UI's list.
 _LISTED = 10

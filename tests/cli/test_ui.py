@@ -89,6 +89,8 @@ def test_serves_the_ui_until_ctrl_c_then_exits_0(tmp_path: Path) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-c", code, "--tracking-uri", uri, "--port", str(port)],
             cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            # as a background job of a script starts it: Ctrl-C must still stop it
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
