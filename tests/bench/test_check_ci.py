@@ -42,16 +42,49 @@ THREADS = 1
 TINY = ["-w", "synthetic-mlp", "-o", "sgd", "-o", "sam", "--rounds", "2", "--device", "cpu"]
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """The real command in its own process, as a CI job runs it."""
+#: Loaded by every Python the real-process tests start (``sitecustomize``): a fake clock on which
+#: SAM's step costs exactly two of SGD's, so what passes or fails never depends on how busy the
+#: machine is. The steps still train for real; only the clock that times them is scripted.
+FAKE_CLOCK = """
+import looksam.bench.timing as timing
+from looksam.bench.runner import TrainingSession
+
+_clock = [0.0]
+_seconds = {"sgd": 1e-3, "sam": 2e-3}
+_real_step = TrainingSession.train_step
+
+
+def _scripted_step(self, *args, **kwargs):
+    _clock[0] += _seconds[self.config.optimizer]
+    return _real_step(self, *args, **kwargs)
+
+
+TrainingSession.train_step = _scripted_step
+timing.now = lambda: _clock[0]
+"""
+
+
+def _cli(*args: str, clock: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The real command in its own process, as a CI job runs it (``clock``: a folder holding
+    the fake clock's ``sitecustomize.py``)."""
+    env = {**os.environ, **ENV, "OMP_NUM_THREADS": str(THREADS)}
+    if clock is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(clock), env.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, "-m", "looksam", *args],
         capture_output=True,
         text=True,
-        env={**os.environ, **ENV, "OMP_NUM_THREADS": str(THREADS)},
+        env=env,
         timeout=300,
         check=False,
     )
+
+
+def _fake_clock_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "clock"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(FAKE_CLOCK)
+    return folder
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -86,7 +119,7 @@ def _doctor(path: Path, out: Path, edit: Any) -> Path:
 
 def test_init_check_and_a_doctored_baseline_in_real_processes(tmp_path: Path) -> None:
     base = tmp_path / "ci.json"
-    # Generous limits: the honest check must pass even on a busy shared machine.
+    clock = _fake_clock_folder(tmp_path)
     init = _cli(
         "check",
         "--init",
@@ -97,9 +130,11 @@ def test_init_check_and_a_doctored_baseline_in_real_processes(tmp_path: Path) ->
         "--absolute",
         "--absolute-tolerance",
         "0.95",
+        clock=clock,
     )
     assert init.returncode == 0, init.stderr
     recorded = Baseline.read(base)
+    assert recorded.ratios[0] == {"sgd": 1.0, "sam": 2.0}  # the fake clock's, exactly
     assert recorded.suites[0].device == "cpu"
     assert set(recorded.ratios[0]) == {"sgd", "sam"}
     absolute = recorded.absolute[0]
@@ -116,6 +151,7 @@ def test_init_check_and_a_doctored_baseline_in_real_processes(tmp_path: Path) ->
         str(tmp_path / "ok.json"),
         "--markdown",
         str(tmp_path / "ok.md"),
+        clock=clock,
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     summary = json.loads((tmp_path / "ok.json").read_text())
@@ -149,6 +185,7 @@ def test_init_check_and_a_doctored_baseline_in_real_processes(tmp_path: Path) ->
         str(tmp_path / "bad.json"),
         "--markdown",
         str(tmp_path / "bad.md"),
+        clock=clock,
     )
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "re-measuring" in bad.stdout  # confirmed once more before failing
@@ -161,7 +198,10 @@ def test_init_check_and_a_doctored_baseline_in_real_processes(tmp_path: Path) ->
     assert markdown.startswith("### looksam-bench check: ❌ 1 regression")
     assert "❌ REGRESSION" in markdown
     assert "- synthetic-mlp · sam · ratio: measured" in markdown
-    assert "allowed ≤ 0.200 (baseline 0.050)" in markdown
+    assert (
+        "- synthetic-mlp · sam · ratio: measured 2.000, allowed ≤ 0.200 (baseline 0.050)"
+        in markdown
+    )
 
 
 # ------------------------------------------------------------------ refusals, before measuring
