@@ -10,14 +10,21 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from looksam.optim import (
+    AESAM,
+    GSAM,
+    MSAM,
     SAM,
+    AELookSAM,
+    LatePhaseSAM,
     LayerLookSAM,
     LookSAM,
     SAMk,
     SharpnessAwareOptimizer,
     create_optimizer,
     frozen_bn_stats,
+    get_optimizer_info,
     list_optimizers,
+    register_optimizer,
 )
 
 try:
@@ -26,7 +33,12 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "AESAM",
+    "GSAM",
+    "MSAM",
     "SAM",
+    "AELookSAM",
+    "LatePhaseSAM",
     "LayerLookSAM",
     "LookSAM",
     "SAMk",
@@ -34,5 +46,7 @@ __all__ = [
     "__version__",
     "create_optimizer",
     "frozen_bn_stats",
+    "get_optimizer_info",
     "list_optimizers",
+    "register_optimizer",
 ]

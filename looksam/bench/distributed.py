@@ -86,15 +86,6 @@ def launched_world_size(environ: Mapping[str, str] | None = None) -> int:
     return 1 if launch is None else launch.world_size
 
 
-def is_main_process(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether this process prints and writes results: rank 0, or any process outside torchrun.
-
-    Read from the environment, so it works before the process group exists.
-    """
-    launch = launch_from_env(environ)
-    return launch is None or launch.rank == 0
-
-
 def check_global_batch(batch_size: int, world_size: int) -> int:
     """The per-rank batch: ``batch_size`` split evenly, or ValueError saying what would fit."""
     if world_size < 1:

@@ -23,18 +23,27 @@ from looksam.optim._registry import (
     resolve_hyperparameters,
     sensitivity_axes,
 )
+from looksam.optim.aesam import AESAM, AELookSAM
 from looksam.optim.bn import frozen_bn_stats
+from looksam.optim.gsam import GSAM
+from looksam.optim.late_phase import LatePhaseSAM
 from looksam.optim.layer_looksam import LayerLookSAM
 from looksam.optim.looksam import LookSAM
+from looksam.optim.msam import MSAM
 from looksam.optim.sam import SAM
 from looksam.optim.samk import SAMk
 
 __all__ = [
+    "AESAM",
     "DEFAULT_BASE",
     "DEFAULT_OPTIMIZER",
+    "GSAM",
     "LINEUPS",
+    "MSAM",
     "SAM",
+    "AELookSAM",
     "HyperParameter",
+    "LatePhaseSAM",
     "LayerLookSAM",
     "LookSAM",
     "OptimizerInfo",

@@ -36,7 +36,7 @@ from _models import (
 )
 from torch import Tensor, nn
 
-from looksam.optim.aesam import AESAM, AELookSAM
+from looksam import AESAM, AELookSAM
 
 #: Every test here runs on both scalar paths (conftest's ``scalar_path``).
 pytestmark = pytest.mark.usefixtures("scalar_path")

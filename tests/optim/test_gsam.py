@@ -46,8 +46,8 @@ from _models import (
 from torch import Tensor, nn
 from torch.testing import assert_close
 
+from looksam import GSAM
 from looksam.optim import SAM
-from looksam.optim.gsam import GSAM
 
 #: Every test here runs on both scalar paths (conftest's ``scalar_path``).
 pytestmark = pytest.mark.usefixtures("scalar_path")

@@ -37,8 +37,7 @@ from _models import (
 from torch import Tensor, nn
 from torch.testing import assert_close
 
-from looksam import SAM, frozen_bn_stats
-from looksam.optim.msam import MSAM
+from looksam import MSAM, SAM, frozen_bn_stats
 
 #: Every test here runs on both scalar paths (conftest's ``scalar_path``).
 pytestmark = pytest.mark.usefixtures("scalar_path")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import looksam
+from looksam import AESAM, GSAM, MSAM, AELookSAM, LatePhaseSAM
 from looksam.optim import (
     SAM,
     LayerLookSAM,
@@ -21,10 +22,6 @@ from looksam.optim import (
     get_optimizer_info,
     list_optimizers,
 )
-from looksam.optim.aesam import AESAM, AELookSAM
-from looksam.optim.gsam import GSAM
-from looksam.optim.late_phase import LatePhaseSAM
-from looksam.optim.msam import MSAM
 
 NAMES = [
     *("sgd", "adamw", "lamb"),
