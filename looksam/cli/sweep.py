@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,11 +23,12 @@ from rich.table import Table
 
 from looksam.bench.workloads import WorkloadDataError
 from looksam.cli import _options as opt
-from looksam.cli._console import console, fail
+from looksam.cli._console import console, err_console, fail
 from looksam.cli.report import REPORTS_DIR, print_and_save
 from looksam.reports.leaderboard import format_params, has_results
 from looksam.reports.model import TrialPoint
 from looksam.reports.summary import best_trial
+from looksam.sweeps._budget import format_duration
 from looksam.sweeps._storage import open_storage
 from looksam.sweeps.plan import plan_sweep
 from looksam.sweeps.redact import redact_url
@@ -66,11 +68,23 @@ def plan_table(spec: SweepSpec) -> Table:
     return table
 
 
-class LiveDisplay:
-    """Per-study trial bars, the running trial's progress and a best-so-far table."""
+#: In a log (stderr not a terminal), a line at least this often while a trial trains.
+LOG_EVERY_SECONDS = 30.0
 
-    def __init__(self, spec: SweepSpec) -> None:
+
+class LiveDisplay:
+    """Per-study trial bars, the running trial's progress and a best-so-far table.
+
+    Rich draws none of it when the output is not a terminal (a CI log, ``make sweep | tee``),
+    so there it also prints plain lines on stderr: one per finished trial, and one at least every
+    :data:`LOG_EVERY_SECONDS` while a trial trains, each with the trials done and an ETA.
+    """
+
+    def __init__(self, spec: SweepSpec, clock: Any = time.monotonic) -> None:
         self.spec = spec
+        self.log = not err_console.is_terminal
+        self._clock = clock
+        self._started = self._last_line = clock()
         self.studies = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -114,6 +128,24 @@ class LiveDisplay:
 
     def epoch(self, optimizer: str, seed: int, step: int, total: int) -> None:
         self.current.update(self._trial_task, completed=step, total=total)
+        if self.log and self._clock() - self._last_line >= LOG_EVERY_SECONDS:
+            self._line(f"{optimizer} seed {seed}: step {step}/{total}")
+
+    def _line(self, what: str) -> None:
+        """One plain progress line on stderr: what happened, trials done, time spent, ETA."""
+        now = self._clock()
+        self._last_line = now
+        tasks = self.studies.tasks
+        done = sum(t.completed for t in tasks)
+        total = sum(t.total or 0 for t in tasks)
+        spent = now - self._started
+        eta = f" · ETA {format_duration(spent / done * (total - done))}" if done else ""
+        err_console.print(
+            f"sweep {self.spec.name}: {what} · {done:.0f}/{total:.0f} trials and seeds · "
+            f"{format_duration(spent)} spent{eta}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
     def trial_finished(self, outcome: TrialOutcome, counted: int, budget: int) -> None:
         task = self._tasks.get((outcome.optimizer, outcome.stage))
@@ -122,6 +154,12 @@ class LiveDisplay:
         if outcome.stage == "search":
             self._points.setdefault(outcome.optimizer, []).append(outcome.point)
         self.live.update(self._render())
+        if self.log:
+            result = outcome.failure_reason or outcome.state.lower()
+            if outcome.point.accuracy is not None:
+                result = f"{100 * outcome.point.accuracy:.2f} %"
+            label = "" if outcome.stage == "search" else f" {outcome.stage}"
+            self._line(f"{outcome.optimizer}{label} #{outcome.number} {result}")
 
 
 def sweep(
