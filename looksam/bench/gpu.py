@@ -13,10 +13,10 @@ the single command someone with one CUDA GPU runs to fill the README's Results; 
    counting what the optimizer's ``step`` does outside its closure (the model's forward and
    backward are not counted): on CUDA the warnings of ``torch.cuda.set_sync_debug_mode("warn")``
    and, on any device, the host reads (``Tensor.item``, ``tolist``, ``float()``, ``int()``,
-   ``bool()``). Each optimizer is held to its allowance (:func:`sync_allowance`): no sync at all,
-   except for an adaptive rule that must read one value per step to decide. An optimizer above
-   its allowance fails the run, on CUDA and in the CPU dry run alike: a CPU has no sync to pay
-   for, but the host reads it counts are the very calls that would sync on a GPU.
+   ``bool()``). Each optimizer is held to its registry entry's ``host_read_allowance``: no sync
+   at all, except for an adaptive rule that must read one value per step to decide. An optimizer
+   above its allowance fails the run, on CUDA and in the CPU dry run alike: a CPU has no sync to
+   pay for, but the host reads it counts are the very calls that would sync on a GPU.
 3. **Compiled against eager.** For the base (SGD) and LookSAM, the same session built twice,
    with ``RunConfig.compile`` on and off: the compiled/eager step-time ratio over paired rounds,
    and whether the losses after N steps agree within a float tolerance. A compile error fails.
@@ -64,7 +64,6 @@ from looksam.optim import (
     get_optimizer_info,
     list_optimizers,
 )
-from looksam.optim._registry import OptimizerInfo
 
 # ---------------------------------------------------------------------- settings (data)
 
@@ -387,20 +386,6 @@ def _step_cost_check(table: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------- part 2: host syncs
 
 
-def sync_allowance(info: OptimizerInfo) -> int:
-    """Host syncs (device-to-host reads) one step of ``info``'s optimizer may make.
-
-    The rule, read from the registry so a plugin is judged the same way: an optimizer whose
-    second pass is decided by a rule at run time (``fixed_schedule`` is False) *and* whose
-    passes per step span a range (``pass_range()`` low != high, e.g. AE-SAM's 1-2) must read one
-    value per step on the host to take that decision: 1. Everything else (fixed schedules such
-    as SAM, LookSAM, SAM-k; a phase fixed in advance such as late-phase SAM, whose pass range is
-    one number) can keep every value on the device: 0.
-    """
-    low, high = info.pass_range()
-    return 1 if not info.fixed_schedule and low != high else 0
-
-
 def _always(*_: Any, **__: Any) -> bool:
     return True
 
@@ -620,7 +605,7 @@ def check_host_syncs(setting: SyncSetting, device: str, enforce: bool) -> dict[s
     rows = []
     for name in sam_family():
         info = get_optimizer_info(name)
-        allowance = sync_allowance(info)
+        allowance = info.host_read_allowance
         row: dict[str, Any] = {"optimizer": name, "label": info.label, "allowance": allowance}
         try:
             session = TrainingSession(

@@ -176,6 +176,19 @@ class OptimizerInfo:
         return min(1.0, max(0.0, self.passes_per_step(hyperparameters) - 1.0))
 
     @property
+    def host_read_allowance(self) -> int:
+        """Host reads (syncs, on an accelerator) one step of this optimizer may make.
+
+        An optimizer whose second pass a rule decides at run time (``fixed_schedule`` False)
+        *and* whose passes per step span a range (``pass_range()`` low != high, e.g. AE-SAM's
+        1-2) must read one value per step to take that decision: 1. Everything else (a fixed
+        schedule such as SAM, LookSAM, SAM-k; a phase fixed in advance such as late-phase SAM,
+        whose pass range is one number) keeps every value on the device: 0.
+        """
+        low, high = self.pass_range()
+        return 1 if not self.fixed_schedule and low != high else 0
+
+    @property
     def approximates_sam(self) -> bool:
         """A cheap variant that findings compare with full SAM."""
         return self.sam_role == "approximation"

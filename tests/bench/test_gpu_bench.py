@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +84,7 @@ def test_dry_run_json_has_every_optimizer_and_check(
     assert sync["enforced"] is True  # the optimizers are sync-free: the dry run holds them to it
     for row in sync["rows"]:
         assert row["error"] is None
-        assert row["allowance"] == gpu.sync_allowance(get_optimizer_info(row["optimizer"]))
+        assert row["allowance"] == get_optimizer_info(row["optimizer"]).host_read_allowance
         assert row["plain_steps"] + row["look_steps"] == sync["steps"]
     assert [row["optimizer"] for row in data["compile"]["rows"]] == list(gpu.COMPILED_OPTIMIZERS)
     for row in data["compile"]["rows"]:
@@ -119,23 +118,6 @@ def test_dry_run_markdown_has_the_tables(
     for info in list_optimizers():
         if info.wraps_base:
             assert f"| {info.label} |" in text
-
-
-# ---------------------------------------------------------------------- the allowance rule
-
-
-def test_only_adaptive_rules_may_read_one_value_per_step() -> None:
-    allowances = {i.name: gpu.sync_allowance(i) for i in list_optimizers() if i.wraps_base}
-    assert allowances.pop("aesam") == 1
-    assert allowances.pop("aelooksam") == 1
-    assert set(allowances.values()) == {0}  # late-phase SAM too: its phase is fixed in advance
-
-
-def test_the_allowance_comes_from_the_registry_not_the_name() -> None:
-    aesam = get_optimizer_info("aesam")
-    assert gpu.sync_allowance(replace(aesam, name="mine")) == 1
-    assert gpu.sync_allowance(replace(aesam, fixed_schedule=True)) == 0
-    assert gpu.sync_allowance(replace(aesam, passes=lambda hp: (1.5, 1.5))) == 0
 
 
 # ---------------------------------------------------------------------- the host-read counter

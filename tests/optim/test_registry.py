@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -268,3 +269,20 @@ def test_declared_beta_range_is_usable(name: str, base: str | None, key: str) ->
             (w * w).sum().backward()
         opt.step()
     assert torch.isfinite(w).all(), f"{key}={spec.high} is in the declared range but gives NaN"
+
+
+# ---------------------------------------------------------------------- host reads a step may make
+
+
+def test_only_adaptive_rules_may_read_one_value_per_step() -> None:
+    allowances = {i.name: i.host_read_allowance for i in list_optimizers() if i.wraps_base}
+    assert allowances.pop("aesam") == 1
+    assert allowances.pop("aelooksam") == 1
+    assert set(allowances.values()) == {0}  # late-phase SAM too: its phase is fixed in advance
+
+
+def test_the_allowance_comes_from_the_registry_not_the_name() -> None:
+    aesam = get_optimizer_info("aesam")
+    assert replace(aesam, name="mine").host_read_allowance == 1
+    assert replace(aesam, fixed_schedule=True).host_read_allowance == 0
+    assert replace(aesam, passes=lambda hp: (1.5, 1.5)).host_read_allowance == 0
