@@ -27,13 +27,24 @@ def _format_passes(info: OptimizerInfo, k: int) -> str:
     return value if info.cost_formula in (value, f"{low:g}") else f"{info.cost_formula} = {value}"
 
 
-def build_optimizers_table(k: int) -> Table:
-    """Rich table of the registry, with the cost per step evaluated at ``k``."""
+#: Below this width the description moves under the name: four columns would squeeze it to a
+#: few characters a line (an 80-column CI log or terminal).
+WIDE = 120
+
+
+def build_optimizers_table(k: int, width: int = WIDE) -> Table:
+    """Rich table of the registry, with the cost per step evaluated at ``k``; laid out for a
+    console ``width`` columns wide (narrower than :data:`WIDE`: three columns, not four)."""
     table = Table(title=f"Registered optimizers (cost at k={k})", title_justify="left")
-    table.add_column("name", style="bold cyan", no_wrap=True)
-    table.add_column("hyperparameters", no_wrap=True)
+    wide = width >= WIDE
+    if wide:
+        table.add_column("name", style="bold cyan", no_wrap=True)
+    else:
+        table.add_column("name · what it is · paper", ratio=3, min_width=24)
+    table.add_column("hyperparameters", no_wrap=wide, overflow="fold", ratio=3)
     table.add_column("passes/step", justify="right", no_wrap=True)
-    table.add_column("what it is · paper")
+    if wide:
+        table.add_column("what it is · paper")
     for info in list_optimizers():
         hps = [_format_hp(hp) for hp in info.hyperparameters]
         if info.wraps_base:
@@ -41,7 +52,12 @@ def build_optimizers_table(k: int) -> Table:
         about = escape(info.summary)
         if info.paper:
             about += f"\n[dim]{escape(info.paper)}[/]"
-        table.add_row(info.name, "\n".join(hps), _format_passes(info, k), about)
+        passes = _format_passes(info, k)
+        if wide:
+            table.add_row(info.name, "\n".join(hps), passes, about)
+        else:
+            named = f"[bold cyan]{escape(info.name)}[/]\n{about}"
+            table.add_row(named, "\n".join(hps), passes, end_section=True)
     return table
 
 
@@ -61,4 +77,4 @@ def optimizers(
     """
     if k < 1:
         fail(f"--k must be an integer >= 1, got {k}")
-    console.print(build_optimizers_table(k))
+    console.print(build_optimizers_table(k, console.width))
