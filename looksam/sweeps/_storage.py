@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 from optuna.storages.journal import JournalFileBackend
 
-from looksam.sweeps.redact import redact_text, redact_url
+from looksam.sweeps.redact import redact_error, redact_url
 from looksam.sweeps.spec import SpecError
 
 #: Workers starting together on a fresh database race to create Optuna's tables; the loser
@@ -43,8 +43,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
             local.parent.mkdir(parents=True, exist_ok=True)
         return _rdb_storage(url)
     except Exception as error:  # SQLAlchemy raises many kinds; all mean "cannot use it"
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        reason = redact_text(first, urls=[url])
+        reason = redact_error(error, url)
         raise SpecError(f"cannot open storage {redact_url(url)}: {reason}") from None
 
 

@@ -86,3 +86,11 @@ def redact_text(text: str, *, urls: Iterable[str] = ()) -> str:
         for piece in {p for p in _USERINFO_PIECES.split(_userinfo(url) or "") if p}:
             text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(piece)}(?![A-Za-z0-9])", MASK, text)
     return _SECRET_PARAM.sub(_mask_param, text)
+
+
+def redact_error(error: BaseException, *urls: str) -> str:
+    """The first line of an error message (its type's name if it has none), credentials masked:
+    every URL's, and any piece of ``urls``' user information the message quotes."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    return redact_text(first, urls=urls)

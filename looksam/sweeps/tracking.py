@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from looksam.bench.runner import EpochRecord, RunResult
-from looksam.sweeps.redact import MASK, redact_text, redact_url
+from looksam.sweeps.redact import MASK, redact_error, redact_text, redact_url
 
 try:
     import fcntl
@@ -294,7 +294,9 @@ class MlflowTracker:
             with _environ(self._request_policy()):
                 yield
         except _store_error_types() as error:
-            message = f"MLflow tracking at {self._shown_uri} failed: {_one_line(error)}"
+            message = (
+                f"MLflow tracking at {self._shown_uri} failed: {redact_error(error, self._uri)}"
+            )
             raise TrackingUnavailable(message, transient=not _refused(error)) from None
 
     def _request_policy(self) -> dict[str, str]:
@@ -760,59 +762,32 @@ TRACKING_SCHEMES = (
     "https",
     "databricks",
 )
-#: Seconds a tracking server gets to answer before a sweep starts.
-PROBE_SECONDS = 5.0
 
 
 def check_tracking_uri(uri: str) -> None:
     """Raise SpecError (one line) unless runs can be stored at ``uri``: a scheme MLflow stores
-    runs at, a tracking server that answers (its ``/health``; credentials are not sent), a SQLite
-    file that is intact. Creates nothing."""
+    runs at; a tracking server or database that answers (the probes :class:`MlflowTracker` runs,
+    with their short timeout); a SQLite file that is intact. Creates nothing."""
     from looksam.sweeps._storage import check_sqlite_intact
     from looksam.sweeps.spec import SpecError
 
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else "file"
-    shown = redact_url(uri)
     if scheme not in TRACKING_SCHEMES:
         raise SpecError(
-            f"tracking URI {shown}: MLflow stores runs in sqlite:///PATH, a database "
+            f"tracking URI {redact_url(uri)}: MLflow stores runs in sqlite:///PATH, a database "
             "(postgresql://, mysql://), a tracking server (http://, https://) or a folder "
             f"(file:///PATH), not {scheme}://; or pass --no-mlflow"
         )
-    if scheme in ("http", "https"):
-        _probe_server(uri, shown)
     db = sqlite_db_path(uri)
+    try:
+        if scheme in ("http", "https"):
+            _probe_http(uri)
+        elif db is None and uri.startswith(_SERVER_DATABASES):
+            _probe_database(uri)
+    except TrackingUnavailable as error:
+        raise SpecError(f"{error}: start it, or pass --tracking-uri or --no-mlflow") from None
     if db is not None and db.is_file():
         check_sqlite_intact(db, "MLflow store")
-
-
-def _probe_server(uri: str, shown: str) -> None:
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-
-    from looksam.sweeps.spec import SpecError
-
-    parts = urllib.parse.urlsplit(uri)
-    try:
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        raise SpecError(f"tracking URI {shown} has no valid host and port") from None
-    if ":" in host:
-        host = f"[{host}]"
-    health = f"{parts.scheme}://{host}{port}{parts.path.rstrip('/')}/health"
-    try:
-        with urllib.request.urlopen(health, timeout=PROBE_SECONDS):
-            return
-    except urllib.error.HTTPError:
-        return  # it answered: a proxy or an older server without /health
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        reason = getattr(error, "reason", error)
-        raise SpecError(
-            f"no MLflow server answers at {shown} ({redact_text(str(reason), urls=[uri])}): "
-            "start it, or pass --tracking-uri sqlite:///runs/mlflow.db or --no-mlflow"
-        ) from None
 
 
 def tracker_for(spec: SweepSpec) -> Tracker:
@@ -981,7 +956,7 @@ def _repair_interrupted_upgrade(db: Path) -> None:
             connection.close()
     except sqlite3.Error as error:
         raise TrackingUnavailable(
-            f"MLflow store {db} cannot be opened: {_one_line(error)}", transient=False
+            f"MLflow store {db} cannot be opened: {redact_error(error)}", transient=False
         ) from None
     if leftovers:
         _logger.warning(
@@ -1046,13 +1021,6 @@ def _store_error_types() -> tuple[type[BaseException], ...]:
     return (MlflowException, SQLAlchemyError, OSError)
 
 
-def _one_line(error: BaseException) -> str:
-    """The first line of an error message, passwords masked."""
-    text = str(error).strip()
-    first = text.splitlines()[0] if text else type(error).__name__
-    return redact_text(first)
-
-
 def _probe_http(uri: str) -> None:
     """One cheap request with a short timeout and no retries, so a wrong URL fails in seconds."""
     from mlflow.utils.credentials import get_default_host_creds
@@ -1069,7 +1037,8 @@ def _probe_http(uri: str) -> None:
         )
     except _store_error_types() as error:
         raise TrackingUnavailable(
-            f"MLflow tracking server {redact_url(uri)} is not reachable: {_one_line(error)}"
+            f"MLflow tracking server {redact_url(uri)} is not reachable: "
+            f"{redact_error(error, uri)}"
         ) from None
 
 
@@ -1088,7 +1057,8 @@ def _probe_database(uri: str) -> None:
             engine.dispose()
     except failures as error:  # ImportError: the database driver is not installed
         raise TrackingUnavailable(
-            f"MLflow tracking database {redact_url(uri)} is not reachable: {_one_line(error)}"
+            f"MLflow tracking database {redact_url(uri)} is not reachable: "
+            f"{redact_error(error, uri)}"
         ) from None
 
 

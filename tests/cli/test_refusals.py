@@ -85,7 +85,8 @@ def test_refusals_before_any_store_exists(tmp_path: Path) -> None:
     line = _refused(tmp_path, "sweep", str(QUICK), "--tracking-uri", "ftp://127.0.0.1/x")
     assert "tracking URI ftp://127.0.0.1/x: MLflow stores runs in" in line
     line = _refused(tmp_path, "sweep", str(QUICK), "--tracking-uri", "http://127.0.0.1:9/")
-    assert line.startswith("error: no MLflow server answers at http://127.0.0.1:9/")
+    assert line.startswith("error: MLflow tracking server http://127.0.0.1:9/ is not reachable: ")
+    assert line.endswith(": start it, or pass --tracking-uri or --no-mlflow")
     # a name that cannot name a file
     long = _spec(tmp_path, f'[sweep]\nname = "{"x" * 300}"\n[workload]\ndevice = "cpu"\n')
     line = _refused(tmp_path, "sweep", str(long))
