@@ -75,21 +75,21 @@ class _StepCounter(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         inputs = _tensors((args, kwargs))
-        outputs = _tensors(out)
+        held = {t.untyped_storage().data_ptr() for t in inputs}
+        fresh = [t for t in _tensors(out) if t.untyped_storage().data_ptr() not in held]
         if self.in_step and not self.in_closure:
             self.ops += 1
             if not getattr(func, "is_view", False):
-                self.elements += _traffic(func, args, kwargs, inputs, outputs)
-        self._track_new(inputs, outputs)
+                self.elements += _traffic(func, args, kwargs, inputs, fresh)
+        self._track_new(fresh)
         return out
 
-    def _track_new(self, inputs: list[torch.Tensor], outputs: list[torch.Tensor]) -> None:
-        """Add the storages an op created (not an input's, not a view's) until they are freed."""
-        held = {t.untyped_storage().data_ptr() for t in inputs}
-        for t in outputs:
+    def _track_new(self, fresh: list[torch.Tensor]) -> None:
+        """Follow the storages an op created (``fresh``: not an input's) until they are freed."""
+        for t in fresh:
             storage = t.untyped_storage()
             size = storage.nbytes()
-            if size == 0 or id(storage) in self._tracked or storage.data_ptr() in held:
+            if size == 0 or id(storage) in self._tracked:
                 continue
             self._tracked.add(id(storage))
             self.live += size
@@ -122,18 +122,17 @@ def _traffic(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     inputs: list[torch.Tensor],
-    outputs: list[torch.Tensor],
+    fresh: list[torch.Tensor],
 ) -> int:
     """Elements an op reads (every tensor argument) and writes (the arguments its schema marks
-    as written, e.g. ``self`` of ``add_`` and every list of ``_foreach_add_``, and new outputs)."""
+    as written, e.g. ``self`` of ``add_`` and every list of ``_foreach_add_``, and the ``fresh``
+    outputs, those in storage no input holds)."""
     written = 0
     for i, argument in enumerate(func._schema.arguments):
         alias = argument.alias_info
         if alias is not None and alias.is_write:
             value = args[i] if i < len(args) else kwargs.get(argument.name)
             written += sum(t.numel() for t in _tensors(value))
-    held = {t.untyped_storage().data_ptr() for t in inputs}
-    fresh = [t for t in outputs if t.untyped_storage().data_ptr() not in held]
     return sum(t.numel() for t in inputs) + written + sum(t.numel() for t in fresh)
 
 

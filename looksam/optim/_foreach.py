@@ -140,18 +140,14 @@ def global_norm(groups: Sequence[list[Tensor]], *, host: bool = False) -> Scalar
     if host:
         return math.hypot(*(n for ts in groups if ts for n in per_tensor_norms_on_host(ts)))
     per_group = [
-        torch.linalg.vector_norm(
-            torch.stack(torch._foreach_norm(ts, 2, dtype=accumulation_dtype(ts[0].dtype)))
-        )
-        for ts in groups
-        if ts
+        torch.linalg.vector_norm(torch.stack(per_tensor_norms(ts))) for ts in groups if ts
     ]
     return combine_norms(per_group)
 
 
 def per_tensor_norms_on_host(tensors: list[Tensor]) -> list[float]:
     """‖x_l‖₂ of each tensor as Python floats (one read each, or one stacked read if many)."""
-    norms = torch._foreach_norm(tensors, 2, dtype=accumulation_dtype(tensors[0].dtype))
+    norms = per_tensor_norms(tensors)
     if len(norms) > _STACKED_READ:
         return torch.stack(norms).tolist()
     return [n.item() for n in norms]

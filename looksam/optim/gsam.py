@@ -156,6 +156,7 @@ class GSAM(SharpnessAwareOptimizer):
         if self.alpha == 0.0:
             return  # SAM's gradient, bit for bit
         g_norm = in_flight.grad_norm
+        host = not isinstance(g_norm, Tensor)  # the step's scalar form (see _foreach)
         pairs: list[tuple[list[Tensor], list[Tensor]]] = []  # (g, g_s) per bucket
         partial = False
         for bucket in in_flight.buckets:
@@ -172,13 +173,12 @@ class GSAM(SharpnessAwareOptimizer):
         if not pairs:
             return
         if partial:
-            g_norm = global_norm([g for g, _ in pairs], host=not isinstance(g_norm, Tensor))
+            g_norm = global_norm([g for g, _ in pairs], host=host)
         grad_scale = self._grad_scale
         if isinstance(g_norm, Tensor):
             c: Scalar = self.alpha * torch.as_tensor(grad_scale).to(g_norm)
         else:
             c = self.alpha * float(grad_scale)
-        host = not isinstance(g_norm, Tensor)
         # ‖g‖ = 0 (or g overflowed): no α term, the gradient stays g_s (SAM's; GradScaler skips an
         # overflow). Else d = g − g_s/c in g's storage and the coefficient of g_s is k below.
         g_ok = usable(g_norm)
