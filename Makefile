@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install sweep test lint format bench-optim bench-gpu clean
+.PHONY: install sweep test test-min lint format bench-optim bench-gpu clean
 
 install: $(STAMP)
 
@@ -20,6 +20,25 @@ sweep: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The oldest torch, torchvision and timm that pyproject.toml admits (constraints-min.txt), in their
+# own venv: the optimizer, training-loop and CLI tests. Not part of `make test` or CI: the first
+# run downloads a CUDA build of torch 2.11 from PyPI (a few GB, once); later runs reuse it.
+MIN_VENV   ?= .venv-min
+MIN_STAMP  := $(MIN_VENV)/.installed
+MIN_TESTS  ?= tests/optim tests/train tests/cli tests/test_packaging.py tests/test_layout.py
+
+$(MIN_STAMP): pyproject.toml constraints.txt constraints-min.txt
+	@test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
+	grep -v -E '^(torch|torchvision|timm|triton)==|^(nvidia|cuda)-' constraints.txt \
+		| cat - constraints-min.txt > $(MIN_VENV)/constraints.txt
+	$(MIN_VENV)/bin/python -m pip install --quiet -c $(MIN_VENV)/constraints.txt -e '.[test,mnist]'
+	@touch $(MIN_STAMP)
+
+test-min: $(MIN_STAMP)
+	$(MIN_VENV)/bin/python -c "import torch, torchvision, timm; \
+		print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__)"
+	$(MIN_VENV)/bin/python -m pytest -q $(MIN_TESTS)
 
 lint: install
 	$(BIN)/ruff check looksam tests
@@ -41,4 +60,4 @@ bench-gpu: install
 	PYTHON=$(BIN)/python bench/gpu.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,7 @@
 """User plugins: modules that register their own optimizers and workloads, loaded by name.
 
 A plugin is an ordinary Python module that calls the public registries when it is imported
-(:func:`looksam.optim.register_optimizer`, :func:`looksam.bench.workloads.register_workload`).
+(:func:`looksam.optim.register_optimizer`, :func:`looksam.train.workloads.register_workload`).
 looksam-bench imports it from any of three places:
 
 * ``looksam-bench --plugin MODULE`` (repeatable), before the command;

@@ -31,7 +31,10 @@ def _fresh_state(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing loaded yet and no LOOKSAM_PLUGINS, whatever ran before; sys.path restored."""
     monkeypatch.setattr(_plugins, "_loaded", set())
     monkeypatch.setattr(sys, "path", [*sys.path])
-    monkeypatch.delenv(ENV_VARIABLE, raising=False)
+    # setenv first so the undo restores the variable as it was (absent too): loading a plugin
+    # sets it, and a later test's subprocess would inherit a module that no longer exists.
+    monkeypatch.setenv(ENV_VARIABLE, "")
+    monkeypatch.delenv(ENV_VARIABLE)
 
 
 @pytest.fixture

@@ -1,0 +1,62 @@
+"""Measuring tools over :mod:`looksam.train`: paired step costs, suites, scaling, the regression
+check and profiles. The GPU bench (``python -m looksam.bench.gpu``) is a script beside them.
+
+Names load on first use, so importing one tool does not import the others.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from looksam._lazy import lazy_exports
+
+_EXPORTS = {
+    "BenchReport": "suite",
+    "Baseline": "suite",
+    "CheckRow": "suite",
+    "SuiteSpec": "suite",
+    "baseline_from": "suite",
+    "check_baseline": "suite",
+    "default_optimizers": "suite",
+    "measure_suite": "suite",
+    "PairedCost": "paired",
+    "measure_paired_cost": "paired",
+    "ScalingSpec": "scaling",
+    "measure_scaling": "scaling",
+    "StepProfile": "profile",
+    "profile_step": "profile",
+    "profile_suite": "profile",
+}
+__all__ = [
+    "Baseline",
+    "BenchReport",
+    "CheckRow",
+    "PairedCost",
+    "ScalingSpec",
+    "StepProfile",
+    "SuiteSpec",
+    "baseline_from",
+    "check_baseline",
+    "default_optimizers",
+    "measure_paired_cost",
+    "measure_scaling",
+    "measure_suite",
+    "profile_step",
+    "profile_suite",
+]
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from looksam.bench.paired import PairedCost, measure_paired_cost
+    from looksam.bench.profile import StepProfile, profile_step, profile_suite
+    from looksam.bench.scaling import ScalingSpec, measure_scaling
+    from looksam.bench.suite import (
+        Baseline,
+        BenchReport,
+        CheckRow,
+        SuiteSpec,
+        baseline_from,
+        check_baseline,
+        default_optimizers,
+        measure_suite,
+    )

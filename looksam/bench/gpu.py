@@ -54,9 +54,7 @@ from typing import Any, NoReturn, cast
 import torch
 
 from looksam._json import write_json
-from looksam.bench.runner import RunConfig, TrainingSession, environment, resolve_device
 from looksam.bench.suite import SuiteSpec, default_optimizers, measure_suite
-from looksam.bench.timing import synchronize, time_relative
 from looksam.optim import (
     DEFAULT_BASE,
     DEFAULT_OPTIMIZER,
@@ -64,6 +62,8 @@ from looksam.optim import (
     get_optimizer_info,
     list_optimizers,
 )
+from looksam.train.runner import RunConfig, TrainingSession, environment, resolve_device
+from looksam.train.timing import synchronize, time_relative
 
 # ---------------------------------------------------------------------- settings (data)
 

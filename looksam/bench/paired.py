@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from looksam.bench.runner import RunConfig, RunResult, TrainingSession, resolve_device
-from looksam.bench.timing import below_floor, floor_limit, quartiles, time_relative
-from looksam.bench.workloads import Workload, create_workload
+from looksam.stats import quartiles
+from looksam.train.runner import RunConfig, RunResult, TrainingSession, resolve_device
+from looksam.train.timing import below_floor, floor_limit, time_relative
+from looksam.train.workloads import Workload, create_workload
 
 #: A trial whose median step takes this many times the paired expectation is contended.
 SLOW_FACTOR = 1.5
@@ -149,16 +149,6 @@ def measure_paired_cost(
         reference_seconds_per_sample=statistics.median(ref_per_sample),
         step_seconds=statistics.median(mine),
     )
-
-
-def quiet_speed(reference_seconds_per_sample: Sequence[float]) -> float | None:
-    """The reference's seconds per sample on this machine when it is quiet: the first quartile
-    of every paired measurement so far, so a busy stretch covering up to three quarters of a
-    sweep cannot move it (a median would give way at half). None before any measurement."""
-    values = [v for v in reference_seconds_per_sample if v > 0 and math.isfinite(v)]
-    if len(values) < 2:
-        return values[0] if values else None
-    return statistics.quantiles(values, n=4, method="inclusive")[0]
 
 
 def contention(

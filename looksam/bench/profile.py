@@ -29,8 +29,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from looksam.bench.runner import TrainingSession
 from looksam.bench.suite import SuiteSpec, _suite_config
+from looksam.train.runner import TrainingSession
 
 #: Steps profiled per optimizer after warm-up: enough for k = 5 to show a look and a plain step.
 PROFILE_STEPS = 10

@@ -21,13 +21,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from looksam.bench.distributed import (
+from looksam.optim import LINEUPS, get_optimizer_info
+from looksam.train.distributed import (
     LAUNCH_VARIABLES,
     check_global_batch,
     init_distributed,
 )
-from looksam.bench.runner import RunConfig, RunResult, resolve_device, run_training
-from looksam.optim import LINEUPS, get_optimizer_info
+from looksam.train.runner import RunConfig, RunResult, resolve_device, run_training
 
 #: Long enough that every workload runs its ``steps`` in one go (max_steps stops it).
 _EPOCHS = 1_000_000

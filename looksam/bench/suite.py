@@ -1,7 +1,7 @@
 """Step-cost benchmarks of whole training steps, and the CI regression check built on them.
 
 A benchmark times the runner's own ``train_step`` for each optimizer on one workload, alternating
-contenders in one process (see :mod:`looksam.bench.timing`), and reports each one's ratio to the
+contenders in one process (see :mod:`looksam.train.timing`), and reports each one's ratio to the
 base optimizer next to its floor (forward-backward passes per step). The regression check compares
 those *ratios* — never absolute times, which these shared machines do not keep stable — with a
 committed baseline.
@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from looksam.bench.runner import (
+from looksam.optim import DEFAULT_BASE, get_optimizer_info, list_optimizers
+from looksam.train.runner import (
     Environment,
     RunConfig,
     TrainingSession,
@@ -27,9 +28,8 @@ from looksam.bench.runner import (
     resolve_device,
     run_training,
 )
-from looksam.bench.timing import below_floor, floor_limit, time_relative
-from looksam.bench.workloads import Workload, create_workload, get_workload_info
-from looksam.optim import DEFAULT_BASE, get_optimizer_info, list_optimizers
+from looksam.train.timing import below_floor, floor_limit, time_relative
+from looksam.train.workloads import Workload, create_workload, get_workload_info
 
 
 def default_optimizers() -> tuple[str, ...]:
@@ -85,7 +85,7 @@ class StepCost:
 
     @property
     def below_floor(self) -> bool:
-        """Measured cheaper than its passes allow (:func:`~looksam.bench.timing.below_floor`):
+        """Measured cheaper than its passes allow (:func:`~looksam.train.timing.below_floor`):
         the machine was busy while timing, and the ratio supports no claim."""
         return below_floor(self.ratio, self.floor)
 

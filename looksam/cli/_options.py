@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from looksam.bench.workloads.timm_models import with_timm_options
 from looksam.cli._console import fail
+from looksam.train.workloads.timm_models import with_timm_options
 
 Workload = Annotated[
     str,

@@ -14,7 +14,6 @@ from rich.table import Table
 from looksam._json import write_json
 from looksam._plugins import plugins_from_env
 from looksam.bench.profile import format_bytes
-from looksam.bench.workloads import WorkloadDataError
 from looksam.cli import _options as opt
 from looksam.cli._console import check_writable, console, err_console, fail, startup_seconds
 from looksam.cli.report import REPORTS_DIR
@@ -35,6 +34,7 @@ from looksam.sweeps.redact import redact_url
 from looksam.sweeps.spec import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, SpecError
 from looksam.sweeps.study import TrialOutcome
 from looksam.sweeps.tracking import tracker_for
+from looksam.train.workloads import WorkloadDataError
 
 
 class AdviseDisplay(QuietAdviseObserver):

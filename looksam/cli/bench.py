@@ -23,9 +23,7 @@ from looksam.bench.check_summary import (
     summary_dict,
     summary_markdown,
 )
-from looksam.bench.distributed import launch_from_env
 from looksam.bench.profile import format_bytes, profile_suite
-from looksam.bench.runner import AMP_MODES, environment, resolve_device
 from looksam.bench.scaling import (
     ScalingRow,
     ScalingSpec,
@@ -45,10 +43,12 @@ from looksam.bench.suite import (
     measure_accuracy,
     measure_suite,
 )
-from looksam.bench.workloads import WorkloadDataError, get_workload_info
 from looksam.cli import _options as opt
 from looksam.cli._console import check_writable, console, err_console, fail, logged_progress
 from looksam.optim import LINEUPS
+from looksam.train.distributed import launch_from_env
+from looksam.train.runner import AMP_MODES, environment, resolve_device
+from looksam.train.workloads import WorkloadDataError, get_workload_info
 
 
 def build_bench_table(report: BenchReport) -> Table:

@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from looksam.bench.diagnose import (
+from looksam.cli import _options as opt
+from looksam.cli._console import check_writable, console, fail, training_progress
+from looksam.diagnose.experiment import (
     DEFAULT_KS,
     DEFAULT_RHO,
     DEFAULT_STEPS,
@@ -19,10 +21,8 @@ from looksam.bench.diagnose import (
     validate_diagnose_config,
     verdict_sentence,
 )
-from looksam.bench.workloads import WorkloadDataError
-from looksam.cli import _options as opt
-from looksam.cli._console import check_writable, console, fail, training_progress
-from looksam.reports.diagnose_html import render_diagnosis_html
+from looksam.diagnose.page import render_diagnosis_html
+from looksam.train.workloads import WorkloadDataError
 
 #: Where the page goes when --html is not given (git-ignored generated output).
 DEFAULT_HTML_DIR = Path("reports")

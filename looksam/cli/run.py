@@ -15,23 +15,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from looksam.bench.distributed import (
-    RESULT_FILE_VARIABLE,
-    LaunchError,
-    check_local_devices,
-    launch_from_env,
-    launch_locally,
-    launched_world_size,
-)
-from looksam.bench.runner import (
-    EpochRecord,
-    RunConfig,
-    RunResult,
-    resolve_device,
-    run_training,
-    validate_config,
-)
-from looksam.bench.workloads import WorkloadDataError, list_workloads
 from looksam.cli import _options as opt
 from looksam.cli._console import (
     USAGE_ERROR,
@@ -42,6 +25,23 @@ from looksam.cli._console import (
     training_progress,
 )
 from looksam.optim import DEFAULT_OPTIMIZER, parse_hyperparameters
+from looksam.train.distributed import (
+    RESULT_FILE_VARIABLE,
+    LaunchError,
+    check_local_devices,
+    launch_from_env,
+    launch_locally,
+    launched_world_size,
+)
+from looksam.train.runner import (
+    EpochRecord,
+    RunConfig,
+    RunResult,
+    resolve_device,
+    run_training,
+    validate_config,
+)
+from looksam.train.workloads import WorkloadDataError, list_workloads
 
 #: Options ``--nproc`` does not hand on to the ranks it starts (they get the result path by env).
 _NOT_FORWARDED = frozenset({"nproc", "json_path"})
@@ -294,7 +294,7 @@ def workloads() -> None:
         title_justify="left",
         caption="Also: timm:MODEL, any timm model (--data synthetic, or --data-dir with an "
         "ImageFolder tree or CIFAR-10; --img-size, --num-classes), and MODULE:FUNCTION, a "
-        "function of yours returning a Workload (looksam.bench.workloads.custom_workload).",
+        "function of yours returning a Workload (looksam.train.workloads.custom_workload).",
         caption_justify="left",
     )
     for column in ("name", "what it is", "epochs", "batch", "target acc", "data"):

@@ -21,7 +21,6 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from looksam.bench.workloads import WorkloadDataError
 from looksam.cli import _options as opt
 from looksam.cli._console import console, err_console, fail
 from looksam.cli.report import REPORTS_DIR, print_and_save
@@ -37,6 +36,7 @@ from looksam.sweeps.spec import SpecError, SweepSpec, load_spec, parse_spec
 from looksam.sweeps.study import TrialOutcome, run_sweep, validate_for_workload
 from looksam.sweeps.tracking import tracker_for
 from looksam.sweeps.validate import check_outputs, validate_trial_space
+from looksam.train.workloads import WorkloadDataError
 
 DEFAULT_SPEC = Path("sweeps/quick.toml")
 #: Exit status after Ctrl-C, as shells report SIGINT.

@@ -111,7 +111,7 @@ class LookSAM(SharpnessAwareOptimizer):
         sync_gv: per-rank perturbation only: called with a list of tensors (one per (device,
             dtype) bucket: its g_v in one flat buffer, so one all-reduce each), it must replace
             them in place by their mean over the ranks (e.g. ``DistContext.average_`` in
-            ``looksam.bench.distributed``). Every rank calls it on every look step, also when
+            ``looksam.train.distributed``). Every rank calls it on every look step, also when
             its own gradient overflowed, so collectives stay matched.
         scalars: ``"auto"`` (floats on the CPU, device tensors elsewhere), ``"host"`` or
             ``"device"``: where norms and factors live (see ``SharpnessAwareOptimizer``).

@@ -32,14 +32,14 @@ from typing import Any
 
 from looksam.reports.leaderboard import format_params, leaderboard, optimizer_label
 from looksam.reports.model import SweepData, TrialPoint
-from looksam.reports.stats import (
+from looksam.reports.summary import best_trial, cost_vs_base
+from looksam.stats import (
     EXACT_TOLERANCE,
     MeanCI,
     mean_ci,
     one_sided_welch,
     seeds_to_show,
 )
-from looksam.reports.summary import best_trial, cost_vs_base
 
 #: Seeds per arm at which the tests look; the last is the most seeds ``advise`` gives an arm.
 LOOKS = (3, 6, 10)

@@ -25,8 +25,8 @@ from looksam.reports.leaderboard import (
     optimizer_label,
 )
 from looksam.reports.model import SweepData
-from looksam.reports.stats import tost, welch
 from looksam.reports.summary import DEFAULT_MARGIN, RelativeCost, relative_time
+from looksam.stats import tost, welch
 
 MIN_SEEDS_FOR_TESTS = 3
 #: "Matches within δ": one point of accuracy unless the caller asks otherwise.

@@ -17,7 +17,7 @@ from typing import Any
 
 from looksam.reports.leaderboard import Estimate, optimizer_label, seconds_estimator
 from looksam.reports.model import StudyData, SweepData, TrialPoint
-from looksam.reports.stats import MeanCI, mean_ci
+from looksam.stats import MeanCI, mean_ci
 
 #: More distinct values than this on an axis is a search, not a grid.
 MAX_GRID_VALUES = 12

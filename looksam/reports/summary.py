@@ -19,11 +19,9 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from looksam.bench.paired import quiet_speed
-from looksam.bench.timing import quartiles
 from looksam.reports.model import BUDGET_FAILURES, TrialPoint
-from looksam.reports.stats import EXACT_TOLERANCE, MeanCI, mean_ci
 from looksam.reports.svg import pareto_front as _front_of
+from looksam.stats import EXACT_TOLERANCE, MeanCI, mean_ci, quartiles, quiet_speed
 
 #: Which configuration of each optimizer the confirmation re-runs (:func:`confirm_choices`).
 PICKS = ("cheapest", "best", "knee")

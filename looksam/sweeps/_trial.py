@@ -19,11 +19,10 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import TrialState
 
-from looksam.bench.paired import PairedCost, contention, measure_paired_cost, quiet_speed
-from looksam.bench.runner import EpochRecord, RunConfig, RunResult, run_training
-from looksam.bench.workloads import get_workload_info
+from looksam.bench.paired import PairedCost, contention, measure_paired_cost
 from looksam.optim import get_optimizer_info
 from looksam.reports.model import TrialPoint
+from looksam.stats import quiet_speed
 from looksam.sweeps._liveness import (
     Heartbeat,
     is_taken,
@@ -33,6 +32,8 @@ from looksam.sweeps._liveness import (
 from looksam.sweeps.results import point_from_attrs
 from looksam.sweeps.spec import SweepSpec, scaled_lr, suggest
 from looksam.sweeps.tracking import Tracker, TrialRecord
+from looksam.train.runner import EpochRecord, RunConfig, RunResult, run_training
+from looksam.train.workloads import get_workload_info
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ from typing import Any, Protocol
 
 import optuna
 
-from looksam.bench.workloads import get_workload_info
 from looksam.optim import DEFAULT_BASE, full_sam, get_optimizer_info, list_optimizers
 from looksam.reports.advice import (
     ALPHA,
@@ -74,6 +73,7 @@ from looksam.sweeps.study import (
     confirm_study_name,
 )
 from looksam.sweeps.tracking import NullTracker, Tracker
+from looksam.train.workloads import get_workload_info
 
 #: Stored with the run; a reader refuses a newer one.
 SCHEMA_VERSION = 1
@@ -322,7 +322,7 @@ def prepare(request: AdviseRequest, outputs: Sequence[Path] = ()) -> Prepared:
     batch = request.batch_size or info.default_batch_size
     batches = None
     if request.search_batch_size:
-        from looksam.bench.workloads import create_workload
+        from looksam.train.workloads import create_workload
 
         data_dir = None if request.data_dir is None else Path(request.data_dir)
         examples = create_workload(request.workload, data_dir=data_dir).num_train_examples
@@ -402,9 +402,9 @@ def measure_costs(
     """Time every candidate's step against the base (paired rounds, in this process), predict
     each one's trial seconds, and drop those whose cost is not below the reference's."""
     from looksam.bench.profile import profile_suite
-    from looksam.bench.runner import RunConfig, TrainingSession
     from looksam.bench.suite import SuiteSpec, measure_suite
-    from looksam.bench.timing import synchronize
+    from looksam.train.runner import RunConfig, TrainingSession
+    from looksam.train.timing import synchronize
 
     spec = prepared.spec
     request = prepared.request

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from looksam.bench.workloads import create_workload, get_workload_info
 from looksam.optim import get_optimizer_info
 from looksam.sweeps.spec import SweepSpec
+from looksam.train.workloads import create_workload, get_workload_info
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,14 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from looksam._json import write_json
-from looksam.bench.runner import git_commit_of_project
-from looksam.bench.workloads import get_workload_info
 from looksam.optim import get_optimizer_info
 from looksam.reports.model import StudyData, SweepData, TrialPoint
 from looksam.reports.summary import accuracy_reference
 from looksam.sweeps._storage import open_storage
 from looksam.sweeps.redact import redact_url
 from looksam.sweeps.spec import SpecError, SweepSpec
+from looksam.train.runner import git_commit_of_project
+from looksam.train.workloads import get_workload_info
 
 
 def _mean(values: list[float]) -> float | None:

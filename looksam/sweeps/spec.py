@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from looksam._plugins import PluginError, load_plugins
-from looksam.bench.runner import AMP_MODES, DEVICES
-from looksam.bench.workloads import get_workload_info, timm_models
 from looksam.optim import (
     DEFAULT_BASE,
     LINEUPS,
@@ -29,6 +27,8 @@ from looksam.reports.summary import (  # which configuration the confirmation re
     DEFAULT_MARGIN,
     PICKS,
 )
+from looksam.train.runner import AMP_MODES, DEVICES
+from looksam.train.workloads import get_workload_info, timm_models
 
 OBJECTIVES = ("pareto", "accuracy", "time-to-target")
 SAMPLERS = ("tpe", "random", "nsga2", "gp", "grid")

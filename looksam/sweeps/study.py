@@ -27,7 +27,6 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from looksam.bench.workloads import get_workload_info
 from looksam.reports.model import TrialPoint
 from looksam.reports.summary import (
     accuracy_reference,
@@ -59,6 +58,7 @@ from looksam.sweeps.results import point_from_trial
 from looksam.sweeps.spec import ORDERS, SpecError, SweepSpec, reference_params
 from looksam.sweeps.tracking import NullTracker, Tracker
 from looksam.sweeps.validate import validate_trial_space
+from looksam.train.workloads import get_workload_info
 
 #: How often a worker that waits for other workers' search trials looks again.
 WAIT_POLL_SECONDS = 2.0

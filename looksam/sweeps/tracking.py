@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from looksam.bench.runner import EpochRecord, RunResult
 from looksam.sweeps.redact import MASK, redact_error, redact_text, redact_url
+from looksam.train.runner import EpochRecord, RunResult
 
 try:
     import fcntl

@@ -6,7 +6,7 @@ after the studies, the MLflow runs and maybe hours of other trials exist, and as
 rather than as the user's mistake. :func:`validate_trial_space` builds the runs a trial could
 produce at the extremes of every searched dimension (both ends of each range, every choice), with
 the fixed values, the base optimizer and learning-rate scaling applied exactly as trials apply
-them, and passes each to the runner's own :func:`~looksam.bench.runner.validate_config` — the
+them, and passes each to the runner's own :func:`~looksam.train.runner.validate_config` — the
 check ``looksam-bench run`` makes.
 
 It stays cheap: no model is built and no data is read. Data directories are checked by their
@@ -22,11 +22,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from looksam.bench.runner import resolve_device, validate_config
-from looksam.bench.workloads import Workload, WorkloadDataError, create_workload, get_workload_info
 from looksam.sweeps._trial import trial_configs
 from looksam.sweeps.plan import train_examples
 from looksam.sweeps.spec import Dimension, SpecError, SweepSpec
+from looksam.train.runner import resolve_device, validate_config
+from looksam.train.workloads import Workload, WorkloadDataError, create_workload, get_workload_info
 
 #: Beyond this many corner points in one study, dimensions are varied one at a time instead
 #: (still every extreme of every dimension, but not every combination of them).
@@ -221,13 +221,13 @@ def check_workload_data(name: str, data_dir: str | Path | None) -> None:
 
 def _check_known_layout(workload: Workload, path: Path) -> None:
     """The layouts of the built-in families that read from disk (:func:`check_workload_data`)."""
-    from looksam.bench.workloads.cifar import (
+    from looksam.train.workloads.cifar import (
         TEST_FILE,
         TRAIN_FILES,
         Cifar10Workload,
         find_cifar_dir,
     )
-    from looksam.bench.workloads.imagenet import ImageFolderWorkload
+    from looksam.train.workloads.imagenet import ImageFolderWorkload
 
     if isinstance(workload, Cifar10Workload):
         root = find_cifar_dir(path)

@@ -10,8 +10,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from looksam.bench import timing
-from looksam.bench.runner import Environment, TrainingSession
 from looksam.bench.suite import (
     Baseline,
     BenchReport,
@@ -25,6 +23,8 @@ from looksam.bench.suite import (
 )
 from looksam.cli.app import app
 from looksam.optim import list_optimizers
+from looksam.train import timing
+from looksam.train.runner import Environment, TrainingSession
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]

@@ -16,8 +16,8 @@ from torch import nn
 
 from looksam.bench import gpu
 from looksam.bench.suite import default_optimizers
-from looksam.bench.workloads import get_workload_info
 from looksam.optim import get_optimizer_info, list_optimizers
+from looksam.train.workloads import get_workload_info
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "gpu.sh"

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-import looksam.bench.timing as timing
+import looksam.train.timing as timing
 from looksam.bench.paired import (
     BUSY_FACTOR,
     DRIFT_FACTOR,
@@ -15,7 +15,7 @@ from looksam.bench.paired import (
     contention,
     measure_paired_cost,
 )
-from looksam.bench.runner import RunConfig, RunResult, TrainingSession, run_training
+from looksam.train.runner import RunConfig, RunResult, TrainingSession, run_training
 
 
 def _result(median_step: float, quarters: list[float] | None = None) -> RunResult:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 from looksam.bench.profile import format_bytes, profile_step, profile_suite
-from looksam.bench.runner import RunConfig, TrainingSession
 from looksam.bench.suite import SuiteSpec
 from looksam.optim._foreach import FlatLayout
+from looksam.train.runner import RunConfig, TrainingSession
 
 SPEC = SuiteSpec(
     workload="synthetic-mlp",

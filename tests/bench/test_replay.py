@@ -14,12 +14,12 @@ import pytest
 import torch
 from torch import nn
 
-import looksam.bench.runner as runner
-import looksam.bench.timing as timing
+import looksam.train.runner as runner
+import looksam.train.timing as timing
 from looksam.bench.paired import measure_paired_cost
-from looksam.bench.runner import RunConfig, TrainingSession
-from looksam.bench.timing import spread_looks
 from looksam.optim import create_optimizer, get_optimizer_info
+from looksam.train.runner import RunConfig, TrainingSession
+from looksam.train.timing import spread_looks
 
 UNIT = 1e-3
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from looksam.bench.runner import CUDA_GRAPH_MODES, RunConfig, validate_config
 from looksam.cli.app import app
 from looksam.optim import list_optimizers
+from looksam.train.runner import CUDA_GRAPH_MODES, RunConfig, validate_config
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200"}

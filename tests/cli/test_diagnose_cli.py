@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from looksam.bench.diagnose import DiagnosisResult
 from looksam.cli.app import app
+from looksam.diagnose.experiment import DiagnosisResult
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200"}

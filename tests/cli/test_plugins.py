@@ -25,8 +25,8 @@ import dataclasses
 
 from torch import nn
 
-from looksam.bench.workloads import register_workload
-from looksam.bench.workloads.digits import DigitsNoisy
+from looksam.train.workloads import register_workload
+from looksam.train.workloads.digits import DigitsNoisy
 from looksam.optim import (
     HyperParameter, OptimizerInfo, SharpnessAwareOptimizer, get_optimizer_info,
     register_optimizer,

@@ -10,11 +10,11 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from looksam.bench.distributed import LaunchError
-from looksam.bench.workloads import list_workloads
 from looksam.cli import _console
 from looksam.cli import run as run_module
 from looksam.cli.app import app
+from looksam.train.distributed import LaunchError
+from looksam.train.workloads import list_workloads
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "200"}

@@ -9,7 +9,7 @@
   mixed-precision tests make with them.
 
 Plain functions and classes, imported as ``from _models import ...`` (pytest puts this folder on
-``sys.path``, as it does ``tests/distributed`` for ``ddp_workers``).
+``sys.path``, as it does ``tests/train/distributed`` for ``ddp_workers``).
 """
 
 from __future__ import annotations

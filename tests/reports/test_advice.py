@@ -21,7 +21,7 @@ from looksam.reports.advice import (
     paste_line,
     sentence,
 )
-from looksam.reports.stats import one_sided_welch, seeds_to_show
+from looksam.stats import one_sided_welch, seeds_to_show
 
 MARGIN = 0.01
 

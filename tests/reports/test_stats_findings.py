@@ -22,7 +22,7 @@ from looksam.reports.leaderboard import (
 )
 from looksam.reports.markdown import render_markdown
 from looksam.reports.model import StudyData, SweepData, TrialPoint
-from looksam.reports.stats import mean_ci, tost, welch
+from looksam.stats import mean_ci, tost, welch
 
 
 def test_t_interval_by_hand() -> None:

@@ -17,11 +17,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from looksam.bench.runner import RunConfig, RunResult
 from looksam.sweeps import _trial
 from looksam.sweeps._liveness import WORKER_ID, counts_toward_budget, lost_the_last_slot
 from looksam.sweeps.spec import SweepSpec, parse_spec
 from looksam.sweeps.study import run_sweep
+from looksam.train.runner import RunConfig, RunResult
 
 #: A live process on this host that is not us: the "other worker" of a race.
 OTHER_WORKER = f"{socket.gethostname()}:{os.getppid()}"

@@ -18,13 +18,13 @@ from typing import Any
 import optuna
 import pytest
 
-import looksam.bench.runner as runner
-import looksam.bench.timing as timing
-from looksam.bench.runner import TrainingSession
+import looksam.train.runner as runner
+import looksam.train.timing as timing
 from looksam.sweeps import _trial
 from looksam.sweeps.results import load_sweep_data, save_report
 from looksam.sweeps.spec import SweepSpec, parse_spec
 from looksam.sweeps.study import run_sweep
+from looksam.train.runner import TrainingSession
 
 UNIT = 1e-3  # fake seconds per forward-backward pass at the reference batch size
 

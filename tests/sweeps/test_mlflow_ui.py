@@ -25,7 +25,6 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 import looksam.cli.ui as ui_module
-from looksam.bench.runner import Environment, EpochRecord, RunConfig, RunResult
 from looksam.cli.ui import ui, ui_command, ui_environment
 from looksam.sweeps.tracking import (
     EXPERIMENT_TAGS,
@@ -35,6 +34,7 @@ from looksam.sweeps.tracking import (
     experiment_url,
     list_experiments,
 )
+from looksam.train.runner import Environment, EpochRecord, RunConfig, RunResult
 
 SWEEP = "ui-sweep"
 STUDY = f"{SWEEP}/digits-noisy/looksam"

@@ -29,13 +29,6 @@ from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import ErrorCode
 
-from looksam.bench.runner import (
-    Environment,
-    EpochRecord,
-    RunConfig,
-    RunResult,
-    run_training,
-)
 from looksam.sweeps.tracking import (
     MlflowTracker,
     NullTracker,
@@ -43,6 +36,13 @@ from looksam.sweeps.tracking import (
     TrackingUnavailable,
     TrialRecord,
     outbox_path,
+)
+from looksam.train.runner import (
+    Environment,
+    EpochRecord,
+    RunConfig,
+    RunResult,
+    run_training,
 )
 
 SECRET = "hunter2-not-for-logs"

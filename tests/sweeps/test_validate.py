@@ -9,8 +9,6 @@ from typing import Any
 import pytest
 
 import looksam.sweeps.validate as validate_module
-from looksam.bench.runner import RunConfig
-from looksam.bench.workloads import WorkloadDataError
 from looksam.sweeps.spec import Dimension, SpecError, SweepSpec, load_spec, parse_spec
 from looksam.sweeps.validate import (
     MAX_POINTS,
@@ -18,6 +16,8 @@ from looksam.sweeps.validate import (
     extreme_points,
     validate_trial_space,
 )
+from looksam.train.runner import RunConfig
+from looksam.train.workloads import WorkloadDataError
 
 REPO = Path(__file__).resolve().parents[2]
 
