@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from looksam.cli._console import fail
+from looksam.optim import DEFAULT_BASE, base_optimizers, option_help
 from looksam.train.workloads.timm_models import with_timm_options
 
 Workload = Annotated[
@@ -16,11 +17,14 @@ Workload = Annotated[
 ]
 Base = Annotated[
     str | None,
-    typer.Option(help="Base optimizer of the SAM family: sgd, adamw or lamb \\[default: sgd]."),
+    typer.Option(
+        help=f"Base optimizer of the SAM family: {', '.join(base_optimizers())} "
+        f"\\[default: {DEFAULT_BASE}]."
+    ),
 ]
-Rho = Annotated[float | None, typer.Option(help="Perturbation radius ρ ≥ 0.")]
-K = Annotated[int | None, typer.Option("--k", "-k", help="Compute g_s every k-th step (k ≥ 1).")]
-Alpha = Annotated[float | None, typer.Option(help="Weight α ≥ 0 of the reused g_v (LookSAM).")]
+Rho = Annotated[float | None, typer.Option(help=option_help("rho"))]
+K = Annotated[int | None, typer.Option("--k", "-k", help=option_help("k"))]
+Alpha = Annotated[float | None, typer.Option(help=option_help("alpha"))]
 Hp = Annotated[
     list[str] | None,
     typer.Option(

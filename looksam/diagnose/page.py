@@ -22,13 +22,12 @@ from looksam.diagnose.experiment import (
     DiagnosisResult,
     verdict_sentence,
 )
+from looksam.optim import gradient_colours
 from looksam.reports.html import CSP, CSS, _json_script, _legend, _table
 from looksam.reports.svg import Frame, axes, fmt, polyline, svg
 
-__all__ = ["VECTOR_COLOURS", "render_diagnosis_html"]
+__all__ = ["render_diagnosis_html"]
 
-#: Okabe–Ito colours; g_s keeps SAM's colour and g_v LookSAM's from the sweep reports.
-VECTOR_COLOURS = {"g": "#7F7F7F", "g_s": "#D55E00", "g_v": "#0072B2"}
 VECTOR_LABELS = {
     "g": "g = ∇L(w)",
     "g_s": "g_s = ∇L(w + ε)",
@@ -79,6 +78,7 @@ def _fixed(value: float, decimals: int = 3) -> str:
 def _chart(result: DiagnosisResult, k: int) -> tuple[str, dict[str, Any]]:
     """One small multiple: relative drift of g, g_s and g_v over training at lag k."""
     frame = Frame(width=360, height=240, left=56, bottom=42)
+    colours = gradient_colours()
     lines = {
         v: _thin(
             list(
@@ -109,7 +109,7 @@ def _chart(result: DiagnosisResult, k: int) -> tuple[str, dict[str, Any]]:
                 parts.append(
                     polyline(
                         [(x(s), y(val)) for s, val in pts],
-                        VECTOR_COLOURS[v],
+                        colours[v],
                         title=f"{v} at k = {k}: median relative drift {_num(medians[v])}",
                         attrs={"data-vector": v, "data-k": str(k)},
                     )
@@ -124,7 +124,8 @@ def _chart(result: DiagnosisResult, k: int) -> tuple[str, dict[str, Any]]:
 
 def _charts_section(result: DiagnosisResult) -> str:
     figures = [_chart(result, k)[0] for k in result.config.ks]
-    legend = _legend((VECTOR_LABELS[v], VECTOR_COLOURS[v]) for v in VECTORS)
+    colours = gradient_colours()
+    legend = _legend((VECTOR_LABELS[v], colours[v]) for v in VECTORS)
     thinned = any(len(s.values) > MAX_POINTS for s in result.series)
     note = (
         "Relative drift ‖x_t − x_{t+k}‖ / ‖x_t‖ of each vector between step t and step t + k, "

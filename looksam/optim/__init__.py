@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from looksam.optim import _builtins  # noqa: F401  (registers the built-in entries)
 from looksam.optim._base import SharpnessAwareOptimizer
 from looksam.optim._registry import (
     DEFAULT_BASE,
@@ -15,8 +16,10 @@ from looksam.optim._registry import (
     fixed_passes,
     full_sam,
     get_optimizer_info,
+    gradient_colours,
     integer_hyperparameters,
     list_optimizers,
+    option_help,
     parse_hyperparameters,
     register_optimizer,
     resolve_base,
@@ -56,8 +59,10 @@ __all__ = [
     "frozen_bn_stats",
     "full_sam",
     "get_optimizer_info",
+    "gradient_colours",
     "integer_hyperparameters",
     "list_optimizers",
+    "option_help",
     "parse_hyperparameters",
     "register_optimizer",
     "resolve_base",
