@@ -357,7 +357,11 @@ def load_spec(path: Path, overrides: Mapping[str, Any] | None = None) -> SweepSp
 def parse_spec(
     data: Mapping[str, Any], source: str = "<spec>", overrides: Mapping[str, Any] | None = None
 ) -> SweepSpec:
-    """Validate parsed TOML (see :func:`load_spec`)."""
+    """Validate parsed TOML (see :func:`load_spec`), one section at a time, in file order.
+
+    ``overrides`` (the command line's flags) replace spec values; each section takes the ones
+    it knows, and an override no section took is an error.
+    """
     where = source
     _check_keys(where, data, _TOP_KEYS)
     plugins = _load_spec_plugins(where, data.get("plugins", []))
@@ -365,13 +369,66 @@ def parse_spec(
     _check_keys(f"{where} [sweep]", sweep, {"name"})
     name = sweep.get("name", Path(source).stem if source != "<spec>" else "sweep")
     check_sweep_name(f"{where} [sweep]", name)
+    overrides = dict(overrides or {})
+    workload = _parse_workload(where, data, overrides)
+    names, base = _parse_optimizers(where, data, overrides)
+    spaces = _parse_spaces(where, data, names, base)
+    fixed = _parse_fixed(where, data, names, base)
+    objective, given = _take(overrides, "objective", data.get("objective", "pareto"))
+    _one_of(_at(where, "", "objective", given), "objective", objective, OBJECTIVES)
+    budget, n_trials, timeout, seeds = _parse_budget(where, data, overrides)
+    order, confirm_seeds, confirm_pick, confirm_margin = _confirmation(
+        where, data, overrides, seeds
+    )
+    timing = _parse_timing(where, data)
+    sampler, sampler_seed, pruner = _parse_sampler(where, data, overrides, objective)
+    if sampler == "grid":
+        _check_grid(where, spaces, budget)
+    rule, ref_bs, warmup, rho_warmup = _parse_lr_scaling(where, data)
+    storage, tracking_uri = _parse_stores(where, data, overrides)
+    leftover = {k: v for k, v in overrides.items() if v is not None}
+    if leftover:
+        raise SpecError(f"unknown override(s): {', '.join(sorted(leftover))}")
+    return SweepSpec(
+        name=name,
+        workload=workload,
+        optimizers=tuple(names),
+        base=base,
+        spaces=spaces,
+        fixed=fixed,
+        objective=objective,
+        n_trials=n_trials,
+        timeout=timeout,
+        seeds=seeds,
+        sampler=sampler,
+        sampler_seed=sampler_seed,
+        pruner=pruner,
+        lr_scaling=rule,
+        reference_batch_size=ref_bs,
+        warmup_fraction=warmup,
+        rho_warmup_fraction=rho_warmup or 0.0,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        source=source,
+        order=order,
+        confirm_seeds=confirm_seeds,
+        confirm_pick=confirm_pick,
+        confirm_margin=confirm_margin,
+        timing_rounds=timing["rounds"],
+        timing_steps=timing["steps"],
+        plugins=plugins,
+    )
 
+
+def _parse_workload(
+    where: str, data: Mapping[str, Any], overrides: dict[str, Any]
+) -> WorkloadSettings:
+    """[workload]: a registered (or timm:/module:) name and the run settings it trains with."""
     raw_workload = dict(_table(where, data, "workload"))
     _check_keys(
         f"{where} [workload]", raw_workload,
         {"name", "epochs", "batch_size", "device", "amp", "data_dir", *timm_models.PARAMETERS},
     )  # fmt: skip
-    overrides = dict(overrides or {})
     overridden: set[str] = set()
     for key, override in (
         ("epochs", "epochs"), ("batch_size", "batch_size"), ("device", "device"),
@@ -415,7 +472,13 @@ def parse_spec(
             at_workload("data_dir"),
             f"data_dir must be a directory path, got {workload.data_dir!r}",
         )
+    return workload
 
+
+def _parse_optimizers(
+    where: str, data: Mapping[str, Any], overrides: dict[str, Any]
+) -> tuple[list[str], str]:
+    """[optimizers]: registered names, each once, and the base the SAM family wraps."""
     raw_opt = _table(where, data, "optimizers")
     _check_keys(f"{where} [optimizers]", raw_opt, {"names", "base"})
     names, given = _take(overrides, "optimizers", raw_opt.get("names", list(SweepSpec.optimizers)))
@@ -432,7 +495,13 @@ def parse_spec(
         raise _fail(at_names, f"names lists {twice[0]!r} {list(names).count(twice[0])} times")
     base, given = _take(overrides, "base", raw_opt.get("base", DEFAULT_BASE))
     _one_of(_at(where, "[optimizers]", "base", given), "base", base, base_optimizers())
+    return list(names), base
 
+
+def _parse_spaces(
+    where: str, data: Mapping[str, Any], names: Sequence[str], base: str
+) -> dict[str, tuple[Dimension, ...]]:
+    """[space.*]: each optimizer's search space; its own table wins over [space.common]."""
     raw_space = _table(where, data, "space")
     # Spaces of optimizers left out (e.g. by --optimizer) are allowed and ignored.
     registered = {info.name for info in list_optimizers()}
@@ -463,10 +532,17 @@ def parse_spec(
                 )
         # common dimensions apply where the optimizer takes them (rho is meaningless for sgd)
         spaces[opt_name] = tuple(d for d in merged.values() if d.name in accepted)
+    return spaces
 
-    raw_fixed = _table(where, data, "fixed")
+
+def _parse_fixed(
+    where: str, data: Mapping[str, Any], names: Sequence[str], base: str
+) -> dict[str, dict[str, Any]]:
+    """[fixed.*]: values pinned rather than searched, each taken by its optimizer."""
+    raw_space = _table(where, data, "space")
+    registered = {info.name for info in list_optimizers()}
     fixed: dict[str, dict[str, Any]] = {}
-    for opt_name, values in raw_fixed.items():
+    for opt_name, values in _table(where, data, "fixed").items():
         if opt_name not in registered and opt_name != "common":
             raise _fail(
                 f"{where} [fixed]", f"{opt_name!r} is not among the optimizers {list(names)}"
@@ -475,12 +551,15 @@ def parse_spec(
             raise _fail(f"{where} [fixed.{opt_name}]", "must be a table of values")
         for key, value in values.items():
             _check_value(f"{where} [fixed.{opt_name}]", key, value)
-            _check_fixed_key(where, opt_name, key, names, base, raw_space)
+            _check_fixed_key(where, opt_name, key, list(names), base, raw_space)
         fixed[opt_name] = dict(values)
+    return fixed
 
-    objective, given = _take(overrides, "objective", data.get("objective", "pareto"))
-    _one_of(_at(where, "", "objective", given), "objective", objective, OBJECTIVES)
 
+def _parse_budget(
+    where: str, data: Mapping[str, Any], overrides: dict[str, Any]
+) -> tuple[dict[str, Any], int, float | None, tuple[int, ...]]:
+    """[budget]: trials per study (8 unless given), an optional timeout, distinct seeds."""
     budget = dict(_table(where, data, "budget"))
     _check_keys(f"{where} [budget]", budget, {"n_trials", "timeout", "seeds"})
     budget_overridden: set[str] = set()
@@ -520,17 +599,24 @@ def parse_spec(
             f"seeds lists {repeated[0]} {seeds.count(repeated[0])} times: a repeated seed "
             "repeats a run",
         )
+    return budget, n_trials, float(timeout) if timeout is not None else None, seeds
 
-    order, confirm_seeds, confirm_pick, confirm_margin = _confirmation(
-        where, data, overrides, seeds
-    )
+
+def _parse_timing(where: str, data: Mapping[str, Any]) -> dict[str, int]:
+    """[timing]: the paired measurement's rounds and steps per round."""
     raw_timing = _table(where, data, "timing")
     _check_keys(f"{where} [timing]", raw_timing, {"rounds", "steps"})
     timing = {"rounds": 9, "steps": 16, **raw_timing}
     for key, value in timing.items():
         if not _is_count(value):
             raise _fail(f"{where} [timing]", f"{key} must be an integer >= 1, got {value!r}")
+    return timing
 
+
+def _parse_sampler(
+    where: str, data: Mapping[str, Any], overrides: dict[str, Any], objective: str
+) -> tuple[str, int, str]:
+    """[sampler] and ``pruner``: Optuna's sampler, its seed, and a pruner the objective allows."""
     raw_sampler = _table(where, data, "sampler")
     _check_keys(f"{where} [sampler]", raw_sampler, {"name", "seed"})
     sampler, given = _take(overrides, "sampler", raw_sampler.get("name", "tpe"))
@@ -538,8 +624,6 @@ def parse_spec(
     sampler_seed = raw_sampler.get("seed", 0)
     if isinstance(sampler_seed, bool) or not isinstance(sampler_seed, int):
         raise _fail(f"{where} [sampler]", f"seed must be an integer, got {sampler_seed!r}")
-    if sampler == "grid":
-        _check_grid(where, spaces, budget)
     pruner, given = _take(overrides, "pruner", data.get("pruner", "none"))
     _one_of(_at(where, "", "pruner", given), "pruner", pruner, PRUNERS)
     if pruner != "none" and objective == "pareto":
@@ -548,7 +632,13 @@ def parse_spec(
             f"pruner {pruner!r} cannot be used with the pareto objective: Optuna cannot prune "
             'multi-objective studies; use pruner = "none" or objective = "accuracy"',
         )
+    return sampler, int(sampler_seed), pruner
 
+
+def _parse_lr_scaling(
+    where: str, data: Mapping[str, Any]
+) -> tuple[str, int | None, float | None, float | None]:
+    """[lr_scaling]: how the learning rate follows the batch size, and the warm-up shares."""
     raw_scaling = _table(where, data, "lr_scaling")
     _check_keys(
         f"{where} [lr_scaling]",
@@ -562,10 +652,15 @@ def parse_spec(
             f"{where} [lr_scaling]",
             f"reference_batch_size must be an integer >= 1, got {ref_bs!r}",
         )
-
     warmup = _fraction(f"{where} [lr_scaling]", raw_scaling, "warmup_fraction")
     rho_warmup = _fraction(f"{where} [lr_scaling]", raw_scaling, "rho_warmup_fraction")
+    return rule, ref_bs, warmup, rho_warmup
 
+
+def _parse_stores(
+    where: str, data: Mapping[str, Any], overrides: dict[str, Any]
+) -> tuple[str, str | None]:
+    """``storage`` and [tracking]: the Optuna storage URL and the MLflow URI (None: off)."""
     storage, given = _take(overrides, "storage", data.get("storage", DEFAULT_STORAGE))
     if not isinstance(storage, str) or not storage.strip() or not storage.isprintable():
         raise _fail(
@@ -591,40 +686,7 @@ def parse_spec(
     if not isinstance(enabled, bool):
         raise _fail(f"{where} [tracking]", f"enabled must be true or false, got {enabled!r}")
     no_mlflow, _ = _take(overrides, "no_mlflow", False)
-    if no_mlflow or not enabled:
-        tracking_uri = None
-    leftover = {k: v for k, v in overrides.items() if v is not None}
-    if leftover:
-        raise SpecError(f"unknown override(s): {', '.join(sorted(leftover))}")
-    return SweepSpec(
-        name=name,
-        workload=workload,
-        optimizers=tuple(names),
-        base=base,
-        spaces=spaces,
-        fixed=fixed,
-        objective=objective,
-        n_trials=n_trials,
-        timeout=float(timeout) if timeout is not None else None,
-        seeds=seeds,
-        sampler=sampler,
-        sampler_seed=int(sampler_seed),
-        pruner=pruner,
-        lr_scaling=rule,
-        reference_batch_size=ref_bs,
-        warmup_fraction=warmup,
-        rho_warmup_fraction=rho_warmup or 0.0,
-        storage=str(storage),
-        tracking_uri=tracking_uri,
-        source=source,
-        order=order,
-        confirm_seeds=confirm_seeds,
-        confirm_pick=confirm_pick,
-        confirm_margin=confirm_margin,
-        timing_rounds=timing["rounds"],
-        timing_steps=timing["steps"],
-        plugins=plugins,
-    )
+    return str(storage), None if no_mlflow or not enabled else tracking_uri
 
 
 def _confirmation(
