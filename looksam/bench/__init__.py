@@ -1,5 +1,6 @@
 """Measuring tools over :mod:`looksam.train`: paired step costs, suites, scaling, the regression
-check and profiles. The GPU bench (``python -m looksam.bench.gpu``) is a script beside them.
+check and profiles, and the host-read counter the optimizer tests use. The GPU bench
+(``python -m looksam.bench.gpu``) is a package beside them: plan, three parts, Markdown, CLI.
 
 Names load on first use, so importing one tool does not import the others.
 """

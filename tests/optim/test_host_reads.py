@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from looksam.bench.gpu import count_step_host_reads
+from looksam.bench.host_reads import count_step_host_reads
 from looksam.optim import create_optimizer, get_optimizer_info, list_optimizers
 from looksam.optim._base import SharpnessAwareOptimizer
 
