@@ -1,8 +1,8 @@
 """The user's own model as a workload, end to end: ``-w module:function`` and ``-w timm:MODEL``.
 
-The user's module is the README's ``my_workload.py``, copied out of the README into a temporary
-folder, so the documented example is the one that runs. ``run``, ``bench`` and a small sweep are
-real processes; the error cases run in this process (the CLI's own parsing, no training).
+The user's module is the ``my_workload.py`` of ``docs/extending.md``, copied out of that page into
+a temporary folder, so the documented example is the one that runs. ``run``, ``bench`` and a small
+sweep are real processes; the error cases run in this process (the CLI's own parsing, no training).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from looksam.cli.app import app
 
 pytestmark = pytest.mark.slow
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+#: The page that documents ``-w module:function`` (the README links to it).
+EXTENDING = Path(__file__).resolve().parents[2] / "docs" / "extending.md"
 
 SPEC = """\
 storage = "sqlite:///{root}/optuna.db"
@@ -47,18 +48,18 @@ BAD_MODULES = {
 }
 
 
-def readme_example() -> str:
-    """The README's ``my_workload.py``, as documented."""
-    text = README.read_text()
+def documented_example() -> str:
+    """The ``my_workload.py`` of ``docs/extending.md``, as documented."""
+    text = EXTENDING.read_text()
     start = text.index("```python\n# my_workload.py\n") + len("```python\n")
     return text[start : text.index("```", start)]
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The user's folder: the README's module, modules that go wrong, a sweep spec."""
+    """The user's folder: the documented module, modules that go wrong, a sweep spec."""
     folder = tmp_path_factory.mktemp("mine")
-    (folder / "my_workload.py").write_text(readme_example())
+    (folder / "my_workload.py").write_text(documented_example())
     for name, source in BAD_MODULES.items():
         (folder / f"{name}.py").write_text(source)
     (folder / "spec.toml").write_text(SPEC.format(root=folder))

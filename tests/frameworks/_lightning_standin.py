@@ -1,5 +1,5 @@
 """A stand-in for the parts of PyTorch Lightning that decide how an optimizer and its closure are
-called, so the README's Lightning recipe runs in the tests without installing Lightning.
+called, so the documented Lightning recipe runs in the tests without installing Lightning.
 
 It reproduces the control flow of pytorch-lightning 2.6.6 (the same code is
 ``src/lightning/pytorch/...`` in Lightning-AI/pytorch-lightning); line numbers below are that
@@ -28,7 +28,7 @@ release's ``pytorch_lightning/...`` files:
 
 Left out: devices, strategies, callbacks, logging beyond a dict, gradient clipping and
 accumulation, validation. ``install`` registers this module as ``lightning`` (``import lightning
-as L``, the README's spelling).
+as L``, the recipe's spelling).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""What the framework-recipe tests share: the README's code, model and data, the loops to compare.
+"""What the framework-recipe tests share: the documented code, model, data and loops to compare.
 
-Every recipe is held to one standard: it must train exactly like the README's own loop ("The
-optimizers in your training loop": ``opt.step(closure)`` with BatchNorm statistics frozen in the
-perturbed pass), in float64, over a run long enough for several look steps and reuse steps.
+The recipes are the code blocks of ``docs/training-loops.md``. Every recipe is held to one
+standard: it must train exactly like the README's own loop ("The optimizers in your training
+loop": ``opt.step(closure)`` with BatchNorm statistics frozen in the perturbed pass), in float64,
+over a run long enough for several look steps and reuse steps.
 
 Plain functions, imported as ``from _recipes import ...`` (pytest puts this folder on
 ``sys.path``, as it does ``tests/optim`` for ``_models``).
@@ -23,23 +24,24 @@ from torch.utils.data import DataLoader, TensorDataset
 from looksam import frozen_bn_stats
 from looksam.optim import create_optimizer, get_optimizer_info, list_optimizers
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+#: The page the framework recipes live on (the README links to it).
+RECIPES = Path(__file__).resolve().parents[2] / "docs" / "training-loops.md"
 
 IN_FEATURES, CLASSES, BATCH = 6, 3, 8
 BATCHES_PER_EPOCH, EPOCHS = 6, 2
-STEPS = BATCHES_PER_EPOCH * EPOCHS  # the README's LookSAM (k = 5) looks at steps 0, 5 and 10
+STEPS = BATCHES_PER_EPOCH * EPOCHS  # the recipes' LookSAM (k = 5) looks at steps 0, 5 and 10
 
 #: Every registered optimizer that wraps a base optimizer: what the recipes are written for.
 WRAPPERS = [info.name for info in list_optimizers() if info.wraps_base]
 
 
-def readme_python(heading: str) -> str:
-    """The first ```` ```python ```` block of the README section ``### {heading}``."""
-    text = README.read_text()
-    section = text.index(f"\n### {heading}\n") + 1
+def recipe_python(heading: str) -> str:
+    """The first ```` ```python ```` block of the section ``## {heading}`` of the recipes page."""
+    text = RECIPES.read_text()
+    section = text.index(f"\n## {heading}\n") + 1
     ends = [i for i in (text.find("\n## ", section), text.find("\n### ", section)) if i != -1]
     start = text.find("```python\n", section, min(ends, default=len(text)))
-    assert start != -1, f"README section {heading!r} has no python block"
+    assert start != -1, f"{RECIPES.name} section {heading!r} has no python block"
     start += len("```python\n")
     return text[start : text.index("```", start)]
 

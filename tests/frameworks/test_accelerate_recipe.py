@@ -1,7 +1,7 @@
-"""The README's Hugging Face Accelerate recipe trains exactly like the plain loop.
+"""The Hugging Face Accelerate recipe of docs/training-loops.md trains exactly like the plain loop.
 
 Accelerate is installed (the ``test`` extra) and its code runs for real, on the CPU, with the
-README's code block executed as written. ``accelerator.prepare`` wraps the optimizer in an
+page's code block executed as written. ``accelerator.prepare`` wraps the optimizer in an
 ``AcceleratedOptimizer``, whose ``step(closure)`` passes the closure on (without a GradScaler),
 and ``accelerator.backward(loss)`` divides by ``gradient_accumulation_steps`` (1) and runs the
 backward pass.
@@ -21,7 +21,7 @@ from _recipes import (
     build_loader,
     build_model,
     counting_forwards,
-    readme_python,
+    recipe_python,
     registered,
 )
 from accelerate.optimizer import AcceleratedOptimizer
@@ -29,7 +29,7 @@ from torch import nn
 
 from looksam.optim import get_optimizer_info
 
-#: The README block's one line that names the optimizer; the registry test swaps it.
+#: The documented block's one line that names the optimizer; the registry test swaps it.
 OPTIMIZER_LINE = "opt = LookSAM(base, rho=0.05, k=5, alpha=0.7)\n"
 
 
@@ -40,15 +40,15 @@ def _on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run_block(block: str, model: nn.Module, **names: Any) -> dict[str, Any]:
-    """Execute a README block with the names it expects (``model``, ``loader``, ``epochs``)."""
+    """Execute a documented block with the names it expects (``model``, ``loader``, ``epochs``)."""
     namespace: dict[str, Any] = {"model": model, "loader": build_loader(), "epochs": EPOCHS}
     namespace.update(names)
-    exec(compile(block, "README: Hugging Face Accelerate", "exec"), namespace)
+    exec(compile(block, "recipe: Hugging Face Accelerate", "exec"), namespace)
     return namespace
 
 
-def readme_optimizer(block: str, model: nn.Module) -> Any:
-    """The optimizer the README block builds (its imports, ``base = ...``, ``opt = ...``)."""
+def recipe_optimizer(block: str, model: nn.Module) -> Any:
+    """The optimizer the documented block builds (its imports, ``base = ...``, ``opt = ...``)."""
     lines = [
         line
         for line in block.splitlines()
@@ -58,8 +58,8 @@ def readme_optimizer(block: str, model: nn.Module) -> Any:
     return run_block("\n".join(lines), model)["opt"]
 
 
-def test_the_readme_recipe_trains_like_the_plain_loop() -> None:
-    block = readme_python("Hugging Face Accelerate")
+def test_the_documented_recipe_trains_like_the_plain_loop() -> None:
+    block = recipe_python("Hugging Face Accelerate")
     model = build_model()
     with counting_forwards(model) as passes:
         names = run_block(block, model)
@@ -68,17 +68,17 @@ def test_the_readme_recipe_trains_like_the_plain_loop() -> None:
     assert isinstance(opt, AcceleratedOptimizer)  # the recipe stepped through Accelerate's wrapper
     assert opt.optimizer is sam
     assert names["model"] is model  # one CPU process: prepare() kept the module as it was
-    assert_trains_like_the_plain_loop(model, passes[0], partial(readme_optimizer, block))
+    assert_trains_like_the_plain_loop(model, passes[0], partial(recipe_optimizer, block))
     assert passes[0] == STEPS + len(range(0, STEPS, sam.k))  # a second pass on each look step
     assert sam.steps_done == STEPS
-    resumed = readme_optimizer(block, build_model())
+    resumed = recipe_optimizer(block, build_model())
     resumed.load_state_dict(opt.state_dict())  # what accelerator.save_state() stores
     assert resumed.steps_done == STEPS
 
 
 @pytest.mark.parametrize("name", WRAPPERS)
 def test_the_recipe_trains_every_registered_optimizer_like_the_plain_loop(name: str) -> None:
-    block = readme_python("Hugging Face Accelerate")
+    block = recipe_python("Hugging Face Accelerate")
     assert OPTIMIZER_LINE in block
     model = build_model()
     with counting_forwards(model) as passes:

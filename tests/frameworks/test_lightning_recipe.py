@@ -1,7 +1,7 @@
-"""The README's PyTorch Lightning recipe trains exactly like the plain loop.
+"""The PyTorch Lightning recipe of docs/training-loops.md trains exactly like the plain loop.
 
 Lightning is not installed: ``_lightning_standin`` reproduces how it calls an optimizer and its
-closure (its docstring cites the Lightning source it follows), and the README's code block is
+closure (its docstring cites the Lightning source it follows), and the page's code block is
 executed against it as written. What Lightning does that matters here:
 
 * manual optimization: ``self.optimizers()`` is a wrapper whose ``step(closure)`` passes the
@@ -27,7 +27,7 @@ from _recipes import (
     build_registered,
     counting_forwards,
     plain_loop,
-    readme_python,
+    recipe_python,
     registered,
 )
 from torch import Tensor, nn
@@ -43,12 +43,12 @@ LOOKING = [
 ]
 
 
-def readme_module(monkeypatch: pytest.MonkeyPatch) -> type[LightningModule]:
-    """The LightningModule class the README's code block defines, built on the stand-in."""
+def recipe_module(monkeypatch: pytest.MonkeyPatch) -> type[LightningModule]:
+    """The LightningModule class the documented code block defines, built on the stand-in."""
     install(monkeypatch)
     namespace: dict[str, Any] = {}
     exec(
-        compile(readme_python("PyTorch Lightning"), "README: PyTorch Lightning", "exec"), namespace
+        compile(recipe_python("PyTorch Lightning"), "recipe: PyTorch Lightning", "exec"), namespace
     )
     (cls,) = [
         v for v in namespace.values() if isinstance(v, type) and issubclass(v, LightningModule)
@@ -62,23 +62,23 @@ def fit(module: LightningModule) -> Trainer:
     return trainer
 
 
-def test_the_readme_recipe_trains_like_the_plain_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    recipe = readme_module(monkeypatch)
+def test_the_documented_recipe_trains_like_the_plain_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = recipe_module(monkeypatch)
     model = build_model()
     module = recipe(model)
     with counting_forwards(model) as passes:
         trainer = fit(module)
     sam: Any = trainer.optimizers[0]
 
-    def readme_optimizer(fresh: nn.Module) -> Any:  # the README's own, on an unfitted module
+    def recipe_optimizer(fresh: nn.Module) -> Any:  # the documented one, on an unfitted module
         return recipe(fresh).configure_optimizers()
 
-    assert_trains_like_the_plain_loop(model, passes[0], readme_optimizer)
+    assert_trains_like_the_plain_loop(model, passes[0], recipe_optimizer)
     assert passes[0] == STEPS + len(range(0, STEPS, sam.k))  # a second pass on each look step
     assert sam.steps_done == trainer.global_step == STEPS  # Lightning counted every step
     assert trainer.before_optimizer_step_calls == passes[0]  # its hooks ran after each pass
     reference = build_model()
-    last_loss = plain_loop(reference, readme_optimizer(reference), build_loader())[-1]
+    last_loss = plain_loop(reference, recipe_optimizer(reference), build_loader())[-1]
     assert torch.equal(module.logged["train_loss"], last_loss)  # the loss at w, not w + ε
 
 
@@ -86,9 +86,9 @@ def test_the_readme_recipe_trains_like_the_plain_loop(monkeypatch: pytest.Monkey
 def test_the_recipe_trains_every_registered_optimizer_like_the_plain_loop(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    readme = readme_module(monkeypatch)
+    documented = recipe_module(monkeypatch)
 
-    class Recipe(readme):  # type: ignore[valid-type, misc]
+    class Recipe(documented):  # type: ignore[valid-type, misc]
         def configure_optimizers(self) -> Any:
             return build_registered(name, self.parameters())
 
@@ -124,7 +124,7 @@ class AutomaticClassifier(LightningModule):
 
 @pytest.mark.parametrize("name", WRAPPERS)
 def test_automatic_optimization_trains_like_the_plain_loop(name: str) -> None:
-    """The README says it works too: Lightning's closure re-runs training_step and backward."""
+    """The page says it works too: Lightning's closure re-runs training_step and backward."""
     model = build_model()
     module = AutomaticClassifier(model, name)
     trainer = fit(module)
@@ -135,7 +135,7 @@ def test_automatic_optimization_trains_like_the_plain_loop(name: str) -> None:
 
 
 class TwoPhaseClassifier(LightningModule):
-    """The two-phase API finished by Lightning's ``opt.step()``, which the README warns against."""
+    """The two-phase API finished by Lightning's ``opt.step()``, which the page warns against."""
 
     def __init__(self, model: nn.Module, name: str) -> None:
         super().__init__()

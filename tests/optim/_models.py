@@ -5,7 +5,7 @@
   decay, AdamW) built by hand, a model with two param groups (different learning rates) and a
   parameter that never gets a gradient, the literal pieces every reference is written from, and
   one library-against-reference step with the shared tolerances.
-* The GradScaler recipes (the runner's and the README's) and the checks every wrapper's
+* The GradScaler recipes (the runner's and docs/training-loops.md's) and the checks every wrapper's
   mixed-precision tests make with them.
 
 Plain functions and classes, imported as ``from _models import ...`` (pytest puts this folder on
@@ -320,7 +320,7 @@ def readme_recipe_step(
     *,
     tell_grad_scale: bool = False,
 ) -> None:
-    """The README's two-phase recipe: the second pass only where ``is_look_step`` asks for it.
+    """The documented two-phase recipe: the second pass only where ``is_look_step`` asks for it.
     ``tell_grad_scale``: ``first_step`` is told the scale g_s comes at (GSAM; g was unscaled)."""
     opt.zero_grad()
     scaler.scale(nn.functional.mse_loss(model(x), y)).backward()

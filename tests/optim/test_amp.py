@@ -1,4 +1,4 @@
-"""Mixed precision on CPU: bf16 autocast, and the README's GradScaler recipe.
+"""Mixed precision on CPU: bf16 autocast, and the documented GradScaler recipe.
 
 The scaler applies the final update through the base optimizer::
 

@@ -364,7 +364,7 @@ def test_gradient_views_are_copied_before_the_second_pass(
 # ---------------------------------------------------------------------- mixed precision
 
 
-#: The runner's path, and the README's two-phase recipe telling GSAM the scale g_s comes at.
+#: The runner's path, and the documented two-phase recipe telling GSAM the scale g_s comes at.
 RECIPES = {
     "runner": runner_recipe_step,
     "two_phase": functools.partial(readme_recipe_step, tell_grad_scale=True),
