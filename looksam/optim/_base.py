@@ -60,6 +60,8 @@ from looksam.optim._foreach import (
 )
 
 Closure = Callable[[], Any]
+#: What ``step`` calls to apply the update or unscale the gradients (None: the default).
+Hook = Callable[[], object] | None
 
 
 def check_rho(rho: float) -> float:
@@ -107,8 +109,8 @@ _NO_SECOND_GRADIENT = (
     "None after the closure's second call), so the step was not taken; w is restored. A "
     "closure that runs no forward-backward pass does this, e.g. a two-phase step finished by "
     "PyTorch Lightning's opt.step(), which passes a closure of its own: pass your "
-    "forward-backward closure to opt.step(closure=...) (README: 'PyTorch Lightning'), or make "
-    "the closure zero the gradients, run forward and backward on every call"
+    "forward-backward closure to opt.step(closure=...) (docs/training-loops.md, 'PyTorch "
+    "Lightning'), or make the closure zero the gradients, run forward and backward on every call"
 )
 
 
@@ -240,10 +242,7 @@ class SharpnessAwareOptimizer(Optimizer):
 
     # ------------------------------------------------------------------ steps
     def step(  # type: ignore[override]
-        self,
-        closure: Closure | None = None,
-        base_step: Callable[[], object] | None = None,
-        unscale: Callable[[], object] | None = None,
+        self, closure: Closure | None = None, base_step: Hook = None, unscale: Hook = None
     ) -> Any:
         """Run one optimizer step and return the loss of the first closure call.
 
@@ -324,7 +323,7 @@ class SharpnessAwareOptimizer(Optimizer):
         self._in_flight = _LookInFlight(buckets, originals, grad_norm)
 
     @torch.no_grad()
-    def second_step(self, base_step: Callable[[], object] | None = None) -> None:
+    def second_step(self, base_step: Hook = None) -> None:
         """Finish the step: restore w (look steps), form the gradient, let the base optimizer step.
 
         On a look step ``p.grad`` must hold g_s from the second backward pass.
@@ -332,7 +331,8 @@ class SharpnessAwareOptimizer(Optimizer):
         Args:
             base_step: what applies the update, ``self.base.step`` by default. Mixed precision
                 passes ``lambda: scaler.step(opt.base)`` so the GradScaler unscales the final
-                gradient and skips the update on overflow (see the README's fp16 recipe).
+                gradient and skips the update on overflow (docs/training-loops.md, mixed
+                precision).
         """
         in_flight = self._in_flight
         if in_flight is None:

@@ -55,14 +55,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.optim import Optimizer
 
-from looksam.optim._base import Closure, SharpnessAwareOptimizer, check_total_steps
+from looksam.optim._base import Closure, Hook, SharpnessAwareOptimizer, check_total_steps
 from looksam.optim._foreach import global_norm
 from looksam.optim.looksam import LookSAM
 
@@ -207,10 +206,7 @@ class _AdaptivePolicy(SharpnessAwareOptimizer):
 
     # ------------------------------------------------------------------ steps
     def step(  # type: ignore[override]
-        self,
-        closure: Closure | None = None,
-        base_step: Callable[[], object] | None = None,
-        unscale: Callable[[], object] | None = None,
+        self, closure: Closure | None = None, base_step: Hook = None, unscale: Hook = None
     ) -> Any:
         """The engine's ``step``; the decision is made from the first closure call's gradient.
 
@@ -250,7 +246,7 @@ class _AdaptivePolicy(SharpnessAwareOptimizer):
         super().first_step()
 
     @torch.no_grad()
-    def second_step(self, base_step: Callable[[], object] | None = None) -> None:
+    def second_step(self, base_step: Hook = None) -> None:
         """Finish the step (see the engine), then commit μ, σ² and the SAM-step count."""
         super().second_step(base_step)
         decision = self._decision

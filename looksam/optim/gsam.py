@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, cast
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from looksam.optim._base import Closure, SharpnessAwareOptimizer, _check_real, _LookInFlight
+from looksam.optim._base import Closure, Hook, SharpnessAwareOptimizer, _check_real, _LookInFlight
 from looksam.optim._foreach import Scalar, add_scaled_, choose, global_norm, safe_ratio, usable
 
 
@@ -99,10 +98,7 @@ class GSAM(SharpnessAwareOptimizer):
 
     # ------------------------------------------------------------------ steps
     def step(  # type: ignore[override]
-        self,
-        closure: Closure | None = None,
-        base_step: Callable[[], object] | None = None,
-        unscale: Callable[[], object] | None = None,
+        self, closure: Closure | None = None, base_step: Hook = None, unscale: Hook = None
     ) -> Any:
         """Run one GSAM step (two closure calls); see ``SharpnessAwareOptimizer.step``.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from looksam.optim._base import Closure, SharpnessAwareOptimizer, check_rho
+from looksam.optim._base import Closure, Hook, SharpnessAwareOptimizer, check_rho
 from looksam.optim._foreach import (
     add_scaled,
     global_norm,
@@ -158,10 +157,7 @@ class MSAM(SharpnessAwareOptimizer):
 
     # ------------------------------------------------------------------ steps
     def step(  # type: ignore[override]
-        self,
-        closure: Closure | None = None,
-        base_step: Callable[[], object] | None = None,
-        unscale: Callable[[], object] | None = None,
+        self, closure: Closure | None = None, base_step: Hook = None, unscale: Hook = None
     ) -> Any:
         """Run one step and return the closure's loss (taken at w̃).
 
@@ -237,7 +233,7 @@ class MSAM(SharpnessAwareOptimizer):
         )
 
     @torch.no_grad()
-    def second_step(self, base_step: Callable[[], object] | None = None) -> None:
+    def second_step(self, base_step: Hook = None) -> None:
         """Restore w and let the base optimizer step with the gradient taken at w̃.
 
         ``p.grad`` must hold the gradient of the pass run after ``perturb()``.

@@ -7,6 +7,7 @@ are built on it, and nothing here imports them.
 
 from __future__ import annotations
 
+from looksam.train import workloads as _workloads
 from looksam.train.runner import (
     EpochRecord,
     RunConfig,
@@ -17,41 +18,17 @@ from looksam.train.runner import (
     validate_config,
 )
 from looksam.train.timing import RelativeTiming, time_relative
-from looksam.train.workloads import (
-    Batch,
-    LoaderWorkload,
-    TensorWorkload,
-    Workload,
-    WorkloadDataError,
-    WorkloadInfo,
-    create_workload,
-    custom_workload,
-    get_workload_info,
-    list_workloads,
-    register_workload,
-    register_workload_resolver,
-)
+from looksam.train.workloads import *  # noqa: F403  (the workloads' whole public face)
 
 __all__ = [
-    "Batch",
     "EpochRecord",
-    "LoaderWorkload",
     "RelativeTiming",
     "RunConfig",
     "RunResult",
-    "TensorWorkload",
     "TrainingSession",
-    "Workload",
-    "WorkloadDataError",
-    "WorkloadInfo",
-    "create_workload",
-    "custom_workload",
-    "get_workload_info",
-    "list_workloads",
-    "register_workload",
-    "register_workload_resolver",
     "resolve_device",
     "run_training",
     "time_relative",
     "validate_config",
+    *_workloads.__all__,
 ]

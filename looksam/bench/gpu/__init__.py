@@ -1,7 +1,7 @@
 """One-shot GPU benchmark: step costs in bf16, host syncs per optimizer step, compiled vs eager.
 
 ``bench/gpu.sh`` (``python -m looksam.bench.gpu [--out DIR] [--dry-run] [--time-budget S]``) is
-the single command someone with one CUDA GPU runs to fill the README's Results; it fits in
+the single command someone with one CUDA GPU runs to fill docs/results.md; it fits in
 ``--time-budget`` seconds (8 minutes by default) and does three things:
 
 1. **Step costs in bf16.** :func:`~looksam.bench.suite.measure_suite` on every workload of
@@ -22,7 +22,7 @@ the single command someone with one CUDA GPU runs to fill the README's Results; 
    and whether the losses after N steps agree within a float tolerance. A compile error fails.
 
 It writes ``results.json`` (machine, every table, every check with its reason) and
-``results.md`` (tables ready to paste into the README, the card's name in the heading) into
+``results.md`` (tables ready to paste into docs/results.md, the card's name in the heading) into
 the output folder, prints the Markdown, and exits 1 when an enforced check failed (2 for bad
 input, before anything runs).
 
