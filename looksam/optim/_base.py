@@ -53,6 +53,7 @@ from looksam.optim._foreach import (
     Scalar,
     add_scaled,
     check_scalars,
+    clone_all,
     global_norm,
     group_by_device_and_dtype,
     safe_ratio,
@@ -319,7 +320,7 @@ class SharpnessAwareOptimizer(Optimizer):
             elif any(g._is_view() for g in bucket.grads):
                 # DDP(gradient_as_bucket_view=True) hands out views of its communication buffer
                 # and writes g_s into the same memory: keep a private copy of g.
-                bucket.grads = list(torch._foreach_clone(bucket.grads))
+                bucket.grads = clone_all(bucket.grads)
         self._in_flight = _LookInFlight(buckets, originals, grad_norm)
 
     @torch.no_grad()

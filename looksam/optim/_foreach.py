@@ -57,6 +57,19 @@ def group_by_device_and_dtype(*aligned: list[Tensor]) -> list[TensorLists]:
     return [tuple(lists) for lists, _ in grouped.values()]  # type: ignore[misc,arg-type]
 
 
+def clone_all(tensors: list[Tensor]) -> list[Tensor]:
+    """Private copies of ``tensors`` in one foreach call.
+
+    ``torch._foreach_clone`` came after torch 2.11, the oldest release supported; there a
+    foreach multiply by one makes the same copies (new storage, same values, dtype and shape)
+    in one call too.
+    """
+    clone = getattr(torch, "_foreach_clone", None)
+    if clone is not None:
+        return list(clone(tensors))
+    return list(torch._foreach_mul(tensors, 1))
+
+
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype norms, dot products and kept copies use: fp32 for half precision.
 

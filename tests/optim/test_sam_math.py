@@ -256,3 +256,20 @@ def test_gs_parallel_to_g_gives_no_reuse_term_for_generic_weights(
     opt.step(closure)
     assert torch.isfinite(w).all()
     assert_close(w.detach(), after_look - 0.1 * 3.0 * after_look, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("has_foreach_clone", [True, False])
+def test_clone_all_makes_private_copies_with_or_without_foreach_clone(
+    has_foreach_clone: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch 2.11 (the oldest supported) lacks ``torch._foreach_clone``: the fallback copies."""
+    from looksam.optim._foreach import clone_all
+
+    if not has_foreach_clone:
+        monkeypatch.delattr(torch, "_foreach_clone", raising=False)
+    base = torch.arange(6, dtype=torch.float64)
+    views = [base[:4], base[4:].view(1, 2)]
+    copies = clone_all(views)
+    base.zero_()  # writing the shared buffer must not reach the copies
+    assert [c.tolist() for c in copies] == [[0.0, 1.0, 2.0, 3.0], [[4.0, 5.0]]]
+    assert all(c.dtype == torch.float64 and not c._is_view() for c in copies)
