@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from looksam.sweeps._budget import format_duration
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -67,20 +69,81 @@ def check_writable(path: Path | None, option: str) -> None:
         fail(f"{option} {path}: cannot write under {parent}")
 
 
-def logged_progress(description: str, total: int) -> Callable[[int], None]:
-    """Progress for output that is not a terminal (a CI log, a pipe), where Rich's live bar is
-    not drawn: one line on stderr at the start and after each tenth of ``total``, with the time
-    so far, so that a long measurement does not look hung."""
-    started = time.monotonic()
-    every = max(1, total // 10)
-    err_console.print(f"{description}: started", highlight=False)
+#: In a log (stderr not a terminal), a progress line at least this often while work goes on.
+LOG_EVERY_SECONDS = 30.0
 
-    def update(done: int) -> None:
-        if done % every == 0 or done == total:
-            elapsed = time.monotonic() - started
-            err_console.print(f"{description}: {done}/{total} ({elapsed:.0f} s)", highlight=False)
 
-    return update
+def _clock() -> float:
+    """The time the log lines are paced by (tests replace it with a fake clock)."""
+    return time.monotonic()
+
+
+class LogPacer:
+    """When the next plain progress line is due in a log, and the time part of each line.
+
+    Rich draws no live bar or spinner when the output is not a terminal (a CI log,
+    ``make sweep | tee``): a long command there printed nothing for half an hour. Every command
+    asks one pacer, so all of them say something at least every :data:`LOG_EVERY_SECONDS` and
+    word the time spent and the ETA the same way.
+    """
+
+    def __init__(
+        self, clock: Callable[[], float] | None = None, every: float = LOG_EVERY_SECONDS
+    ) -> None:
+        self._clock = clock
+        self.every = every
+        self.started = self.last = self.now()
+
+    def now(self) -> float:
+        return _clock() if self._clock is None else self._clock()
+
+    def due(self) -> bool:
+        """Whether :data:`LOG_EVERY_SECONDS` have passed since the last line."""
+        return self.now() - self.last >= self.every
+
+    def mark(self) -> float:
+        """Count a line as printed now (the next is due in :data:`LOG_EVERY_SECONDS`)."""
+        self.last = now = self.now()
+        return now
+
+    def stamp(self, done: float, total: float) -> str:
+        """' · 1m20s spent · ETA 9m20s' (no ETA before anything is done), and a line is
+        counted as printed now."""
+        spent = self.mark() - self.started
+        eta = f" · ETA {format_duration(spent / done * (total - done))}" if done else ""
+        return f" · {format_duration(spent)} spent{eta}"
+
+
+def log_line(text: str) -> None:
+    """One plain line on stderr, as the log shows it (no markup, no wrapping)."""
+    err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+class ProgressLog:
+    """Progress for output that is not a terminal: ``phase: 3/20 unit · 40s spent · ETA 4m``
+    on stderr at the start, after each ``1/parts`` of the total, at the end, and at least
+    every :data:`LOG_EVERY_SECONDS` in between, so that a long measurement does not look hung.
+
+    Called as ``log(done)`` (or ``log(done, total)`` when the total moves); ``parts=0``: only
+    the paced lines and the last one.
+    """
+
+    def __init__(
+        self, phase: str, total: int, unit: str = "", parts: int = 10, *, started: bool = True
+    ) -> None:
+        self.phase, self.total, self.unit, self.parts = phase, total, unit, parts
+        self.pacer = LogPacer()
+        if started:
+            log_line(f"{phase}: started")
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        if total is not None:
+            self.total = total
+        every = max(1, self.total // self.parts) if self.parts else 0
+        if (every and done % every == 0) or done >= self.total or self.pacer.due():
+            unit = f" {self.unit}" if self.unit else ""
+            stamp = self.pacer.stamp(done, self.total)
+            log_line(f"{self.phase}: {done}/{self.total}{unit}{stamp}")
 
 
 def training_progress() -> Progress:

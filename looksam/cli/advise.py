@@ -15,7 +15,16 @@ from looksam._json import write_json
 from looksam._plugins import plugins_from_env
 from looksam.bench.profile import format_bytes
 from looksam.cli import _options as opt
-from looksam.cli._console import check_writable, console, err_console, fail, startup_seconds
+from looksam.cli._console import (
+    LogPacer,
+    ProgressLog,
+    check_writable,
+    console,
+    err_console,
+    fail,
+    log_line,
+    startup_seconds,
+)
 from looksam.cli.report import REPORTS_DIR
 from looksam.cli.sweep import INTERRUPTED
 from looksam.reports.advice import LOOKS, Advice
@@ -44,16 +53,35 @@ class AdviseDisplay(QuietAdviseObserver):
     def __init__(self) -> None:
         self.budget: BudgetClock | None = None
         self.eta: float | None = None
+        self._eta_at = 0.0  # the budget's elapsed seconds when the ETA was computed
         self._last_bench = 0
+        self._phase = "advise"
+        self.log = not err_console.is_terminal  # a log: plain lines at least every 30 s
+        self._pacer = LogPacer()
+        self._bench_log: ProgressLog | None = None
 
     def phase(self, name: str, message: str) -> None:
+        self._phase = name
         console.print(f"[bold]{name}[/]: {escape(message)}", highlight=False)
 
     def bench_round(self, done: int, total: int) -> None:
-        """A line on stderr after each third of the cost bench's rounds."""
-        if done == total or done - self._last_bench >= max(1, total // 3):
+        """A line on stderr after each third of the cost bench's rounds (in a log, with the
+        time spent and the ETA, and one at least every 30 s)."""
+        if self.log:
+            if self._bench_log is None:
+                self._bench_log = ProgressLog("cost bench", total, "paired rounds", 3)
+            self._bench_log(done, total)
+        elif done == total or done - self._last_bench >= max(1, total // 3):
             self._last_bench = done
             err_console.print(f"[dim]cost bench: {done}/{total} paired rounds[/]")
+
+    def epoch(self, optimizer: str, seed: int, step: int, total: int) -> None:
+        """In a log, a line at least every 30 s while a run trains: its steps, the budget, the
+        ETA."""
+        if self.log and self._pacer.due():
+            self._pacer.mark()
+            times = self._times() or self._pacer.stamp(step, total).removeprefix(" · ")
+            log_line(f"{self._phase}: {optimizer} seed {seed}: step {step}/{total} · {times}")
 
     def planned(self, plan: Plan, bench: CostBench, resumed: bool) -> None:
         console.print(cost_table(bench))
@@ -68,7 +96,7 @@ class AdviseDisplay(QuietAdviseObserver):
         )
 
     def progress(self, budget: BudgetClock, eta: float) -> None:
-        self.budget, self.eta = budget, eta
+        self.budget, self.eta, self._eta_at = budget, eta, budget.elapsed()
 
     def trial_finished(self, outcome: TrialOutcome, counted: int, budget: int) -> None:
         point = outcome.point
@@ -85,14 +113,24 @@ class AdviseDisplay(QuietAdviseObserver):
         )
 
     def _clock(self) -> str:
-        """'  1m4s spent · 3m56s left · ETA 3m30s': the budget spent and left, the predicted
-        rest of the command."""
+        """'  1m4s spent · 3m56s left · ETA 3m30s', dimmed."""
+        times = self._times(since=False)
+        return f"  [dim]{times}[/]" if times else ""
+
+    def _times(self, since: bool = True) -> str:
+        """'1m4s spent · 3m56s left · ETA 3m30s': the budget spent and left, the predicted
+        rest of the command ('' before the budget is known); ``since``: less the time since
+        that prediction (a line while a run trains)."""
         if self.budget is None:
             return ""
-        eta = "" if self.eta is None else f" · ETA {format_duration(self.eta)}"
-        spent = format_duration(self.budget.elapsed())
+        elapsed = self.budget.elapsed()
+        eta = ""
+        if self.eta is not None:
+            rest = self.eta - (elapsed - self._eta_at if since else 0.0)
+            eta = f" · ETA {format_duration(max(0.0, rest))}"
+        spent = format_duration(elapsed)
         left = format_duration(max(0.0, self.budget.left()))
-        return f"  [dim]{spent} spent · {left} left{eta}[/]"
+        return f"{spent} spent · {left} left{eta}"
 
 
 def cost_table(bench: CostBench) -> Table:

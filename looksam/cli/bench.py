@@ -5,24 +5,30 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import torch
 import typer
+from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from looksam.bench.check_summary import (
-    format_allowed,
-    format_change,
-    format_row_value,
-    summary_dict,
-    summary_markdown,
+from looksam.bench.check import (
+    DEFAULT_BASELINE,
+    CheckResult,
+    InitPlan,
+    InitRequest,
+    Measurers,
+    Written,
+    choose_mode,
+    init_baseline,
+    plan_init,
+    run_check,
+    update_baseline,
 )
+from looksam.bench.check_summary import format_allowed, format_change, format_row_value
 from looksam.bench.profile import format_bytes, profile_suite
 from looksam.bench.scaling import (
     ScalingRow,
@@ -36,18 +42,16 @@ from looksam.bench.suite import (
     BenchReport,
     CheckRow,
     SuiteSpec,
-    baseline_from,
-    check_baseline,
-    compare_accuracy,
     default_optimizers,
     measure_accuracy,
     measure_suite,
 )
 from looksam.cli import _options as opt
-from looksam.cli._console import check_writable, console, err_console, fail, logged_progress
+from looksam.cli._console import ProgressLog, check_writable, console, err_console, fail
+from looksam.cli.optimizers import WIDE
 from looksam.optim import LINEUPS
 from looksam.train.distributed import launch_from_env
-from looksam.train.runner import AMP_MODES, environment, resolve_device
+from looksam.train.runner import AMP_MODES
 from looksam.train.workloads import WorkloadDataError, get_workload_info
 
 
@@ -117,7 +121,7 @@ def _measure(spec: SuiteSpec) -> BenchReport:
         if console.is_terminal:
             tell = functools.partial(_advance, progress, task)
         else:  # a log: the live bar is not drawn there
-            tell = logged_progress(f"{description} (paired rounds)", spec.rounds)
+            tell = ProgressLog(f"{description} (paired rounds)", spec.rounds)
         try:
             return measure_suite(spec, progress=tell)
         except (ValueError, WorkloadDataError) as error:
@@ -151,13 +155,20 @@ def build_scaling_table(spec: ScalingSpec, rows: list[ScalingRow]) -> Table:
 
 def _scaling(spec: ScalingSpec, json_path: Path | None, under_torchrun: bool) -> None:
     measure = measure_scaling_under_torchrun if under_torchrun else measure_scaling
+    log = None
+    if not console.is_terminal:  # a log: the live bar is not drawn there
+        runs = 2 * spec.repeats * len(spec.optimizers)
+        log = ProgressLog(f"1 vs {spec.nproc} processes", runs, "runs")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"1 vs {spec.nproc} processes", total=None)
+
+        def tell(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+            if log is not None:
+                log(done, total)
+
         try:
-            rows = measure(
-                spec,
-                progress=lambda done, total: progress.update(task, completed=done, total=total),
-            )
+            rows = measure(spec, progress=tell)
         except (RuntimeError, ValueError, WorkloadDataError) as error:
             fail(f"a scaling run failed: {error}")
     if not rows:
@@ -279,49 +290,56 @@ def bench(
         console.print(f"wrote {json_path}")
 
 
-def build_check_table(rows: list[CheckRow], tolerance: float) -> Table:
-    """Baseline vs measured value per optimizer (and metric), regressions in red."""
+def build_check_table(rows: list[CheckRow], tolerance: float, width: int = WIDE) -> Table:
+    """Baseline vs measured value per optimizer (and metric), regressions in red; laid out for
+    a console ``width`` columns wide (narrower than :data:`WIDE`: the workload heads its rows
+    and the metric goes under the optimizer, so no number is squeezed at 80 columns)."""
     with_metric = any(row.metric != "ratio" for row in rows)
     title = "Check vs baseline" if with_metric else "Step-cost ratios vs baseline"
     table = Table(title=f"{title} (tolerance +{100 * tolerance:.0f} %)", title_justify="left")
-    columns = ("workload", "optimizer", *(("metric",) if with_metric else ()))
-    for column in (*columns, "baseline", "measured", "change", "limit", "verdict"):
+    wide = width >= WIDE
+    if wide:
+        columns: tuple[str, ...] = ("workload", "optimizer", *(("metric",) if with_metric else ()))
+    else:
+        columns = ("workload · optimizer · metric" if with_metric else "workload · optimizer",)
+    values = ("baseline", "measured", "change", "limit", "verdict")
+    for column in (*columns, *values):
         table.add_column(column, justify="left" if column in columns else "right")
+    workload = None
     for row in rows:
-        verdict = "[bold red]REGRESSION[/]" if row.regressed else "[green]ok[/]"
+        if not wide and row.workload != workload:
+            workload = row.workload
+            table.add_row(f"[bold]{escape(workload)}[/]", *("",) * len(values))
+        named = [row.workload, row.optimizer, *((row.metric,) if with_metric else ())]
+        if not wide:
+            metric = f" [dim]{row.metric}[/]" if with_metric else ""
+            named = [f"  {escape(row.optimizer)}{metric}"]
         table.add_row(
-            row.workload,
-            row.optimizer,
-            *((row.metric,) if with_metric else ()),
+            *named,
             format_row_value(row, row.baseline),
             format_row_value(row, row.measured),
             format_change(row),
             format_allowed(row),
-            verdict,
+            "[bold red]REGRESSION[/]" if row.regressed else "[green]ok[/]",
         )
     return table
-
-
-#: Where ``check`` looks for its baseline when --baseline is not given.
-DEFAULT_BASELINE = Path("bench/baselines/cpu.json")
-#: Defaults of ``check --init``: ratio tolerance, absolute (samples/s) tolerance, and the
-#: accuracy tolerance off the CPU (on the CPU it is 0: the runs repeat bit for bit).
-INIT_TOLERANCE = 0.1
-INIT_ABSOLUTE_TOLERANCE = 0.1
-INIT_ACCURACY_TOLERANCE_ACCELERATOR = 0.01
-#: The seed of the accuracy guard's runs (recorded in the baseline; edit it there).
-ACCURACY_SEED = 0
 
 
 def _accuracy(
     spec: SuiteSpec, steps: int, seed: int, threads: int | None = None
 ) -> dict[str, float]:
+    names = tuple(dict.fromkeys((spec.reference, *spec.optimizers)))
+    log = None
+    if not console.is_terminal:  # a log: the live bar is not drawn there
+        log = ProgressLog(f"accuracy runs on {spec.workload}", steps * len(names), "steps")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"accuracy runs on {spec.workload}", total=None)
 
         def tell(name: str, step: int, total: int) -> None:
             description = f"{spec.workload}: {name}, {steps} steps"
             progress.update(task, description=description, completed=step, total=total)
+            if log is not None:
+                log(names.index(name) * steps + step)
 
         try:
             return measure_accuracy(spec, steps, seed, threads=threads, progress=tell)
@@ -329,22 +347,13 @@ def _accuracy(
             fail(str(error))
 
 
-def _fresh_accuracy(
-    spec: SuiteSpec, steps: int, seed: int, tolerance: float
-) -> AccuracyExpectation:
-    """Record an accuracy guard (with this CPU's torch threads, which the check will use);
-    a run that does not finish cannot be one (exit 2)."""
-    threads = torch.get_num_threads() if spec.device == "cpu" else None
-    accuracies = _accuracy(spec, steps, seed, threads)
-    for name, value in accuracies.items():
-        if math.isnan(value):
-            fail(
-                f"the {steps}-step accuracy run of {name} on {spec.workload} did not finish "
-                "(diverged or out of memory): choose other --accuracy-steps or settings"
-            )
-    return AccuracyExpectation(
-        steps=steps, seed=seed, tolerance=tolerance, final_accuracy=accuracies, threads=threads
-    )
+#: How ``check`` measures: with a bar on a terminal, log lines elsewhere; "re-measuring" in
+#: yellow.
+MEASURERS = Measurers(
+    suite=_measure,
+    accuracy=_accuracy,
+    note=lambda message: console.print(f"[yellow]{message}"),
+)
 
 
 def _print_accuracy(guard: AccuracyExpectation) -> None:
@@ -356,177 +365,30 @@ def _print_accuracy(guard: AccuracyExpectation) -> None:
     )
 
 
-def _measure_sound(spec: SuiteSpec) -> BenchReport:
-    """Measure a suite a baseline will record. A ratio below its pass floor cannot come from a
-    correct timing: the suite is measured once more, and a second one refuses (exit 2), so no
-    contended ratio is ever written as a baseline."""
-    report = _measure(spec)
-    if not report.floor_violations():
-        return report
-    console.print(f"[yellow]{report.floor_violations()[0]}: re-measuring")
-    report = _measure(spec)
-    violations = report.floor_violations()
-    if violations:
-        fail(
-            f"{violations[0]}, twice: the machine is too busy to time; nothing was written "
-            "(retry when it is quieter)"
-        )
-    return report
-
-
-def _init(
-    path: Path,
-    *,
-    force: bool,
-    workload: str | None,
-    optimizer: list[str] | None,
-    k: int | None,
-    batch_size: int | None,
-    device: str | None,
-    amp: str | None,
-    rounds: int | None,
-    data_dir: Path | None,
-    tolerance: float | None,
-    absolute: bool,
-    absolute_tolerance: float | None,
-    accuracy_steps: int | None,
-    accuracy_tolerance: float | None,
-) -> None:
-    """``check --init``: measure one suite and write a new baseline; every refusal comes
-    before any measuring."""
-    if path.exists() and not force:
-        fail(f"baseline {path} exists; pass --force to overwrite it (--update re-measures it)")
-    check_writable(path, "--init")
-    if absolute_tolerance is not None and not absolute:
-        fail("--absolute-tolerance only applies with --absolute")
-    if accuracy_tolerance is not None and accuracy_steps is None:
-        fail("--accuracy-tolerance only applies with --accuracy-steps")
-    tolerance = INIT_TOLERANCE if tolerance is None else tolerance
-    if not tolerance >= 0:
-        fail(f"--tolerance must be >= 0, got {tolerance}")
-    abs_tol = INIT_ABSOLUTE_TOLERANCE if absolute_tolerance is None else absolute_tolerance
-    if not 0 <= abs_tol < 1:
-        fail(f"--absolute-tolerance must be in [0, 1), got {abs_tol}")
-    name = workload or "synthetic-mlp"
-    try:
-        info = get_workload_info(name)
-        spec = SuiteSpec(
-            workload=name,
-            optimizers=tuple(optimizer or default_optimizers()),
-            k=5 if k is None else k,
-            batch_size=batch_size,
-            # Recorded resolved: a baseline made on a GPU is checked on a GPU, not on a CPU.
-            device=resolve_device(device or "auto").type,
-            amp=amp or "off",
-            rounds=20 if rounds is None else rounds,
-            data_dir=str(data_dir) if data_dir else None,
-        )
-    except ValueError as error:
-        fail(str(error))
-    if spec.amp not in AMP_MODES:
-        fail(f"unknown --amp {spec.amp!r}; choose one of: {', '.join(AMP_MODES)}")
-    if accuracy_steps is not None:
-        if not info.measures_accuracy:
-            fail(
-                f"{name} trains on random data and measures no accuracy: the accuracy guard "
-                "needs a workload with real data (leave out --accuracy-steps)"
-            )
-        if accuracy_steps < 1:
-            fail(f"--accuracy-steps must be >= 1, got {accuracy_steps}")
-    default_acc_tol = 0.0 if spec.device == "cpu" else INIT_ACCURACY_TOLERANCE_ACCELERATOR
-    acc_tol = default_acc_tol if accuracy_tolerance is None else accuracy_tolerance
-    if not acc_tol >= 0:
-        fail(f"--accuracy-tolerance must be >= 0, got {acc_tol}")
-    report = _measure_sound(spec)
-    guard = None
-    if accuracy_steps is not None:
-        guard = _fresh_accuracy(spec, accuracy_steps, ACCURACY_SEED, acc_tol)
-    fresh = baseline_from(
-        [report],
-        tolerance,
-        absolute_tolerances=[abs_tol if absolute else None],
-        accuracy=[guard],
-    )
-    fresh.write(path)
-    console.print(build_bench_table(report))
-    if guard is not None:
-        _print_accuracy(guard)
-    if absolute:
-        console.print(
-            f"absolute mode: samples/s on {report.environment.device_name!r}, "
-            f"tolerance -{100 * abs_tol:g} %"
-        )
-    console.print(f"wrote {path}")
-
-
-def _update(baseline: Baseline, path: Path) -> None:
-    """``check --update``: re-measure everything the baseline records, keeping its settings."""
-    reports = [_measure_sound(spec) for spec in baseline.suites]
-    guards = [
-        None if guard is None else _fresh_accuracy(spec, guard.steps, guard.seed, guard.tolerance)
-        for spec, guard in zip(baseline.suites, baseline.accuracy, strict=True)
-    ]
-    fresh = baseline_from(
-        reports,
-        baseline.tolerance,
-        absolute_tolerances=[None if a is None else a.tolerance for a in baseline.absolute],
-        accuracy=guards,
-    )
-    fresh.write(path)
-    for report in reports:
+def _print_written(written: Written, plan: InitPlan | None = None) -> None:
+    """What ``--init`` (``plan``) or ``--update`` measured and wrote."""
+    for report in written.reports:
         console.print(build_bench_table(report))
-    for guard in guards:
+    for guard in written.guards:
         if guard is not None:
             _print_accuracy(guard)
-    console.print(f"updated {path}")
-
-
-def _preflight(baseline: Baseline, path: Path) -> None:
-    """Refuse (exit 2) what cannot be checked here, before measuring anything: absolute
-    samples/s from another device, an accuracy guard on a workload without accuracy."""
-    for spec, absolute, guard in zip(
-        baseline.suites, baseline.absolute, baseline.accuracy, strict=True
-    ):
-        try:
-            info = get_workload_info(spec.workload)
-            here = environment(resolve_device(spec.device)).device_name if absolute else ""
-        except ValueError as error:
-            fail(str(error))
-        if absolute is not None and here != absolute.device_name:
-            fail(
-                f"baseline {path} holds absolute samples/s of {spec.workload} measured on "
-                f"{absolute.device_name!r}, but this {spec.device} is {here!r}: check on that "
-                "device, or record a baseline here with check --init"
-            )
-        if guard is not None and not info.measures_accuracy:
-            fail(
-                f"baseline {path} has an accuracy guard on {spec.workload}, which trains on "
-                "random data and measures no accuracy"
-            )
-
-
-def _write_summaries(
-    rows: list[CheckRow],
-    baseline: Baseline,
-    path: Path,
-    json_path: Path | None,
-    markdown: Path | None,
-) -> None:
-    if json_path is None and markdown is None:
+    if plan is None:
+        console.print(f"updated {written.path}")
         return
-    env = None
-    if baseline.suites:
-        env = dataclasses.asdict(environment(resolve_device(baseline.suites[0].device)))
-    what: dict[str, Any] = {
-        "baseline": str(path),
-        "tolerance": baseline.tolerance,
-        "environment": env,
-    }
+    if plan.absolute_tolerance is not None:
+        console.print(
+            f"absolute mode: samples/s on {written.reports[0].environment.device_name!r}, "
+            f"tolerance -{100 * plan.absolute_tolerance:g} %"
+        )
+    console.print(f"wrote {written.path}")
+
+
+def _write_summaries(result: CheckResult, json_path: Path | None, markdown: Path | None) -> None:
     if json_path is not None:
-        json_path.write_text(json.dumps(summary_dict(rows, **what), indent=2) + "\n")
+        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         console.print(f"wrote {json_path}")
     if markdown is not None:
-        text = summary_markdown(rows, **what)
+        text = result.markdown()
         if str(markdown) == "-":
             typer.echo(text, nl=False)
         else:
@@ -724,71 +586,54 @@ def check(
         "--accuracy-steps": accuracy_steps,
         "--accuracy-tolerance": accuracy_tolerance,
     }
-    if init is None:
-        stray = [name for name, value in given.items() if value is not None]
-        if stray:
-            verb = "applies" if len(stray) == 1 else "apply"
-            fail(f"{', '.join(stray)} only {verb} with --init PATH")
-    else:
-        if update:
-            fail("--init writes a new baseline and --update re-measures an existing one: give one")
-        if baseline_path is not None:
-            fail("--init PATH names the baseline to write: leave out --baseline")
-    if (init is not None or update) and (json_path is not None or markdown is not None):
-        fail("--json and --markdown record a check: leave them out with --init and --update")
-    if init is not None:
-        _init(
-            init,
-            force=force,
-            workload=opt.workload_name(workload or "synthetic-mlp", data, num_classes, img_size),
-            optimizer=optimizer,
-            k=k,
-            batch_size=batch_size,
-            device=device,
-            amp=amp,
-            rounds=rounds,
-            data_dir=data_dir,
-            tolerance=tolerance,
-            absolute=absolute,
-            absolute_tolerance=absolute_tolerance,
-            accuracy_steps=accuracy_steps,
-            accuracy_tolerance=accuracy_tolerance,
-        )
-        return
-    path = DEFAULT_BASELINE if baseline_path is None else baseline_path
     try:
+        mode = choose_mode(
+            init=init,
+            update=update,
+            baseline_given=baseline_path is not None,
+            records=json_path is not None or markdown is not None,
+            stray=[name for name, value in given.items() if value is not None],
+        )
+        if init is not None:
+            request = InitRequest(
+                init,
+                force=force,
+                workload=opt.workload_name(
+                    workload or "synthetic-mlp", data, num_classes, img_size
+                ),
+                optimizers=optimizer,
+                k=k,
+                batch_size=batch_size,
+                device=device,
+                amp=amp,
+                rounds=rounds,
+                data_dir=data_dir,
+                tolerance=tolerance,
+                absolute=absolute,
+                absolute_tolerance=absolute_tolerance,
+                accuracy_steps=accuracy_steps,
+                accuracy_tolerance=accuracy_tolerance,
+            )
+            plan = plan_init(request, check_path=check_writable)
+            _print_written(init_baseline(plan, MEASURERS), plan)
+            return
+        path = DEFAULT_BASELINE if baseline_path is None else baseline_path
         baseline = Baseline.read(path)
-    except ValueError as error:
+        if mode == "update":
+            _print_written(update_baseline(baseline, path, MEASURERS))
+            return
+        check_writable(json_path, "--json")
+        if markdown is not None and str(markdown) != "-":
+            check_writable(markdown, "--markdown")
+        result = run_check(baseline, path, MEASURERS)
+    except ValueError as error:  # CheckRefusedError, an unreadable baseline
         fail(str(error))
-    if update:
-        _update(baseline, path)
-        return
-    check_writable(json_path, "--json")
-    if markdown is not None and str(markdown) != "-":
-        check_writable(markdown, "--markdown")
-    _preflight(baseline, path)
-    try:
-        rows = check_baseline(
-            baseline,
-            _measure,
-            remeasuring=lambda names: console.print(
-                f"[yellow]possible regression in {', '.join(names)}: re-measuring"
-            ),
-        )
-        accuracies = [
-            None if guard is None else _accuracy(spec, guard.steps, guard.seed, guard.threads)
-            for spec, guard in zip(baseline.suites, baseline.accuracy, strict=True)
-        ]
-        rows += compare_accuracy(baseline, accuracies)
-    except ValueError as error:
-        fail(f"baseline {path}: {error}")
-    console.print(build_check_table(rows, baseline.tolerance))
-    _write_summaries(rows, baseline, path, json_path, markdown)
-    failed = [row for row in rows if row.regressed]
-    if failed:
-        metrics = sorted({row.metric for row in failed})
+    console.print(build_check_table(result.rows, baseline.tolerance, console.width))
+    _write_summaries(result, json_path, markdown)
+    if result.failed:
+        metrics = sorted({row.metric for row in result.failed})
         console.print(
-            f"[bold red]regression[/]: {len(failed)} value(s) outside their limit "
+            f"[bold red]regression[/]: {len(result.failed)} value(s) outside their limit "
             f"({', '.join(metrics)})"
         )
         raise typer.Exit(1)

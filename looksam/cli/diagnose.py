@@ -10,7 +10,14 @@ import typer
 from rich.table import Table
 
 from looksam.cli import _options as opt
-from looksam.cli._console import check_writable, console, fail, training_progress
+from looksam.cli._console import (
+    ProgressLog,
+    check_writable,
+    console,
+    err_console,
+    fail,
+    training_progress,
+)
 from looksam.diagnose.experiment import (
     DEFAULT_KS,
     DEFAULT_RHO,
@@ -129,11 +136,17 @@ def diagnose(
     # The default folder is created only after training; until then its parent must be writable.
     check_writable(html_path.parent if make_html_dir else html_path, "--html")
     check_writable(json_path, "--json")
+    what = f"SAM on {workload}"
+    log = None
+    if not err_console.is_terminal:  # a log: the live bar is not drawn there
+        log = ProgressLog(f"diagnose: {what}", config.steps, "steps")
     with training_progress() as progress:
-        task = progress.add_task(f"SAM on {workload}", total=config.steps, status="")
+        task = progress.add_task(what, total=config.steps, status="")
 
         def report(step: int, total: int, loss: float) -> None:
             progress.update(task, completed=step, total=total, status=f"loss {loss:.3f}")
+            if log is not None:
+                log(step, total)
 
         try:
             result = run_diagnosis(config, progress=report)

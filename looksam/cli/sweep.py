@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import shlex
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,12 +22,11 @@ from rich.progress import (
 from rich.table import Table
 
 from looksam.cli import _options as opt
-from looksam.cli._console import console, err_console, fail
+from looksam.cli._console import LogPacer, console, err_console, fail, log_line
 from looksam.cli.report import REPORTS_DIR, print_and_save
 from looksam.reports.leaderboard import format_params, has_results
 from looksam.reports.model import TrialPoint
 from looksam.reports.summary import best_trial
-from looksam.sweeps._budget import format_duration
 from looksam.sweeps._storage import open_storage
 from looksam.sweeps.plan import plan_sweep
 from looksam.sweeps.redact import redact_url
@@ -68,23 +67,19 @@ def plan_table(spec: SweepSpec) -> Table:
     return table
 
 
-#: In a log (stderr not a terminal), a line at least this often while a trial trains.
-LOG_EVERY_SECONDS = 30.0
-
-
 class LiveDisplay:
     """Per-study trial bars, the running trial's progress and a best-so-far table.
 
     Rich draws none of it when the output is not a terminal (a CI log, ``make sweep | tee``),
     so there it also prints plain lines on stderr: one per finished trial, and one at least every
-    :data:`LOG_EVERY_SECONDS` while a trial trains, each with the trials done and an ETA.
+    30 s while a trial trains (:class:`~looksam.cli._console.LogPacer`), each with the trials
+    done and an ETA.
     """
 
-    def __init__(self, spec: SweepSpec, clock: Any = time.monotonic) -> None:
+    def __init__(self, spec: SweepSpec, clock: Callable[[], float] | None = None) -> None:
         self.spec = spec
         self.log = not err_console.is_terminal
-        self._clock = clock
-        self._started = self._last_line = clock()
+        self.pacer = LogPacer(clock)
         self.studies = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -128,24 +123,17 @@ class LiveDisplay:
 
     def epoch(self, optimizer: str, seed: int, step: int, total: int) -> None:
         self.current.update(self._trial_task, completed=step, total=total)
-        if self.log and self._clock() - self._last_line >= LOG_EVERY_SECONDS:
+        if self.log and self.pacer.due():
             self._line(f"{optimizer} seed {seed}: step {step}/{total}")
 
     def _line(self, what: str) -> None:
         """One plain progress line on stderr: what happened, trials done, time spent, ETA."""
-        now = self._clock()
-        self._last_line = now
         tasks = self.studies.tasks
         done = sum(t.completed for t in tasks)
         total = sum(t.total or 0 for t in tasks)
-        spent = now - self._started
-        eta = f" · ETA {format_duration(spent / done * (total - done))}" if done else ""
-        err_console.print(
-            f"sweep {self.spec.name}: {what} · {done:.0f}/{total:.0f} trials and seeds · "
-            f"{format_duration(spent)} spent{eta}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        stamp = self.pacer.stamp(done, total)
+        counts = f"{done:.0f}/{total:.0f} trials and seeds"
+        log_line(f"sweep {self.spec.name}: {what} · {counts}{stamp}")
 
     def trial_finished(self, outcome: TrialOutcome, counted: int, budget: int) -> None:
         task = self._tasks.get((outcome.optimizer, outcome.stage))
