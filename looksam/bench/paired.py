@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from looksam.stats import quartiles
 from looksam.train.runner import RunConfig, RunResult, TrainingSession, resolve_device
 from looksam.train.timing import below_floor, floor_limit, time_relative
 from looksam.train.workloads import Workload, create_workload
@@ -46,7 +45,8 @@ class PairedCost:
     ``same_batch_ratios[r]`` is round r's step time over the reference's at the same batch size
     (what ``bench`` reports); ``per_sample_ratios[r]`` is round r's time per sample over the
     reference's at the sweep's reference batch size, so configurations with different batch
-    sizes compare per sample, every factor of it paired within the round.
+    sizes compare per sample, every factor of it paired within the round. A sweep stores it
+    through :func:`looksam.sweeps.schema.trial_attrs` (the bench sits below the sweeps).
     """
 
     same_batch_ratios: tuple[float, ...]
@@ -63,19 +63,6 @@ class PairedCost:
     def per_sample_ratio(self) -> float:
         """Median per-sample cost relative to the reference at the reference batch size."""
         return statistics.median(self.per_sample_ratios)
-
-    def to_attrs(self) -> dict[str, Any]:
-        """JSON-ready values for a trial's stored attributes."""
-        q1, q3 = quartiles(list(self.same_batch_ratios))
-        return {
-            "paired_ratio": self.ratio,
-            "paired_ratio_iqr": [q1, q3],
-            "paired_ratios": list(self.same_batch_ratios),
-            "paired_cost": self.per_sample_ratio,
-            "paired_costs": list(self.per_sample_ratios),
-            "reference_seconds_per_sample": self.reference_seconds_per_sample,
-            "paired_step_seconds": self.step_seconds,
-        }
 
 
 def measure_paired_cost(

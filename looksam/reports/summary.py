@@ -232,6 +232,15 @@ def _pooled(points: Iterable[TrialPoint], field: str) -> tuple[list[float], int]
     return [r for p in used for r in getattr(p, field)], len(used)
 
 
+def speed_from_ratio(ratio: float | None) -> float | None:
+    """A paired cost ratio (time over the base's) as a speed (> 1: faster than the base): the
+    one place a ratio becomes a speed. None where there is none: no ratio, or one that is 0,
+    negative, infinite or NaN."""
+    if ratio is None or not math.isfinite(ratio) or ratio <= 0:
+        return None
+    return 1.0 / ratio
+
+
 def speed_vs_base(chosen: TrialPoint | None, runs: Sequence[TrialPoint]) -> Speed | None:
     """The chosen configuration's speed against the base at the same batch size, pooled over
     its uncontended search trial and confirmation runs; None if every one was contended."""
@@ -240,7 +249,10 @@ def speed_vs_base(chosen: TrialPoint | None, runs: Sequence[TrialPoint]) -> Spee
     if not ratios:
         return None
     q1, q3 = quartiles(ratios)
-    return Speed(1.0 / statistics.median(ratios), 1.0 / q3, 1.0 / q1, len(ratios), trials)
+    value, low, high = (speed_from_ratio(r) for r in (statistics.median(ratios), q3, q1))
+    if value is None or low is None or high is None:
+        return None
+    return Speed(value, low, high, len(ratios), trials)
 
 
 @dataclass(frozen=True)

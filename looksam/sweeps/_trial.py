@@ -9,6 +9,7 @@ attributes, objective values) and the tracker in one place.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
@@ -30,6 +31,14 @@ from looksam.sweeps._liveness import (
     requeue,
 )
 from looksam.sweeps.results import point_from_attrs
+from looksam.sweeps.schema import (
+    CURVE_ATTR,
+    paired_metrics,
+    sweep_tags,
+    trial_attrs,
+    with_paired_cost,
+    write_trial_attrs,
+)
 from looksam.sweeps.spec import SweepSpec, scaled_lr, suggest
 from looksam.sweeps.tracking import Tracker, TrialRecord
 from looksam.train.runner import EpochRecord, RunConfig, RunResult, run_training
@@ -222,7 +231,6 @@ class TrialRun:
     source_params: dict[str, Any] | None = None  # confirm: the chosen configuration
     seeds: tuple[int, ...] | None = None  # confirm: its one fresh seed
     results: list[RunResult] = field(default_factory=list)
-    started: float = field(default_factory=time.perf_counter)
     told: bool = False  # the storage has this trial's final state
 
     def _progress(self, seed: int) -> Callable[[int, int, EpochRecord | None], None]:
@@ -244,7 +252,7 @@ class TrialRun:
                 # A storage write per epoch would cost a remote database more than a digits
                 # epoch trains; dashboards need the curve every few seconds, not every epoch.
                 if time.monotonic() - written[0] >= CURVE_WRITE_SECONDS:
-                    self.trial.set_user_attr("curve_accuracy", list(curve))
+                    self.trial.set_user_attr(CURVE_ATTR, list(curve))
                     written[0] = time.monotonic()
             if (
                 prune
@@ -308,53 +316,30 @@ class TrialRun:
         paired: PairedCost | None,
     ) -> TrialOutcome:
         results = self.results
-        attrs: dict[str, Any] = {
-            "stage": self.stage,
-            "seed_accuracies": [r.final_accuracy for r in results if r.final_accuracy is not None],
-            "seed_train_seconds": [r.train_seconds for r in results],
-            "seed_samples_per_second": [r.samples_per_second for r in results],
-            "seed_time_to_target": [r.time_to_target_seconds for r in results],
-            "seed_samples": [r.steps * (r.config.batch_size or 0) for r in results],
-            "seed_median_step_seconds": [r.median_step_seconds for r in results],
-            "seed_step_times": [r.step_times for r in results],
-            "passes_per_step": (
-                statistics.fmean(measured) if (measured := _measured_passes(results)) else None
-            ),
-            "seeds": [r.config.seed for r in results],
-            "curve_accuracy": mean_curve(results),  # reports draw learning curves from it
-            "hyperparameters": used_hyperparameters(self.spec, self.optimizer, params),
-        }
-        if self.source_params is not None:
-            attrs["source_params"] = self.source_params
-        if reason is not None:
-            attrs["failure_reason"] = reason
-        tags = {"looksam.stage": self.stage}
-        metrics: dict[str, float] = {}
+        used = used_hyperparameters(self.spec, self.optimizer, params)
+        # the mean curve over seeds replaces the first seed's: reports draw learning curves from it
+        stored = trial_attrs(self.stage, results, mean_curve(results), used, self.source_params)
+        stored = dataclasses.replace(stored, failure_reason=reason)
         if paired is not None:
-            attrs.update(paired.to_attrs())
-            attrs["cost"], attrs["cost_to_target"] = paired_costs(self.spec, results, paired)
-            quiet = quiet_speed([*self.quiet_pool(), paired.reference_seconds_per_sample])
-            reasons = [why for r in results if quiet and (why := contention(r, paired, quiet))]
-            attrs["contended"] = bool(reasons)
-            attrs["contention"] = reasons[0] if reasons else None
-            tags["looksam.contended"] = "true" if reasons else "false"
-            if reasons:
-                tags["looksam.contention"] = reasons[0]
-            metrics = {
-                "paired_ratio": paired.ratio,
-                "speed_vs_base": 1.0 / paired.ratio,
-                "paired_cost": paired.per_sample_ratio,
-            }
+            costs = paired_costs(self.spec, results, paired)
+            stored = with_paired_cost(stored, paired, costs, self._contention(paired))
         point = point_from_attrs(
-            self.optimizer, self.trial.number, state.name, params, attrs, values
+            self.optimizer, self.trial.number, state.name, params, stored, values
         )
         if reason != "duplicate":  # it trained nothing: no run to track
+            attrs = self.trial.user_attrs
+            tags = sweep_tags(
+                self.stage,
+                stored.contention,
+                timed=paired is not None,
+                confirm_seed=attrs.get("confirm_seed"),
+                source_trial=attrs.get("source_trial"),
+            )
+            metrics = {} if paired is None else paired_metrics(paired)
             run_id = self._track(params, state, reason, values, tags, metrics)
             if run_id is not None:
-                attrs["mlflow_run_id"] = run_id
-        attrs["trial_seconds"] = time.perf_counter() - self.started
-        for key, value in attrs.items():
-            self.trial.set_user_attr(key, value)
+                stored = dataclasses.replace(stored, mlflow_run_id=run_id)
+        write_trial_attrs(self.trial, stored)
         if state == TrialState.COMPLETE:
             self.study.tell(self.trial, list(values or ()))
         else:  # its failure_reason, if any, was written with the other attributes
@@ -371,6 +356,12 @@ class TrialRun:
             point=point,
         )
 
+    def _contention(self, paired: PairedCost) -> str | None:
+        """The first reason the trial's runs disagree with its paired cost (None: they agree)."""
+        quiet = quiet_speed([*self.quiet_pool(), paired.reference_seconds_per_sample])
+        reasons = [why for r in self.results if quiet and (why := contention(r, paired, quiet))]
+        return reasons[0] if reasons else None
+
     def _track(
         self,
         params: dict[str, Any],
@@ -380,9 +371,6 @@ class TrialRun:
         tags: dict[str, str],
         metrics: dict[str, float],
     ) -> str | None:
-        if self.stage == "confirm":
-            tags["looksam.confirm_seed"] = str(self.trial.user_attrs.get("confirm_seed"))
-            tags["looksam.source_trial"] = str(self.trial.user_attrs.get("source_trial"))
         return self.tracker.log_trial(
             TrialRecord(
                 study_name=self.parent_study,
@@ -397,11 +385,6 @@ class TrialRun:
                 metrics=metrics,
             )
         )
-
-
-def _measured_passes(results: Sequence[RunResult]) -> list[float]:
-    """Each run's measured passes per step (runs that took no step have none)."""
-    return [p for r in results if (p := r.passes_per_step) is not None]
 
 
 def _measured_share(results: Sequence[RunResult]) -> float | None:

@@ -21,7 +21,8 @@ from looksam.reports.model import StudyData, SweepData, TrialPoint
 from looksam.reports.summary import accuracy_reference
 from looksam.sweeps._storage import open_storage
 from looksam.sweeps.redact import redact_url
-from looksam.sweeps.spec import SpecError, SweepSpec
+from looksam.sweeps.schema import TrialAttrs, check_version, read_trial_attrs
+from looksam.sweeps.spec import Dimension, SpecError, SweepSpec
 from looksam.train.runner import git_commit_of_project
 from looksam.train.workloads import get_workload_info
 
@@ -30,8 +31,19 @@ def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def _floats(values: Any) -> tuple[float, ...]:
-    return tuple(float(v) for v in values or () if v is not None)
+#: Report fields that are the mean over seeds of a stored per-seed field.
+_SEED_MEANS = {
+    "accuracy": "seed_accuracies",
+    "train_seconds": "seed_train_seconds",
+    "samples_per_second": "seed_samples_per_second",
+    "samples": "seed_samples",
+}
+#: Report fields stored under the same name, read as they are.
+_AS_STORED = tuple(
+    f.name
+    for f in dataclasses.fields(TrialPoint)
+    if f.name in {g.name for g in dataclasses.fields(TrialAttrs)}
+)
 
 
 def point_from_attrs(
@@ -39,52 +51,45 @@ def point_from_attrs(
     number: int,
     state: str,
     params: dict[str, Any],
-    attrs: Mapping[str, Any],
+    stored: TrialAttrs,
     values: tuple[float, ...] | None = None,
 ) -> TrialPoint:
-    """A trial's stored user attributes as a report point (the one place they are read)."""
-    accuracies = list(_floats(attrs.get("seed_accuracies")))
-    reached = attrs.get("seed_time_to_target") or []
+    """A trial's stored attributes as a report point (the one place they become one)."""
+    reached = stored.seed_time_to_target
     # Time-to-target only when every seed reached the target (AlgoPerf: else it failed it).
-    ttt = _mean([float(t) for t in reached]) if reached and None not in reached else None
-    source_params = attrs.get("source_params")
-    searched = dict(source_params) if source_params is not None else dict(params)
-    return TrialPoint(
-        optimizer=optimizer,
-        number=number,
-        state=state,
-        params={**(attrs.get("hyperparameters") or {}), **params},
-        accuracy=_mean(accuracies),
-        seed_accuracies=tuple(accuracies),
-        train_seconds=_mean(list(_floats(attrs.get("seed_train_seconds")))),
-        samples_per_second=_mean(list(_floats(attrs.get("seed_samples_per_second")))),
-        time_to_target_seconds=ttt,
-        curve=_floats(attrs.get("curve_accuracy")),
-        mlflow_run_id=attrs.get("mlflow_run_id"),
-        failure_reason=attrs.get("failure_reason"),
-        stage=str(attrs.get("stage", "search")),
-        seeds=tuple(int(s) for s in attrs.get("seeds") or ()),
-        searched_params=searched,
-        source_trial=attrs.get("source_trial"),
-        values=values,
-        paired_ratios=_floats(attrs.get("paired_ratios")),
-        paired_costs=_floats(attrs.get("paired_costs")),
-        samples=_mean(list(_floats(attrs.get("seed_samples")))),
-        cost=attrs.get("cost"),
-        cost_to_target=attrs.get("cost_to_target"),
-        reference_seconds_per_sample=attrs.get("reference_seconds_per_sample"),
-        contended=bool(attrs.get("contended", False)),
-        contention=attrs.get("contention"),
-        passes_per_step=attrs.get("passes_per_step"),
-    )
+    ttt = _mean([t for t in reached if t is not None]) if reached and None not in reached else None
+    fields: dict[str, Any] = {name: getattr(stored, name) for name in _AS_STORED}
+    for name, per_seed in _SEED_MEANS.items():
+        fields[name] = _mean(list(getattr(stored, per_seed)))
+    fields.update(time_to_target_seconds=ttt, curve=stored.curve_accuracy, values=values)
+    searched = stored.source_params if stored.source_params is not None else params
+    fields["searched_params"] = dict(searched)
+    return TrialPoint(optimizer, number, state, {**stored.hyperparameters, **params}, **fields)
 
 
 def point_from_trial(optimizer: str, trial: FrozenTrial) -> TrialPoint:
     """A stored trial as a report point."""
     values = tuple(trial.values) if trial.values is not None else None
+    stored = read_trial_attrs(trial.user_attrs)
     return point_from_attrs(
-        optimizer, trial.number, trial.state.name, dict(trial.params), trial.user_attrs, values
+        optimizer, trial.number, trial.state.name, dict(trial.params), stored, values
     )
+
+
+def reference_k(optimizer: str, space: Mapping[str, Dimension]) -> dict[str, Any]:
+    """The registry's default k of ``optimizer`` (none: {}), clamped into the searched range:
+    the k at which a study's expected passes per step are stated."""
+    info = get_optimizer_info(optimizer)
+    default = next((hp.default for hp in info.hyperparameters if hp.name == "k"), None)
+    if default is None:
+        return {}
+    k = int(default)
+    searched = space.get("k")
+    if searched is not None and searched.low is not None:
+        k = max(k, int(searched.low))
+        if searched.high is not None:
+            k = min(k, int(searched.high))
+    return {"k": k}
 
 
 def _importances(study: optuna.Study, multi: bool) -> dict[str, float]:
@@ -125,18 +130,14 @@ def load_sweep_data(spec: SweepSpec) -> SweepData:
         if name not in known:
             continue
         study = optuna.load_study(study_name=name, storage=storage)
+        check_version(study.user_attrs, f"study {name}")
         settings = settings or study.user_attrs.get("advice")  # an `advise` run's settings
         space = {d.name: d for d in spec.space_for(optimizer)}
-        k_dim = space.get("k")
-        k = (
-            5
-            if k_dim is None or k_dim.low is None
-            else int(min(max(5, k_dim.low), k_dim.high or 5))
-        )
         confirm_name = f"{name}/confirm"
         confirmations: tuple[TrialPoint, ...] = ()
         if confirm_name in known:
             confirm = optuna.load_study(study_name=confirm_name, storage=storage)
+            check_version(confirm.user_attrs, f"study {confirm_name}")
             confirmations = tuple(
                 point_from_trial(optimizer, t) for t in confirm.get_trials(deepcopy=False)
             )
@@ -144,7 +145,9 @@ def load_sweep_data(spec: SweepSpec) -> SweepData:
             StudyData(
                 optimizer=optimizer,
                 study_name=name,
-                passes_per_step=get_optimizer_info(optimizer).passes_per_step({"k": k}),
+                passes_per_step=get_optimizer_info(optimizer).passes_per_step(
+                    reference_k(optimizer, space)
+                ),
                 trials=tuple(
                     point_from_trial(optimizer, t) for t in study.get_trials(deepcopy=False)
                 ),
@@ -203,6 +206,8 @@ def discover_spec(sweep: str, storage: str) -> SweepSpec:
         names = sorted({s.study_name.split("/")[0] for s in summaries})
         known = f"; sweeps there: {', '.join(names)}" if names else ""
         raise SpecError(f"no sweep named {sweep!r} in {redact_url(storage)}{known}")
+    for summary in mine:  # before reading anything a newer version may mean differently
+        check_version(summary.user_attrs, f"study {summary.study_name}")
     workload = mine[0].study_name.split("/")[1]
     optimizers = [s.study_name.split("/")[-1] for s in mine]
     objective = "pareto" if len(mine[0].directions) == 2 else "accuracy"

@@ -55,6 +55,7 @@ from looksam.sweeps._trial import (
     defaults,
 )
 from looksam.sweeps.results import point_from_trial
+from looksam.sweeps.schema import read_trial_attrs, stamp_version
 from looksam.sweeps.spec import ORDERS, SpecError, SweepSpec, reference_params
 from looksam.sweeps.tracking import NullTracker, Tracker
 from looksam.sweeps.validate import validate_trial_space
@@ -126,6 +127,8 @@ def open_study(spec: SweepSpec, optimizer: str, storage: Any) -> optuna.Study:
 
 
 def _describe(study: optuna.Study, spec: SweepSpec) -> None:
+    # Refuses a store a newer version wrote, before this code writes a trial into it.
+    stamp_version(study, study.user_attrs, f"study {study.study_name}")
     study.set_user_attr("sweep", spec.name)
     # `report --sweep NAME` rebuilds the confirmed choices from these, not from defaults.
     confirm = confirm_settings(spec)
@@ -191,10 +194,10 @@ class _Sweep:
         """The reference's seconds per sample from every paired measurement so far."""
         studies = [*self.studies.values(), *self.confirm.values()]
         return [
-            float(value)
+            value
             for study in studies
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if (value := t.user_attrs.get("reference_seconds_per_sample")) is not None
+            if (value := read_trial_attrs(t.user_attrs).reference_seconds_per_sample) is not None
         ]
 
     def start(self) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from looksam.sweeps.spec import parse_spec
-from looksam.sweeps.tracking import _clean_params
+from looksam.sweeps.tracking._payload import _clean_params
 
 
 def _spec(**tables: Any) -> Any:

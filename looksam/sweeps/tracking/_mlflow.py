@@ -1,11 +1,11 @@
 """Record sweeps in MLflow: one experiment per sweep, a parent run per study, a child per trial.
 
-This is the only module that imports mlflow, and it does so lazily, so ``import looksam`` and
-``--no-mlflow`` sweeps never pay for it. Runs are written through :class:`mlflow.MlflowClient`
-with explicit run ids (no fluent global state, so several studies can be open in one process),
-and each run's params, tags and metrics go in one ``log_batch`` request: against a tracking
-server every request is a network round trip, and a per-value ``log_metric`` loop would cost
-more than a small trial.
+This is the only module of the package that imports mlflow, and it does so lazily, so
+``import looksam`` and ``--no-mlflow`` sweeps never pay for it. Runs are written through
+:class:`mlflow.MlflowClient` with explicit run ids (no fluent global state, so several studies
+can be open in one process), and each run's params, tags and metrics go in one ``log_batch``
+request: against a tracking server every request is a network round trip, and a per-value
+``log_metric`` loop would cost more than a small trial.
 
 Metric timestamps are the run's start plus the *training* seconds (evaluation excluded) at that
 epoch, so MLflow's "Relative time" x-axis plots accuracy against training wall-clock: the
@@ -22,34 +22,50 @@ mid-sweep does not end the sweep: records wait in an outbox and are written when
 from __future__ import annotations
 
 import contextlib
-import getpass
 import hashlib
 import json
 import logging
 import math
 import os
 import re
-import socket
-import statistics
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from looksam.sweeps.redact import MASK, redact_error, redact_text, redact_url
-from looksam.train.runner import EpochRecord, RunResult
-
-try:
-    import fcntl
-except ImportError:  # Windows: no OS file locks of this kind; nothing is locked there
-    fcntl = None  # type: ignore[assignment]
+from looksam.sweeps.redact import redact_error, redact_text, redact_url
+from looksam.sweeps.schema import TAG
+from looksam.sweeps.tracking._outbox import _file_lock, _Outbox, outbox_path, store_lock_path
+from looksam.sweeps.tracking._payload import (
+    _MAX_TAG_VALUE,
+    _batches,
+    _clean_params,
+    _clean_tags,
+    _flatten,
+    _key,
+    _param_value,
+    _redacted,
+    _run_status,
+    _trial_metrics,
+    _trial_params,
+    _trial_tags,
+    _user,
+)
+from looksam.sweeps.tracking.protocol import NullTracker, Tracker, TrackingUnavailable, TrialRecord
+from looksam.sweeps.tracking.store import (
+    _SERVER_DATABASES,
+    PROBE_TIMEOUT_SECONDS,
+    _database_error_types,
+    _probe_database,
+    _repair_interrupted_upgrade,
+    sqlite_db_path,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param, Run
+    from mlflow.entities import Run
 
     from looksam.sweeps.spec import SweepSpec
 
@@ -58,20 +74,6 @@ _logger = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///runs/mlflow.db"
 """Relative to the working directory; MLflow 3's own default kind (its plain file store errors)."""
 
-STATES = ("COMPLETE", "PRUNED", "FAIL")
-
-#: Seconds the reachability probe of an http(s) tracking server may take.
-PROBE_TIMEOUT_SECONDS = 5
-# MLflow's per-request limits (mlflow.utils.validation); log_batch refuses more.
-_MAX_ENTITIES = 1000
-_MAX_METRICS = 1000
-_MAX_PARAMS_OR_TAGS = 100
-_MAX_PARAM_VALUE = 6000
-_MAX_TAG_VALUE = 8000
-_MAX_KEY = 250
-# database servers MLflow can track into (each driver takes a connect_timeout)
-_SERVER_DATABASES = ("postgresql", "mysql")
-_SECRET_KEY = re.compile(r"(password|passwd|pwd|secret|token|api_?key)$", re.IGNORECASE)
 #: Against a tracking server, a sweep's store calls retry twice within 30 s each (MLflow's
 #: default is minutes per request), then the record waits in the outbox.
 _SERVER_REQUEST_POLICY = {
@@ -80,11 +82,7 @@ _SERVER_REQUEST_POLICY = {
 }
 #: MLflow error codes for a write the store understood and will never accept.
 _REFUSALS = ("INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST")
-#: Tag holding a trial run's record id, by which a retried write finds an earlier, partial try.
-_RECORD_TAG = "looksam.record_id"
 _TERMINATED = ("FINISHED", "FAILED", "KILLED")
-#: Alembic's name prefix for the copy of a SQLite table it is rebuilding.
-_ALEMBIC_TMP = "_alembic_tmp_"
 #: Tags of a sweep's experiment. MLflow 3's UI keeps an experiment's kind in
 #: ``mlflow.experimentKind`` (its experiment-type selector writes this tag); a UI that chooses
 #: the view by it opens ``custom_model_development`` on its runs and metric charts, not on the
@@ -94,101 +92,6 @@ _ALEMBIC_TMP = "_alembic_tmp_"
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 #: Folder, beside a SQLite tracking store, under which each sweep's artifacts are kept.
 ARTIFACTS_DIR = "mlartifacts"
-
-
-class TrackingUnavailable(ValueError):  # noqa: N818 - the name the sweep command catches
-    """The tracking store cannot be reached, or refused a write (message has no password).
-
-    ``transient`` is False for a write the store refused (retrying it cannot help) and True
-    for an outage (the tracker keeps the record and retries).
-    """
-
-    def __init__(self, message: str, *, transient: bool = True) -> None:
-        super().__init__(message)
-        self.transient = transient
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    """Everything one Optuna trial produced, ready to be tracked."""
-
-    study_name: str
-    trial_number: int
-    optimizer: str
-    params: dict[str, Any]  # the suggested hyperparameters (rho, k, alpha, lr, batch_size…)
-    state: str  # "COMPLETE" | "PRUNED" | "FAIL"
-    failure_reason: str | None  # "diverged" | "oom" | "interrupted" | "error: …" | None
-    results: tuple[RunResult, ...]  # one per seed (empty if the trial failed before training)
-    objective_values: tuple[float, ...] | None
-    #: Extra child-run tags and final metrics the sweep adds (stage, contention, paired speed).
-    tags: Mapping[str, str] = field(default_factory=dict)
-    metrics: Mapping[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.state not in STATES:
-            raise ValueError(f"state must be one of {', '.join(STATES)}, got {self.state!r}")
-
-
-class Tracker(Protocol):
-    """What a sweep needs from experiment tracking."""
-
-    def start_study(
-        self, sweep: str, study_name: str, optimizer: str, spec: Mapping[str, Any]
-    ) -> None:
-        """Open the parent run of one optimizer's study."""
-
-    def log_trial(self, record: TrialRecord) -> str | None:
-        """Record one finished trial; returns its run id where there is one."""
-
-    def end_study(self, study_name: str, summary: Mapping[str, float]) -> None:
-        """Record the study's summary (best values…) and close its parent run."""
-
-    def close(self) -> None:
-        """Close whatever is still open."""
-
-    def backfill(self) -> int:
-        """Write what an outage held back; returns how many records are still pending."""
-
-    def log_artifacts(self, files: Sequence[Path]) -> None:
-        """Attach files (the report, the spec) to every study's parent run; never raises."""
-
-
-class NullTracker:
-    """``--no-mlflow``: track nothing, cost nothing."""
-
-    def start_study(
-        self, sweep: str, study_name: str, optimizer: str, spec: Mapping[str, Any]
-    ) -> None:
-        """Do nothing."""
-
-    def log_trial(self, record: TrialRecord) -> str | None:
-        """Do nothing; there is no run id."""
-        return None
-
-    def end_study(self, study_name: str, summary: Mapping[str, float]) -> None:
-        """Do nothing."""
-
-    def close(self) -> None:
-        """Do nothing."""
-
-    def backfill(self) -> int:
-        """Nothing is ever pending."""
-        return 0
-
-    def log_artifacts(self, files: Sequence[Path]) -> None:
-        """Do nothing."""
-
-
-def sqlite_db_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (relative to the working directory), else None.
-
-    ``sqlite:///runs/x.db`` is relative, ``sqlite:////abs/x.db`` absolute; in-memory is None.
-    """
-    prefix = "sqlite:///"
-    if not tracking_uri.startswith(prefix):
-        return None
-    path = tracking_uri[len(prefix) :].split("?", 1)[0]
-    return Path(path) if path and path != ":memory:" else None
 
 
 class MlflowTracker:
@@ -326,12 +229,12 @@ class MlflowTracker:
         if len(spec_json) > _MAX_TAG_VALUE:
             spec_json = spec_json[: _MAX_TAG_VALUE - 15] + " …(truncated)"
         tags = {
-            "mlflow.user": _user(),
-            "looksam.sweep": sweep,
-            "looksam.study": study_name,
-            "looksam.optimizer": optimizer,
-            "looksam.role": "study",
-            "looksam.spec": spec_json,
+            TAG.user: _user(),
+            TAG.sweep: sweep,
+            TAG.study: study_name,
+            TAG.optimizer: optimizer,
+            TAG.role: "study",
+            TAG.spec: spec_json,
         }
         self._parents[study_name] = None
         self._submit(
@@ -369,7 +272,7 @@ class MlflowTracker:
                 "start_ms": start_ms,
                 "end_ms": end_ms,
                 "status": _run_status(record),
-                "tags": _clean_tags({**_trial_tags(record), _RECORD_TAG: record_id}),
+                "tags": _clean_tags({**_trial_tags(record), TAG.record_id: record_id}),
                 "params": _clean_params(_trial_params(record)),
                 "metrics": [
                     [key, float(value), int(step), start_ms + offset]  # JSON-ready (numpy too)
@@ -557,7 +460,7 @@ class MlflowTracker:
                 run_id = str(existing.info.run_id)
                 known = existing.data.params
                 fresh = {k: v for k, v in entry["params"].items() if k not in known}
-                self._write(run_id, params=fresh, tags={"looksam.spec": entry["spec_json"]})
+                self._write(run_id, params=fresh, tags={TAG.spec: entry["spec_json"]})
                 self._client.update_run(run_id, status="RUNNING")
         self._parent_ids[study_name] = run_id
         if study_name in self._parents and self._parents[study_name] is None:
@@ -579,9 +482,7 @@ class MlflowTracker:
             return None
         found = self._client.search_runs(
             [self.experiment_id],
-            filter_string=(
-                f"tags.`looksam.study` = '{study_name}' AND tags.`looksam.role` = 'study'"
-            ),
+            filter_string=(f"tags.`{TAG.study}` = '{study_name}' AND tags.`{TAG.role}` = 'study'"),
             max_results=100,
             order_by=["attributes.start_time ASC"],
         )
@@ -593,7 +494,7 @@ class MlflowTracker:
         if retry:
             for run in self._client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.`{_RECORD_TAG}` = '{record_id}'",
+                filter_string=f"tags.`{TAG.record_id}` = '{record_id}'",
                 max_results=10,
             ):
                 if run.info.status in _TERMINATED:
@@ -640,115 +541,6 @@ class MlflowTracker:
             tag_list = []
         if tag_list:  # nothing else to write
             self._client.log_batch(run_id, tags=tag_list)
-
-
-class _Outbox:
-    """Records the store could not take yet, oldest first: in memory, and in a file if given.
-
-    The file (JSON lines) may be shared by several workers of a sweep on one host. Each entry
-    names its owner (``host:pid``), its store (a digest of the URI) and its experiment; a tracker
-    takes over only entries of its own store and experiment whose owner process is gone, and
-    every change is made under a lock file beside it.
-    """
-
-    def __init__(self, path: Path | None, *, store: str, experiment: str) -> None:
-        self.path = path
-        self.entries: list[dict[str, Any]] = []
-        self._store = store
-        self._experiment = experiment
-        self._owner = f"{socket.gethostname()}:{os.getpid()}"
-        self._file_failed = False
-
-    def add(self, entry: Mapping[str, Any]) -> None:
-        """Keep ``entry``, and append it to the file so a process that dies loses nothing."""
-        kept = {
-            **entry,
-            "id": uuid.uuid4().hex,
-            "owner": self._owner,
-            "store": self._store,
-            "experiment": self._experiment,
-        }
-        self.entries.append(kept)
-        if self.path is None:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._locked(), self.path.open("a", encoding="utf-8") as out:
-                out.write(json.dumps(kept) + "\n")
-        except OSError as error:
-            self._file_trouble(error)
-
-    def remove(self, done: Sequence[Mapping[str, Any]]) -> None:
-        """Forget entries that were written (in memory and in the file)."""
-        if not done:
-            return
-        ids = {entry["id"] for entry in done}
-        self.entries = [e for e in self.entries if e["id"] not in ids]
-        if self.path is None or not self.path.exists():
-            return
-        try:
-            with self._locked():
-                self._rewrite([e for e in self._read() if e.get("id") not in ids])
-        except OSError as error:
-            self._file_trouble(error)
-
-    def adopt(self) -> int:
-        """Take over this store's entries left by processes that are gone; how many."""
-        if self.path is None or not self.path.exists():
-            return 0
-        try:
-            with self._locked():
-                found = self._read()
-                mine = [
-                    e
-                    for e in found
-                    if e.get("store") == self._store
-                    and e.get("experiment") == self._experiment
-                    and not _owner_alive(str(e.get("owner", "")))
-                ]
-                for entry in mine:
-                    entry["owner"] = self._owner
-                if mine:
-                    self._rewrite(found)
-        except OSError as error:
-            self._file_trouble(error)
-            return 0
-        self.entries.extend(mine)
-        return len(mine)
-
-    def _locked(self) -> contextlib.AbstractContextManager[None]:
-        assert self.path is not None
-        return _file_lock(self.path.with_name(self.path.name + ".lock"))
-
-    def _read(self) -> list[dict[str, Any]]:
-        assert self.path is not None
-        entries = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:  # the half-written last line of a process killed mid-append
-                continue
-            if isinstance(entry, dict) and "id" in entry and "op" in entry:
-                entries.append(entry)
-        return entries
-
-    def _rewrite(self, entries: Sequence[Mapping[str, Any]]) -> None:
-        assert self.path is not None
-        if not entries:
-            self.path.unlink(missing_ok=True)
-            return
-        partial = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
-        partial.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
-        os.replace(partial, self.path)
-
-    def _file_trouble(self, error: OSError) -> None:
-        if not self._file_failed:
-            self._file_failed = True
-            _logger.warning(
-                "cannot write the MLflow outbox %s (%s): its records are kept in memory only",
-                self.path,
-                error.strerror or error,
-            )
 
 
 #: Where MLflow can store runs: a folder, SQLite, a database server, a tracking server.
@@ -872,100 +664,6 @@ def _redacted_copy(path: Path, folder: Path) -> Path:
     return copy
 
 
-def outbox_path(storage: str, sweep: str) -> Path:
-    """Where a sweep keeps the MLflow records an outage held back: beside its Optuna storage.
-
-    ``sqlite:///runs/optuna.db`` or ``journal:runs/journal.log`` -> ``runs/SWEEP.mlflow-outbox
-    .jsonl``; a database server's storage -> ``runs/`` in the working directory.
-    """
-    if storage.startswith("journal:"):
-        folder = Path(storage.removeprefix("journal:")).parent
-    else:
-        db = sqlite_db_path(storage)
-        folder = db.parent if db is not None else Path("runs")
-    safe_name = re.sub(r"[^\w.-]", "_", sweep)
-    return folder / f"{safe_name}.mlflow-outbox.jsonl"
-
-
-def store_lock_path(db: Path) -> Path:
-    """The lock file beside a SQLite tracking store (``runs/mlflow.db`` -> ``…db.lock``)."""
-    return db.with_name(db.name + ".lock")
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path | None) -> Iterator[None]:
-    """Hold an exclusive OS lock on ``path`` (created if needed) across processes.
-
-    The lock goes with the process: one that dies holding it releases it. Without fcntl
-    (Windows), or where the lock file cannot be created (a read-only folder, whose store
-    cannot be upgraded or written either), nothing is locked.
-    """
-    if path is None or fcntl is None:
-        yield
-        return
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _repair_interrupted_upgrade(db: Path) -> None:
-    """Drop the ``_alembic_tmp_*`` tables an interrupted MLflow schema upgrade left, if safe.
-
-    Alembic changes a SQLite table T by building ``_alembic_tmp_T``, copying T into it,
-    dropping T and renaming the copy. A process that dies (or loses a race with another) before
-    the drop leaves the copy behind, and every later upgrade stops at "table _alembic_tmp_T
-    already exists". While T exists the copy is a half-built duplicate: dropping it lets the
-    upgrade run again. Once T is gone the copy holds the data, and that is left to a person.
-
-    Raises:
-        TrackingUnavailable: such a copy outlived its table, or the file is not a database.
-    """
-    import sqlite3
-
-    if not db.is_file():
-        return
-    try:
-        connection = sqlite3.connect(db, timeout=60)
-        try:
-            tables = {
-                row[0]
-                for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            }
-            leftovers = sorted(t for t in tables if t.startswith(_ALEMBIC_TMP))
-            for table in leftovers:
-                original = table.removeprefix(_ALEMBIC_TMP)
-                if original not in tables:
-                    raise TrackingUnavailable(
-                        f"MLflow store {db} was left half-upgraded: table {table} holds the data "
-                        f"of {original}, which is gone; restore a backup of {db} (or rename the "
-                        f"table to {original}) before tracking into it",
-                        transient=False,
-                    )
-            for table in leftovers:
-                quoted = table.replace('"', '""')
-                connection.execute(f'DROP TABLE "{quoted}"')
-            connection.commit()
-        finally:
-            connection.close()
-    except sqlite3.Error as error:
-        raise TrackingUnavailable(
-            f"MLflow store {db} cannot be opened: {redact_error(error)}", transient=False
-        ) from None
-    if leftovers:
-        _logger.warning(
-            "dropped %s, left in %s by an interrupted MLflow schema upgrade",
-            ", ".join(leftovers),
-            db,
-        )
-
-
 @contextlib.contextmanager
 def _environ(values: Mapping[str, str]) -> Iterator[None]:
     """Set environment variables for the duration of one store call, then restore them."""
@@ -981,24 +679,6 @@ def _environ(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _owner_alive(owner: str) -> bool:
-    """Whether the process that kept an outbox entry may still write it itself.
-
-    On this host: iff its process exists. Another host's process cannot be judged from here,
-    so its entries are left to it.
-    """
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)  # signal 0: an existence check only
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def _digest(uri: str) -> str:
     """Names a store in the outbox file without writing its URL (which may hold a password)."""
     return hashlib.sha256(uri.encode()).hexdigest()[:16]
@@ -1009,16 +689,11 @@ def _refused(error: BaseException) -> bool:
     return getattr(error, "error_code", None) in _REFUSALS
 
 
-def _clean_params(params: Mapping[str, Any]) -> dict[str, str]:
-    """Params as MLflow will store them (valid keys, secrets masked, length capped)."""
-    return {_key(k): _param_value(k, v) for k, v in params.items()}
-
-
 def _store_error_types() -> tuple[type[BaseException], ...]:
+    """What MLflow raises when a store cannot be reached, or refused a write."""
     from mlflow.exceptions import MlflowException
-    from sqlalchemy.exc import SQLAlchemyError  # MLflow's database stores
 
-    return (MlflowException, SQLAlchemyError, OSError)
+    return (MlflowException, *_database_error_types())
 
 
 def _probe_http(uri: str) -> None:
@@ -1040,199 +715,3 @@ def _probe_http(uri: str) -> None:
             f"MLflow tracking server {redact_url(uri)} is not reachable: "
             f"{redact_error(error, uri)}"
         ) from None
-
-
-def _probe_database(uri: str) -> None:
-    """Connect once with a short timeout: MLflow itself retries a dead database for ~100 s."""
-    import sqlalchemy
-
-    timeout = {"connect_timeout": PROBE_TIMEOUT_SECONDS}
-    failures: tuple[type[BaseException], ...] = (*_store_error_types(), ImportError)
-    try:
-        engine = sqlalchemy.create_engine(uri, connect_args=timeout)
-        try:
-            with engine.connect():
-                pass
-        finally:
-            engine.dispose()
-    except failures as error:  # ImportError: the database driver is not installed
-        raise TrackingUnavailable(
-            f"MLflow tracking database {redact_url(uri)} is not reachable: "
-            f"{redact_error(error, uri)}"
-        ) from None
-
-
-def _batches(
-    params: list[Param], metrics: list[Metric]
-) -> Iterator[tuple[list[Param], list[Metric]]]:
-    """Split into log_batch-sized chunks: ≤100 params, ≤1000 metrics, ≤1000 entities."""
-    while params or metrics:
-        chunk_params, params = params[:_MAX_PARAMS_OR_TAGS], params[_MAX_PARAMS_OR_TAGS:]
-        room = min(_MAX_METRICS, _MAX_ENTITIES - len(chunk_params))
-        chunk_metrics, metrics = metrics[:room], metrics[room:]
-        yield chunk_params, chunk_metrics
-
-
-def _key(name: str) -> str:
-    """An MLflow-valid param/metric/tag key (letters, digits, ``_ - . /`` and space)."""
-    return re.sub(r"[^\w.\- /]", "_", name).strip("/")[:_MAX_KEY] or "_"
-
-
-def _param_value(key: str, value: Any) -> str:
-    text = MASK if _SECRET_KEY.search(key) else redact_text(str(value))
-    return text[:_MAX_PARAM_VALUE]
-
-
-def _clean_tags(tags: Mapping[str, str]) -> dict[str, str]:
-    return {
-        _key(k): (MASK if _SECRET_KEY.search(k) else redact_text(v))[:_MAX_TAG_VALUE]
-        for k, v in tags.items()
-    }
-
-
-def _redacted(value: Any, key: str = "") -> Any:
-    """A copy of a nested spec with every URL password and every secret-named value masked."""
-    if isinstance(value, Mapping):
-        return {str(k): _redacted(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redacted(v, key) for v in value]
-    if _SECRET_KEY.search(key) and value is not None:
-        return MASK
-    return redact_text(value) if isinstance(value, str) else value
-
-
-def _flatten(spec: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """``{"a": {"b": 1}}`` -> ``("a.b", 1)``; lists become their JSON text."""
-    for key, value in spec.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            yield from _flatten(value, f"{name}.")
-        elif isinstance(value, list | tuple):
-            yield name, json.dumps(value, default=str)
-        else:
-            yield name, value
-
-
-def _user() -> str:
-    """Who ran the sweep (the UI's User column); MLflow's fluent API sets the same tag."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no login name in some containers
-        return "unknown"
-
-
-def _run_status(record: TrialRecord) -> str:
-    if record.state != "FAIL":
-        return "FINISHED"
-    return "KILLED" if record.failure_reason == "interrupted" else "FAILED"
-
-
-def _resolved_base(result: RunResult) -> str:
-    """The base optimizer a run really used (the registry's default when none was given)."""
-    config = result.config
-    if config.base is not None:
-        return config.base
-    from looksam.optim import resolve_base
-
-    try:
-        return resolve_base(config.optimizer, None) or "none"
-    except ValueError:  # an optimizer this process does not know
-        return "unknown"
-
-
-def _trial_params(record: TrialRecord) -> dict[str, Any]:
-    params: dict[str, Any] = {"optimizer": record.optimizer}
-    if record.results:
-        first = record.results[0]
-        params["workload"] = first.config.workload
-        params["base"] = _resolved_base(first)
-        params["seeds"] = ",".join(str(r.config.seed) for r in record.results)
-    params.update(record.params)  # the suggested values are the truth where names overlap
-    return params
-
-
-def _trial_tags(record: TrialRecord) -> dict[str, str]:
-    """A child run's tags; its parent's id is added when the run is written."""
-    tags = {
-        "mlflow.user": _user(),
-        "looksam.role": "trial",
-        "looksam.study": record.study_name,
-        "looksam.optimizer": record.optimizer,
-        "looksam.trial_number": str(record.trial_number),
-        "looksam.state": record.state,
-        "looksam.failure_reason": record.failure_reason or "none",
-    }
-    if record.results:
-        env = record.results[0].environment
-        tags.update(
-            {
-                "looksam.device": env.device,
-                "looksam.device_name": env.device_name,
-                "looksam.torch_version": env.torch_version,
-                "looksam.timm_version": env.timm_version or "none",
-                "looksam.git_commit": env.git_commit or "unknown",
-                "looksam.seed_status": ",".join(r.status for r in record.results),
-            }
-        )
-        messages = "; ".join(r.message for r in record.results if r.message)
-        if messages:
-            tags["looksam.message"] = messages
-    tags.update(record.tags)
-    return tags
-
-
-def _mean(values: Sequence[float | None]) -> float | None:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return statistics.fmean(finite) if finite else None
-
-
-def _trial_metrics(record: TrialRecord) -> list[tuple[str, float, int, int]]:
-    """(key, value, step, ms of training) rows: per-epoch curves (mean and per seed), then finals.
-
-    Curves are the mean over the seeds that reached that epoch (a diverged seed stops early);
-    ``best_accuracy`` is the best point of the mean curve, so it is a value the curve shows.
-    """
-    rows: list[tuple[str, float, int, int]] = []
-    results = record.results
-    by_epoch: dict[int, list[EpochRecord]] = {}
-    for result in results:
-        for h in result.history:
-            by_epoch.setdefault(h.epoch, []).append(h)
-    best: float | None = None
-    for epoch, at in sorted(by_epoch.items()):
-        stamp = round(1000 * (_mean([h.train_seconds for h in at]) or 0.0))
-        for key, value in (
-            ("test_accuracy", _mean([h.test_accuracy for h in at])),
-            ("train_loss", _mean([h.train_loss for h in at])),
-        ):
-            if value is not None:
-                rows.append((key, value, epoch, stamp))
-        accuracy = _mean([h.test_accuracy for h in at])
-        if accuracy is not None and (best is None or accuracy > best):
-            best = accuracy
-    for result in results if len(results) > 1 else ():  # one seed: its curve is the mean
-        for h in result.history:
-            if h.test_accuracy is not None:
-                stamp = round(1000 * h.train_seconds)
-                key = f"seed{result.config.seed}/test_accuracy"
-                rows.append((key, h.test_accuracy, h.epoch, stamp))
-    if best is None:
-        best = _mean([r.best_accuracy for r in results])
-    reached = [r.time_to_target_seconds for r in results if r.time_to_target_seconds is not None]
-    finals = {
-        "final_accuracy": _mean([r.final_accuracy for r in results]),
-        "best_accuracy": best,
-        "train_seconds": _mean([r.train_seconds for r in results]),
-        "samples_per_second": _mean([r.samples_per_second for r in results]),
-        "forward_backward_passes": _mean([float(r.forward_backward_passes) for r in results]),
-        "passes_per_step": _mean([r.passes_per_step for r in results]),
-        "second_pass_fraction": _mean([r.second_pass_fraction for r in results]),
-        "time_to_target_seconds": _mean(list(reached)),
-        "seeds_reached_target": float(len(reached)) if results else None,
-    }
-    for i, value in enumerate(record.objective_values or ()):
-        finals[f"objective_{i}"] = value if math.isfinite(value) else None
-    finals.update({k: v if math.isfinite(v) else None for k, v in record.metrics.items()})
-    end = max((stamp for *_, stamp in rows), default=0)
-    rows.extend((key, v, 0, end) for key, v in finals.items() if v is not None)
-    return rows
