@@ -83,7 +83,29 @@ def test_a_budget_below_the_minimum_names_the_budget_it_needs(in_tmp: Path) -> N
     assert list(in_tmp.iterdir()) == []  # the cost bench created nothing either
 
 
-def test_the_dry_run_prints_costs_and_plan_and_creates_nothing(in_tmp: Path) -> None:
+def _steps_cost_their_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A virtual clock: each training step takes 1 ms per forward-backward pass its registry
+    entry counts, so a paired cost is the entry's pass count whatever the machine is doing."""
+    from looksam.train import timing
+    from looksam.train.runner import TrainingSession
+
+    clock = [0.0]
+    real_step = TrainingSession.train_step
+
+    def scripted(self: TrainingSession, *args: object, **kwargs: object) -> object:
+        clock[0] += 1e-3 * get_optimizer_info(self.config.optimizer).passes_per_step()
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(TrainingSession, "train_step", scripted)
+    monkeypatch.setattr(timing, "now", lambda: clock[0])
+
+
+def test_the_dry_run_prints_costs_and_plan_and_creates_nothing(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GSAM's 2 passes tie SAM's: a cost not *below* the reference's is never searched (the
+    # boundary), while SAM-5's 1.2 is. A fake clock, so a busy machine cannot flip either.
+    _steps_cost_their_passes(monkeypatch)
     result = runner.invoke(
         app,
         ["advise", "-w", "digits-noisy", "--budget", "10m", "--epochs", "20",
@@ -92,7 +114,11 @@ def test_the_dry_run_prints_costs_and_plan_and_creates_nothing(in_tmp: Path) -> 
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "Step cost against the base" in result.output
-    assert "no: " in result.output  # GSAM costs what SAM costs: never searched
+    gsam = next(line for line in result.output.splitlines() if "│ gsam " in line)
+    samk = next(line for line in result.output.splitlines() if "│ samk " in line)
+    assert "no: 2.00× ≥ sam's 2.00×" in gsam  # GSAM costs what SAM costs: never searched
+    assert "yes" in samk
+    assert "no: " not in samk
     assert "search        " in result.output
     assert "trials × 3 candidates" in result.output
     assert "nothing was created or trained" in result.output
