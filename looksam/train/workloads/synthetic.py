@@ -108,6 +108,13 @@ class SyntheticImageNetSized(SyntheticWorkload):
     num_classes = 1000
     default_batch_size = 128
     pool_batches = 4  # 512 images: 300 MB of float32 on the device is plenty for timing
+    model_name: ClassVar[str]  # the timm model, as the ImageFolder workload of the same name
+
+    def build_model(self) -> nn.Module:
+        import timm
+
+        model: nn.Module = timm.create_model(self.model_name, num_classes=self.num_classes)
+        return model
 
 
 @register_workload
@@ -116,13 +123,8 @@ class SyntheticResNet50ImageNet(SyntheticImageNetSized):
 
     name = "synthetic-resnet50-imagenet"
     summary = "random 3x224x224 inputs, ResNet-50, 1000 classes (throughput only, GPU)"
+    model_name = "resnet50"
     default_lr = 0.1
-
-    def build_model(self) -> nn.Module:
-        import timm
-
-        model: nn.Module = timm.create_model("resnet50", num_classes=self.num_classes)
-        return model
 
 
 @register_workload
@@ -131,13 +133,8 @@ class SyntheticViTS16ImageNet(SyntheticImageNetSized):
 
     name = "synthetic-vit-s16-imagenet"
     summary = "random 3x224x224 inputs, ViT-S/16, 1000 classes (throughput only, GPU)"
+    model_name = "vit_small_patch16_224"
     default_lr = 0.05
-
-    def build_model(self) -> nn.Module:
-        import timm
-
-        model: nn.Module = timm.create_model("vit_small_patch16_224", num_classes=self.num_classes)
-        return model
 
 
 @register_workload
