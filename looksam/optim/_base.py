@@ -132,6 +132,17 @@ class _LookInFlight:
     grad_norm: Scalar  # ‖g‖: a float (host scalars) or 0-dim on the device
 
 
+def call_or_undo(closure: Closure, undo: Callable[[], object]) -> Any:
+    """Call ``closure`` with gradients on; if it raises (OOM, Ctrl-C…), ``undo`` first puts the
+    weights back at w, so that no failure leaves the model at a perturbed point."""
+    try:
+        with torch.enable_grad():
+            return closure()
+    except BaseException:
+        undo()
+        raise
+
+
 class SharpnessAwareOptimizer(Optimizer):
     """Base of the SAM family: wraps a base optimizer and feeds it a sharpness-aware gradient.
 
@@ -273,12 +284,7 @@ class SharpnessAwareOptimizer(Optimizer):
             if unscale is not None:
                 unscale()
             self.first_step()
-            try:
-                with torch.enable_grad():
-                    closure()
-            except BaseException:  # OOM, Ctrl-C…: never leave the model at w + ε
-                self.abandon_look_step()
-                raise
+            call_or_undo(closure, self.abandon_look_step)
         self.second_step(base_step)
         return loss
 

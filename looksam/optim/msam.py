@@ -9,7 +9,13 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from looksam.optim._base import Closure, Hook, SharpnessAwareOptimizer, check_rho
+from looksam.optim._base import (
+    Closure,
+    Hook,
+    SharpnessAwareOptimizer,
+    call_or_undo,
+    check_rho,
+)
 from looksam.optim._foreach import (
     add_scaled,
     global_norm,
@@ -117,18 +123,11 @@ class MSAM(SharpnessAwareOptimizer):
         scalars: ``"auto"`` (floats on the CPU, device tensors elsewhere), ``"host"`` or
             ``"device"``: where norms and factors live (see ``SharpnessAwareOptimizer``).
 
-    Example::
+    Example (the closure is :class:`~looksam.optim.sam.SAM`'s; MSAM calls it once)::
 
         base = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
         opt = MSAM(base, rho=1.0)
-
-        def closure():
-            opt.zero_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            return loss
-
-        loss = opt.step(closure)  # one call of the closure
+        loss = opt.step(closure)
 
         # or, two-phase (frameworks that own the backward pass):
         opt.perturb()
@@ -176,12 +175,7 @@ class MSAM(SharpnessAwareOptimizer):
             self.second_step(base_step)
             return None
         self.perturb()
-        try:
-            with torch.enable_grad():
-                loss = closure()
-        except BaseException:  # OOM, Ctrl-C…: never leave the model at w̃
-            self.restore()
-            raise
+        loss = call_or_undo(closure, self.restore)  # never leaves the model at w̃
         self.second_step(base_step)
         return loss
 
