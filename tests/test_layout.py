@@ -158,6 +158,9 @@ def test_the_old_workloads_path_warns_once_naming_the_new_one_and_still_works() 
         "    import looksam.bench.workloads as old\n"
         "    import looksam.bench.workloads as again\n"
         "import looksam.train.workloads as new\n"
+        "from looksam.bench.workloads.custom import custom_workload as deep\n"
+        "import looksam.bench.workloads.timm_models, looksam.train.workloads.timm_models as t\n"
+        "assert deep is new.custom_workload and looksam.bench.workloads.timm_models is t\n"
         "print(len(seen), seen[0].category.__name__, str(seen[0].message))\n"
         "print(all(getattr(old, n) is getattr(new, n) for n in new.__all__), old.custom_workload)"
     )

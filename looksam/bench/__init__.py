@@ -27,27 +27,58 @@ _EXPORTS = {
     "StepProfile": "profile",
     "profile_step": "profile",
     "profile_suite": "profile",
+    "CheckRefusedError": "check",
+    "CheckResult": "check",
+    "Measurers": "check",
+    "choose_mode": "check",
+    "plan_init": "check",
+    "init_baseline": "check",
+    "update_baseline": "check",
+    "run_check": "check",
+    "HostReadCounter": "host_reads",
+    "count_step_host_reads": "host_reads",
 }
 __all__ = [
     "Baseline",
     "BenchReport",
+    "CheckRefusedError",
+    "CheckResult",
     "CheckRow",
+    "HostReadCounter",
+    "Measurers",
     "PairedCost",
     "ScalingSpec",
     "StepProfile",
     "SuiteSpec",
     "baseline_from",
     "check_baseline",
+    "choose_mode",
+    "count_step_host_reads",
     "default_optimizers",
+    "init_baseline",
     "measure_paired_cost",
     "measure_scaling",
     "measure_suite",
+    "plan_init",
     "profile_step",
     "profile_suite",
+    "run_check",
+    "update_baseline",
 ]
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from looksam.bench.check import (
+        CheckRefusedError,
+        CheckResult,
+        Measurers,
+        choose_mode,
+        init_baseline,
+        plan_init,
+        run_check,
+        update_baseline,
+    )
+    from looksam.bench.host_reads import HostReadCounter, count_step_host_reads
     from looksam.bench.paired import PairedCost, measure_paired_cost
     from looksam.bench.profile import StepProfile, profile_step, profile_suite
     from looksam.bench.scaling import ScalingSpec, measure_scaling

@@ -20,6 +20,7 @@ import torch
 from looksam.bench import suite
 from looksam.bench.check_summary import summary_dict, summary_markdown
 from looksam.bench.suite import AccuracyExpectation, Baseline, BenchReport, CheckRow, SuiteSpec
+from looksam.optim import shared_hyperparameter
 from looksam.train.runner import AMP_MODES, environment, resolve_device
 from looksam.train.workloads import get_workload_info
 
@@ -163,7 +164,7 @@ def plan_init(
         spec = SuiteSpec(
             workload=name,
             optimizers=tuple(request.optimizers or suite.default_optimizers()),
-            k=5 if request.k is None else request.k,
+            k=int(shared_hyperparameter("k").default) if request.k is None else request.k,
             batch_size=request.batch_size,
             # Recorded resolved: a baseline made on a GPU is checked on a GPU, not on a CPU.
             device=resolve_device(request.device or "auto").type,

@@ -17,11 +17,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from looksam.optim import LINEUPS, get_optimizer_info
+from looksam.optim import LINEUPS, get_optimizer_info, shared_hyperparameter
 from looksam.train.distributed import (
     LAUNCH_VARIABLES,
     check_global_batch,
@@ -43,7 +43,7 @@ class ScalingSpec:
     batch_size: int = 1024  # the global batch: each of N processes trains on 1/N of it
     steps: int = 200
     repeats: int = 3
-    k: int = 5
+    k: int = field(default_factory=lambda: int(shared_hyperparameter("k").default))
     device: str = "auto"
     data_dir: str | None = None
 

@@ -19,7 +19,12 @@ from typing import Any
 
 import torch
 
-from looksam.optim import DEFAULT_BASE, get_optimizer_info, list_optimizers
+from looksam.optim import (
+    DEFAULT_BASE,
+    get_optimizer_info,
+    list_optimizers,
+    shared_hyperparameter,
+)
 from looksam.train.runner import (
     Environment,
     RunConfig,
@@ -45,7 +50,7 @@ class SuiteSpec:
     workload: str = "synthetic-mlp"
     optimizers: tuple[str, ...] = field(default_factory=default_optimizers)
     reference: str = DEFAULT_BASE
-    k: int = 5
+    k: int = field(default_factory=lambda: int(shared_hyperparameter("k").default))
     batch_size: int | None = None
     device: str = "cpu"
     amp: str = "off"

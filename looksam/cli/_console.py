@@ -114,6 +114,12 @@ class LogPacer:
         return f" · {format_duration(spent)} spent{eta}"
 
 
+def in_a_log() -> bool:
+    """Whether progress should be plain lines on stderr: stderr (where they go) or stdout (where
+    the live bar would be drawn) is not a terminal, e.g. ``cmd 2>&1 | tee log`` or a CI job."""
+    return not (console.is_terminal and err_console.is_terminal)
+
+
 def log_line(text: str) -> None:
     """One plain line on stderr, as the log shows it (no markup, no wrapping)."""
     err_console.print(text, markup=False, highlight=False, soft_wrap=True)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from looksam.cli._console import fail
-from looksam.optim import DEFAULT_BASE, base_optimizers, option_help
+from looksam.optim import DEFAULT_BASE, base_optimizers, option_help, shared_hyperparameter
 from looksam.train.workloads.timm_models import with_timm_options
 
 Workload = Annotated[
@@ -24,6 +24,8 @@ Base = Annotated[
 ]
 Rho = Annotated[float | None, typer.Option(help=option_help("rho"))]
 K = Annotated[int | None, typer.Option("--k", "-k", help=option_help("k"))]
+#: The look interval a command uses when none is given: the registry's default k.
+DEFAULT_K = int(shared_hyperparameter("k").default)
 Alpha = Annotated[float | None, typer.Option(help=option_help("alpha"))]
 Hp = Annotated[
     list[str] | None,

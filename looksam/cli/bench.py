@@ -47,9 +47,16 @@ from looksam.bench.suite import (
     measure_suite,
 )
 from looksam.cli import _options as opt
-from looksam.cli._console import ProgressLog, check_writable, console, err_console, fail
+from looksam.cli._console import (
+    ProgressLog,
+    check_writable,
+    console,
+    err_console,
+    fail,
+    in_a_log,
+)
 from looksam.cli.optimizers import WIDE
-from looksam.optim import LINEUPS
+from looksam.optim import LINEUPS, option_help
 from looksam.train.distributed import launch_from_env
 from looksam.train.runner import AMP_MODES
 from looksam.train.workloads import WorkloadDataError, get_workload_info
@@ -118,7 +125,7 @@ def _measure(spec: SuiteSpec) -> BenchReport:
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(description, total=spec.rounds)
         tell: Callable[[int], None]
-        if console.is_terminal:
+        if not in_a_log():
             tell = functools.partial(_advance, progress, task)
         else:  # a log: the live bar is not drawn there
             tell = ProgressLog(f"{description} (paired rounds)", spec.rounds)
@@ -156,7 +163,7 @@ def build_scaling_table(spec: ScalingSpec, rows: list[ScalingRow]) -> Table:
 def _scaling(spec: ScalingSpec, json_path: Path | None, under_torchrun: bool) -> None:
     measure = measure_scaling_under_torchrun if under_torchrun else measure_scaling
     log = None
-    if not console.is_terminal:  # a log: the live bar is not drawn there
+    if in_a_log():  # plain lines on stderr: the live bar is not drawn in a log
         runs = 2 * spec.repeats * len(spec.optimizers)
         log = ProgressLog(f"1 vs {spec.nproc} processes", runs, "runs")
     with Progress(console=console, transient=True) as progress:
@@ -188,7 +195,7 @@ def bench(
             "--optimizer", "-o", help="Optimizer(s) to time \\[default: the SAM family]."
         ),
     ] = None,
-    k: Annotated[int, typer.Option("--k", "-k", help="k for the k-step variants.")] = 5,
+    k: Annotated[int, typer.Option("--k", "-k", help=option_help("k"))] = opt.DEFAULT_K,
     batch_size: opt.BatchSize = None,
     device: opt.Device = "auto",
     amp: opt.Amp = "off",
@@ -330,7 +337,7 @@ def _accuracy(
 ) -> dict[str, float]:
     names = tuple(dict.fromkeys((spec.reference, *spec.optimizers)))
     log = None
-    if not console.is_terminal:  # a log: the live bar is not drawn there
+    if in_a_log():  # plain lines on stderr: the live bar is not drawn in a log
         log = ProgressLog(f"accuracy runs on {spec.workload}", steps * len(names), "steps")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"accuracy runs on {spec.workload}", total=None)
@@ -446,7 +453,7 @@ def check(
         typer.Option(
             "--k",
             "-k",
-            help="With --init: k of the k-step variants \\[default: 5].",
+            help=f"With --init: k of the k-step variants \\[default: {opt.DEFAULT_K}].",
             rich_help_panel="--init",
         ),
     ] = None,

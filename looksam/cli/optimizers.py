@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from looksam.cli import _options as opt
 from looksam.cli._console import console, fail
 from looksam.optim import HyperParameter, OptimizerInfo, list_optimizers
 
@@ -64,7 +65,7 @@ def build_optimizers_table(k: int, width: int = WIDE) -> Table:
 def optimizers(
     k: Annotated[
         int, typer.Option("--k", "-k", help="Evaluate the per-step cost at this look interval.")
-    ] = 5,
+    ] = opt.DEFAULT_K,
 ) -> None:
     """List the optimizers, their hyperparameters and their cost in forward-backward passes.
 

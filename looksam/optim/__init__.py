@@ -25,6 +25,7 @@ from looksam.optim._registry import (
     resolve_base,
     resolve_hyperparameters,
     sensitivity_axes,
+    shared_hyperparameter,
 )
 from looksam.optim.aesam import AESAM, AELookSAM
 from looksam.optim.bn import frozen_bn_stats
@@ -68,4 +69,5 @@ __all__ = [
     "resolve_base",
     "resolve_hyperparameters",
     "sensitivity_axes",
+    "shared_hyperparameter",
 ]

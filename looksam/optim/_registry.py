@@ -311,11 +311,16 @@ def gradient_colours() -> dict[str, str]:
     }
 
 
+def shared_hyperparameter(name: str) -> HyperParameter:
+    """The spec of a hyperparameter several entries share (ρ, k, α), from the first entry that
+    declares it: what a command-line option or a suite means by it when no optimizer is named."""
+    return next(hp for i in _REGISTRY.values() for hp in i.hyperparameters if hp.name == name)
+
+
 def option_help(name: str) -> str:
     """Help for a command-line option that sets hyperparameter ``name`` for any optimizer: the
-    registry's own words and range, from the first entry that declares it, so that every
-    command and ``optimizers`` say the same thing."""
-    spec = next(hp for i in _REGISTRY.values() for hp in i.hyperparameters if hp.name == name)
+    registry's own words and range, so that every command and ``optimizers`` say the same."""
+    spec = shared_hyperparameter(name)
     return f"{spec.help[:1].upper()}{spec.help[1:]}, {spec.describe_range()}."
 
 

@@ -24,21 +24,29 @@ _EXPORTS = {
     "save_report": "results",
     "plan_sweep": "plan",
     "validate_trial_space": "validate",
+    "SCHEMA_VERSION": "schema",
+    "TrialAttrs": "schema",
+    "read_trial_attrs": "schema",
+    "write_trial_attrs": "schema",
 }
 __all__ = [
+    "SCHEMA_VERSION",
     "AdviseRequest",
     "AdviseResult",
     "SpecError",
     "SweepResult",
     "SweepSpec",
+    "TrialAttrs",
     "load_spec",
     "load_sweep_data",
     "parse_spec",
     "plan_sweep",
+    "read_trial_attrs",
     "run_advise",
     "run_sweep",
     "save_report",
     "validate_trial_space",
+    "write_trial_attrs",
 ]
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 
@@ -46,6 +54,12 @@ if TYPE_CHECKING:
     from looksam.sweeps.advise import AdviseRequest, AdviseResult, run_advise
     from looksam.sweeps.plan import plan_sweep
     from looksam.sweeps.results import load_sweep_data, save_report
+    from looksam.sweeps.schema import (
+        SCHEMA_VERSION,
+        TrialAttrs,
+        read_trial_attrs,
+        write_trial_attrs,
+    )
     from looksam.sweeps.spec import SpecError, SweepSpec, load_spec, parse_spec
     from looksam.sweeps.study import SweepResult, run_sweep
     from looksam.sweeps.validate import validate_trial_space

@@ -502,7 +502,8 @@ def _stored_settings(spec: SweepSpec, reference: str) -> dict[str, Any] | None:
     if version > SCHEMA_VERSION:
         raise SpecError(
             f"advise run {spec.name!r} was stored by a newer looksam-bench (schema "
-            f"{version}); upgrade, or pass --name to start another"
+            f"{version}; this one reads {SCHEMA_VERSION}); upgrade, or pass --name to start "
+            "another"
         )
     spent = study.user_attrs.get("advise_spent_seconds", 0.0)
     return {**settings, "spent_seconds": float(spent)}

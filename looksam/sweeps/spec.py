@@ -381,9 +381,9 @@ def parse_spec(
         where, data, overrides, seeds
     )
     timing = _parse_timing(where, data)
-    sampler, sampler_seed, pruner = _parse_sampler(where, data, overrides, objective)
-    if sampler == "grid":
-        _check_grid(where, spaces, budget)
+    sampler, sampler_seed, pruner = _parse_sampler(
+        where, data, overrides, objective, spaces, budget
+    )
     rule, ref_bs, warmup, rho_warmup = _parse_lr_scaling(where, data)
     storage, tracking_uri = _parse_stores(where, data, overrides)
     leftover = {k: v for k, v in overrides.items() if v is not None}
@@ -614,9 +614,15 @@ def _parse_timing(where: str, data: Mapping[str, Any]) -> dict[str, int]:
 
 
 def _parse_sampler(
-    where: str, data: Mapping[str, Any], overrides: dict[str, Any], objective: str
+    where: str,
+    data: Mapping[str, Any],
+    overrides: dict[str, Any],
+    objective: str,
+    spaces: Mapping[str, tuple[Dimension, ...]],
+    budget: Mapping[str, Any],
 ) -> tuple[str, int, str]:
-    """[sampler] and ``pruner``: Optuna's sampler, its seed, and a pruner the objective allows."""
+    """[sampler] and ``pruner``: Optuna's sampler (a grid needs lists and no trial count), its
+    seed, and a pruner the objective allows."""
     raw_sampler = _table(where, data, "sampler")
     _check_keys(f"{where} [sampler]", raw_sampler, {"name", "seed"})
     sampler, given = _take(overrides, "sampler", raw_sampler.get("name", "tpe"))
@@ -624,6 +630,8 @@ def _parse_sampler(
     sampler_seed = raw_sampler.get("seed", 0)
     if isinstance(sampler_seed, bool) or not isinstance(sampler_seed, int):
         raise _fail(f"{where} [sampler]", f"seed must be an integer, got {sampler_seed!r}")
+    if sampler == "grid":
+        _check_grid(where, spaces, budget)
     pruner, given = _take(overrides, "pruner", data.get("pruner", "none"))
     _one_of(_at(where, "", "pruner", given), "pruner", pruner, PRUNERS)
     if pruner != "none" and objective == "pareto":

@@ -288,25 +288,6 @@ def test_the_allowance_comes_from_the_registry_not_the_name() -> None:
     assert replace(aesam, passes=lambda hp: (1.5, 1.5)).host_read_allowance == 0
 
 
-def test_shared_option_help_is_the_registry_spec_of_that_hyperparameter() -> None:
-    """`--rho`, `--k`, `--alpha` say what the registry says, range included, on every command."""
-    from typer.testing import CliRunner
-
-    from looksam.cli.app import app
-    from looksam.optim import option_help
-
-    for name in ("rho", "k", "alpha"):
-        spec = next(hp for i in list_optimizers() for hp in i.hyperparameters if hp.name == name)
-        text = option_help(name)
-        assert spec.help[1:] in text
-        assert spec.describe_range() in text
-    shown = " ".join(
-        CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).output.split()
-    )
-    assert option_help("k") in shown
-    assert all(base in shown for base in base_optimizers())
-
-
 def test_the_diagnosis_draws_each_gradient_in_its_entrys_colour() -> None:
     from looksam.optim import DEFAULT_BASE, full_sam, gradient_colours
     from looksam.optim._registry import DIAGNOSED
