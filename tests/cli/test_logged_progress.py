@@ -3,7 +3,6 @@ so `bench` and `check` write plain lines on stderr there (CliRunner's output is 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -172,18 +171,8 @@ def _progress_lines(stderr: str, phase: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if ln.startswith(phase) and " ETA " in ln]
 
 
-@pytest.mark.slow
-def test_bench_and_check_in_a_log_say_their_rounds_with_an_eta(tmp_path: Path) -> None:
-    tiny = ["-w", "synthetic-mlp", "--rounds", "2", "--device", "cpu", "-o", DEFAULT_BASE]
-    assert _progress_lines(_logged("bench", *tiny, cwd=tmp_path), "timing synthetic-mlp")
-    suite = {"workload": "synthetic-mlp", "device": "cpu", "rounds": 2,
-             "optimizers": [DEFAULT_BASE]}  # fmt: skip
-    baseline = tmp_path / "b.json"
-    baseline.write_text(json.dumps(
-        {"tolerance": 0.1, "suites": [{"suite": suite, "ratios": {DEFAULT_BASE: 1.0}}]}
-    ))  # fmt: skip
-    stderr = _logged("check", "--baseline", str(baseline), cwd=tmp_path)
-    assert _progress_lines(stderr, "timing synthetic-mlp")
+# bench and check in a log: tests/cli/test_narrow_tables.py runs them with both pipes and
+# checks their progress lines beside their tables (one real process each, not two).
 
 
 @pytest.mark.slow

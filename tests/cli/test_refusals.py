@@ -29,27 +29,43 @@ def _snapshot(folder: Path) -> dict[str, str]:
     }
 
 
+def _refused_together(cwd: Path, *commands: tuple[str, ...]) -> list[str]:
+    """Run each command line as its own CLI process in ``cwd``, side by side (they are
+    independent, and a second core is otherwise idle); assert each exits 2 with one line and no
+    traceback, and that nothing in ``cwd`` was created or changed. Returns the lines."""
+    before = _snapshot(cwd)
+    env = {**os.environ, "COLUMNS": "400", "NO_COLOR": "1"}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "looksam", *args],
+            cwd=cwd,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for args in commands
+    ]
+    lines = []
+    for process in processes:
+        output = process.communicate(timeout=180)[0].strip()
+        assert process.returncode == 2, output
+        assert "Traceback" not in output, output
+        assert len(output.splitlines()) == 1, output
+        assert output.startswith("error: "), output
+        lines.append(output)
+    assert _snapshot(cwd) == before, "a refusal created or changed a file"
+    return lines
+
+
 def _refused(cwd: Path, *args: str) -> str:
     """Run the CLI in ``cwd``; assert exit 2, one line, no traceback, nothing created or changed.
     Returns the line."""
-    before = _snapshot(cwd)
-    env = {**os.environ, "COLUMNS": "400", "NO_COLOR": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "looksam", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=180, env=env,
-    )  # fmt: skip
-    output = (done.stdout + done.stderr).strip()
-    assert done.returncode == 2, output
-    assert "Traceback" not in output, output
-    lines = output.splitlines()
-    assert len(lines) == 1, output
-    assert lines[0].startswith("error: "), output
-    assert _snapshot(cwd) == before, "the refusal created or changed a file"
-    return lines[0]
+    return _refused_together(cwd, args)[0]
 
 
-def _spec(folder: Path, text: str) -> Path:
-    path = folder / "s.toml"
+def _spec(folder: Path, text: str, name: str = "s.toml") -> Path:
+    path = folder / name
     path.write_text(text)
     return path
 
@@ -77,21 +93,26 @@ def test_refusals_before_any_store_exists(tmp_path: Path) -> None:
         tmp_path,
         '[sweep]\nname = "big"\n[workload]\nname = "digits-noisy"\ndevice = "cpu"\n'
         '[optimizers]\nnames = ["sgd"]\n[space.common]\nbatch_size = { choices = [100000] }\n',
+        "big.toml",
     )
-    line = _refused(tmp_path, "sweep", str(big))
-    assert "sgd with batch_size=100000: batch size 100000 exceeds the 1257 training" in line
-    big.unlink()
-    # a tracking URI MLflow cannot store runs at, and a server that does not answer
-    line = _refused(tmp_path, "sweep", str(QUICK), "--tracking-uri", "ftp://127.0.0.1/x")
-    assert "tracking URI ftp://127.0.0.1/x: MLflow stores runs in" in line
-    line = _refused(tmp_path, "sweep", str(QUICK), "--tracking-uri", "http://127.0.0.1:9/")
-    assert line.startswith("error: MLflow tracking server http://127.0.0.1:9/ is not reachable: ")
-    assert line.endswith(": start it, or pass --tracking-uri or --no-mlflow")
     # a name that cannot name a file
-    long = _spec(tmp_path, f'[sweep]\nname = "{"x" * 300}"\n[workload]\ndevice = "cpu"\n')
-    line = _refused(tmp_path, "sweep", str(long))
-    assert "name must be 1 to 100 printable characters" in line
-    assert "got a 300-character name" in line
+    long = _spec(
+        tmp_path, f'[sweep]\nname = "{"x" * 300}"\n[workload]\ndevice = "cpu"\n', "long.toml"
+    )
+    batch, ftp, dead, name = _refused_together(
+        tmp_path,
+        ("sweep", str(big)),
+        # a tracking URI MLflow cannot store runs at, and a server that does not answer
+        ("sweep", str(QUICK), "--tracking-uri", "ftp://127.0.0.1/x"),
+        ("sweep", str(QUICK), "--tracking-uri", "http://127.0.0.1:9/"),
+        ("sweep", str(long)),
+    )
+    assert "sgd with batch_size=100000: batch size 100000 exceeds the 1257 training" in batch
+    assert "tracking URI ftp://127.0.0.1/x: MLflow stores runs in" in ftp
+    assert dead.startswith("error: MLflow tracking server http://127.0.0.1:9/ is not reachable: ")
+    assert dead.endswith(": start it, or pass --tracking-uri or --no-mlflow")
+    assert "name must be 1 to 100 printable characters" in name
+    assert "got a 300-character name" in name
 
 
 @pytest.mark.slow
