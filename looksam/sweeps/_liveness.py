@@ -23,6 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from looksam.reports.model import BUDGET_FAILURES
+from looksam.sweeps.schema import CONTROL
 
 #: A RUNNING trial whose worker has not written a heartbeat for this long is taken as dead.
 HEARTBEAT_SECONDS = 10.0
@@ -63,7 +64,7 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
     """COMPLETE, PRUNED, or FAIL for a hyperparameter-caused reason."""
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
-    return trial.state == TrialState.FAIL and trial.user_attrs.get("failure_reason") in (
+    return trial.state == TrialState.FAIL and trial.user_attrs.get(CONTROL.failure_reason) in (
         BUDGET_FAILURES
     )
 
@@ -81,7 +82,7 @@ def lost_the_last_slot(study: optuna.Study, number: int, budget: int) -> bool:
 
 def fail_trial(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     """End a trial we asked for as FAIL with ``reason`` (it trained nothing, or was stopped)."""
-    trial.set_user_attr("failure_reason", reason)
+    trial.set_user_attr(CONTROL.failure_reason, reason)
     study.tell(trial, state=TrialState.FAIL)
 
 
@@ -108,16 +109,18 @@ def reap_stale_trials(study: optuna.Study) -> list[int]:
     """
     reaped = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get("worker")
+        worker = trial.user_attrs.get(CONTROL.worker)
         if worker == WORKER_ID:
             continue
         started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
-        last_seen = float(trial.user_attrs.get("heartbeat", started))
+        last_seen = float(trial.user_attrs.get(CONTROL.heartbeat, started))
         if _worker_alive(worker, last_seen):
             continue
         try:
             # Not our trial, so the public Trial API cannot write to it: use the storage.
-            study._storage.set_trial_user_attr(trial._trial_id, "failure_reason", "interrupted")
+            study._storage.set_trial_user_attr(
+                trial._trial_id, CONTROL.failure_reason, "interrupted"
+            )
             study.tell(trial.number, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # it finished meanwhile, or another worker reaped it first
@@ -127,7 +130,7 @@ def reap_stale_trials(study: optuna.Study) -> list[int]:
 
 
 #: User attributes that define what a queued trial is (the rest describe one attempt at it).
-_DEFINING_ATTRS = ("confirm_seed", "source_trial", "reference")
+_DEFINING_ATTRS = (CONTROL.confirm_seed, CONTROL.source_trial, CONTROL.reference)
 
 
 def requeue(
@@ -135,7 +138,7 @@ def requeue(
 ) -> None:
     """Queue an interrupted trial again with the same parameters and defining attributes."""
     keep = {k: v for k, v in attrs.items() if k in _DEFINING_ATTRS}
-    study.enqueue_trial(params, user_attrs={**keep, "retry_of": number})
+    study.enqueue_trial(params, user_attrs={**keep, CONTROL.retry_of: number})
 
 
 class Heartbeat:
@@ -149,12 +152,12 @@ class Heartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
             try:
-                self._trial.set_user_attr("heartbeat", time.time())
+                self._trial.set_user_attr(CONTROL.heartbeat, time.time())
             except Exception:  # a finished trial or a storage hiccup: the next beat may work
                 continue
 
     def __enter__(self) -> Heartbeat:
-        self._trial.set_user_attr("heartbeat", time.time())
+        self._trial.set_user_attr(CONTROL.heartbeat, time.time())
         self._thread.start()
         return self
 

@@ -32,6 +32,7 @@ from looksam.sweeps._liveness import (
 )
 from looksam.sweeps.results import point_from_attrs
 from looksam.sweeps.schema import (
+    CONTROL,
     CURVE_ATTR,
     paired_metrics,
     sweep_tags,
@@ -332,8 +333,8 @@ class TrialRun:
                 self.stage,
                 stored.contention,
                 timed=paired is not None,
-                confirm_seed=attrs.get("confirm_seed"),
-                source_trial=attrs.get("source_trial"),
+                confirm_seed=attrs.get(CONTROL.confirm_seed),
+                source_trial=attrs.get(CONTROL.source_trial),
             )
             metrics = {} if paired is None else paired_metrics(paired)
             run_id = self._track(params, state, reason, values, tags, metrics)

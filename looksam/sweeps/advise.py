@@ -57,6 +57,7 @@ from looksam.sweeps._storage import local_file, open_storage
 from looksam.sweeps._trial import QuietObserver, SweepObserver, TrialOutcome
 from looksam.sweeps.redact import redact_url
 from looksam.sweeps.results import load_sweep_data
+from looksam.sweeps.schema import STUDY
 from looksam.sweeps.spec import (
     DEFAULT_STORAGE,
     DEFAULT_TRACKING_URI,
@@ -490,7 +491,7 @@ def _stored_settings(spec: SweepSpec, reference: str) -> dict[str, Any] | None:
     if name not in names:
         return None
     study = optuna.load_study(study_name=name, storage=storage)
-    settings = study.user_attrs.get("advice")
+    settings = study.user_attrs.get(STUDY.advice)
     if settings is None and not study.get_trials(deepcopy=False):
         return None  # killed between creating its studies and describing them: start afresh
     if settings is None:
@@ -505,7 +506,7 @@ def _stored_settings(spec: SweepSpec, reference: str) -> dict[str, Any] | None:
             f"{version}; this one reads {SCHEMA_VERSION}); upgrade, or pass --name to start "
             "another"
         )
-    spent = study.user_attrs.get("advise_spent_seconds", 0.0)
+    spent = study.user_attrs.get(STUDY.advise_spent, 0.0)
     return {**settings, "spent_seconds": float(spent)}
 
 
@@ -721,7 +722,7 @@ def _run(
 
     def save_spent(seconds: float) -> None:
         if opened:
-            opened[0].studies[prepared.reference].set_user_attr("advise_spent_seconds", seconds)
+            opened[0].studies[prepared.reference].set_user_attr(STUDY.advise_spent, seconds)
 
     hooks = _Hooks(observer, budget, save_spent, taken, confirm_left, plan.search_trials)
     interrupted = False
@@ -730,8 +731,8 @@ def _run(
             sweep = _Sweep(spec, hooks, tracker)
             opened.append(sweep)
             for study in sweep.studies.values():
-                if study.user_attrs.get("advice") is None:
-                    study.set_user_attr("advice", settings)
+                if study.user_attrs.get(STUDY.advice) is None:
+                    study.set_user_attr(STUDY.advice, settings)
             sweep.start()
             if _confirmation_started(sweep):  # a resumed run past its search: keep its choices
                 hooks.freeze()

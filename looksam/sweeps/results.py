@@ -21,7 +21,7 @@ from looksam.reports.model import StudyData, SweepData, TrialPoint
 from looksam.reports.summary import accuracy_reference
 from looksam.sweeps._storage import open_storage
 from looksam.sweeps.redact import redact_url
-from looksam.sweeps.schema import TrialAttrs, check_version, read_trial_attrs
+from looksam.sweeps.schema import STUDY, TrialAttrs, check_version, read_trial_attrs
 from looksam.sweeps.spec import Dimension, SpecError, SweepSpec
 from looksam.train.runner import git_commit_of_project
 from looksam.train.workloads import get_workload_info
@@ -131,7 +131,7 @@ def load_sweep_data(spec: SweepSpec) -> SweepData:
             continue
         study = optuna.load_study(study_name=name, storage=storage)
         check_version(study.user_attrs, f"study {name}")
-        settings = settings or study.user_attrs.get("advice")  # an `advise` run's settings
+        settings = settings or study.user_attrs.get(STUDY.advice)  # an `advise` run's settings
         space = {d.name: d for d in spec.space_for(optimizer)}
         confirm_name = f"{name}/confirm"
         confirmations: tuple[TrialPoint, ...] = ()
@@ -211,8 +211,8 @@ def discover_spec(sweep: str, storage: str) -> SweepSpec:
     workload = mine[0].study_name.split("/")[1]
     optimizers = [s.study_name.split("/")[-1] for s in mine]
     objective = "pareto" if len(mine[0].directions) == 2 else "accuracy"
-    plugins = sorted({p for s in mine for p in s.user_attrs.get("plugins", [])})
-    stored = mine[0].user_attrs.get("confirm") or {}
+    plugins = sorted({p for s in mine for p in s.user_attrs.get(STUDY.plugins, [])})
+    stored = mine[0].user_attrs.get(STUDY.confirm) or {}
     spec = parse_spec(
         {
             "plugins": plugins,  # the sweep's own optimizers, registered before they are named

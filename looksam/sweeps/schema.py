@@ -236,9 +236,35 @@ class _ParamNames:
     seeds: str = "seeds"
 
 
+@dataclass(frozen=True)
+class _ControlNames:
+    """Trial user attributes the scheduler writes and reads to run the sweep (not results):
+    who runs a trial, whether it is alive, and what a queued trial stands for."""
+
+    worker: str = "worker"  # the process that took the trial
+    heartbeat: str = "heartbeat"  # its last sign of life (epoch seconds)
+    failure_reason: str = "failure_reason"  # why it failed ("interrupted": requeue it)
+    confirm_seed: str = "confirm_seed"  # a confirmation run: the fresh seed it trains
+    source_trial: str = "source_trial"  # … and the search trial it confirms
+    reference: str = "reference"  # the enqueued reference point of a search
+    retry_of: str = "retry_of"  # a requeued trial: the number of the interrupted attempt
+
+
+@dataclass(frozen=True)
+class _StudyNames:
+    """Study user attributes: what a sweep's studies say about the sweep as a whole."""
+
+    confirm: str = "confirm"  # the confirmation settings, read back by `report --sweep`
+    plugins: str = "plugins"  # plugins the sweep loaded, loaded again by `report --sweep`
+    advice: str = "advice"  # an `advise` run's settings (on its reference's study)
+    advise_spent: str = "advise_spent_seconds"  # wall-clock an `advise` run has used
+
+
 TAG = _TagNames()
 METRIC = _MetricNames()
 PARAM = _ParamNames()
+CONTROL = _ControlNames()
+STUDY = _StudyNames()
 
 
 def sweep_tags(

@@ -55,7 +55,7 @@ from looksam.sweeps._trial import (
     defaults,
 )
 from looksam.sweeps.results import point_from_trial
-from looksam.sweeps.schema import read_trial_attrs, stamp_version
+from looksam.sweeps.schema import CONTROL, STUDY, read_trial_attrs, stamp_version
 from looksam.sweeps.spec import ORDERS, SpecError, SweepSpec, reference_params
 from looksam.sweeps.tracking import NullTracker, Tracker
 from looksam.sweeps.validate import validate_trial_space
@@ -121,7 +121,7 @@ def open_study(spec: SweepSpec, optimizer: str, storage: Any) -> optuna.Study:
     # Two workers may both queue it: the second copy is failed as a duplicate before it trains.
     if space and spec.sampler != "grid" and not study.get_trials(deepcopy=False):
         point = reference_params(space, defaults(spec, optimizer))
-        study.enqueue_trial(point, user_attrs={"reference": True})
+        study.enqueue_trial(point, user_attrs={CONTROL.reference: True})
     _describe(study, spec)
     return study
 
@@ -129,13 +129,12 @@ def open_study(spec: SweepSpec, optimizer: str, storage: Any) -> optuna.Study:
 def _describe(study: optuna.Study, spec: SweepSpec) -> None:
     # Refuses a store a newer version wrote, before this code writes a trial into it.
     stamp_version(study, study.user_attrs, f"study {study.study_name}")
-    study.set_user_attr("sweep", spec.name)
     # `report --sweep NAME` rebuilds the confirmed choices from these, not from defaults.
     confirm = confirm_settings(spec)
-    if study.user_attrs.get("confirm") != confirm:
-        study.set_user_attr("confirm", confirm)
+    if study.user_attrs.get(STUDY.confirm) != confirm:
+        study.set_user_attr(STUDY.confirm, confirm)
     if spec.plugins:  # `report --sweep NAME` loads them again to know the optimizers
-        study.set_user_attr("plugins", list(spec.plugins))
+        study.set_user_attr(STUDY.plugins, list(spec.plugins))
     if study.metric_names != METRIC_NAMES[spec.objective]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -278,8 +277,8 @@ class _Sweep:
         run: TrialRun | None = None
         try:
             trial = study.ask()
-            trial.set_user_attr("worker", WORKER_ID)
-            seed = trial.user_attrs.get("confirm_seed")
+            trial.set_user_attr(CONTROL.worker, WORKER_ID)
+            seed = trial.user_attrs.get(CONTROL.confirm_seed)
             if stage == "confirm" and not _claims_seed(study, trial, source):
                 fail_trial(study, trial, "surplus")  # another worker runs that seed
                 return None
@@ -390,7 +389,6 @@ class _Sweep:
             load_if_exists=True,
         )
         _describe(study, self.spec)
-        study.set_user_attr("stage", "confirm")
         reap_stale_trials(study)  # a killed worker's run comes back with its seed
         return study
 
@@ -414,14 +412,18 @@ class _Sweep:
 def _claims_seed(study: optuna.Study, trial: optuna.Trial, source: TrialPoint | None) -> bool:
     """A confirmation trial trains only a queued seed of the current choice that no earlier
     trial holds (two workers may both have queued it, or raced for one)."""
-    seed = trial.user_attrs.get("confirm_seed")
-    if source is None or seed is None or trial.user_attrs.get("source_trial") != source.number:
+    seed = trial.user_attrs.get(CONTROL.confirm_seed)
+    if (
+        source is None
+        or seed is None
+        or trial.user_attrs.get(CONTROL.source_trial) != source.number
+    ):
         return False
     return not any(
         t.number < trial.number
         and is_taken(t)
-        and t.user_attrs.get("confirm_seed") == seed
-        and t.user_attrs.get("source_trial") == source.number
+        and t.user_attrs.get(CONTROL.confirm_seed) == seed
+        and t.user_attrs.get(CONTROL.source_trial) == source.number
         for t in study.get_trials(deepcopy=False)
     )
 
@@ -432,24 +434,27 @@ def _seeds(
     """Confirmation seeds of ``source`` held by a trial: taken (counted or running), or with
     ``holds=counts_toward_budget`` counted only."""
     return {
-        int(t.user_attrs["confirm_seed"])
+        int(t.user_attrs[CONTROL.confirm_seed])
         for t in study.get_trials(deepcopy=False)
         if holds(t)
-        and t.user_attrs.get("source_trial") == source
-        and t.user_attrs.get("confirm_seed") is not None
+        and t.user_attrs.get(CONTROL.source_trial) == source
+        and t.user_attrs.get(CONTROL.confirm_seed) is not None
     }
 
 
 def _queue_missing_seeds(study: optuna.Study, source: int, seeds: tuple[int, ...]) -> None:
     """Queue every seed of the current choice that no trial holds or waits for."""
     held = _seeds(study, source) | {
-        int(t.user_attrs["confirm_seed"])
+        int(t.user_attrs[CONTROL.confirm_seed])
         for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if t.user_attrs.get("source_trial") == source and "confirm_seed" in t.user_attrs
+        if t.user_attrs.get(CONTROL.source_trial) == source
+        and CONTROL.confirm_seed in t.user_attrs
     }
     for seed in seeds:
         if seed not in held:
-            study.enqueue_trial({}, user_attrs={"confirm_seed": seed, "source_trial": source})
+            study.enqueue_trial(
+                {}, user_attrs={CONTROL.confirm_seed: seed, CONTROL.source_trial: source}
+            )
 
 
 def summarize(
