@@ -125,18 +125,13 @@ def trial_configs(
             lr = scaled_lr(float(base_lr), batch_size, spec.lr_scaling, reference)
     warmup = RunConfig.warmup_fraction if spec.warmup_fraction is None else spec.warmup_fraction
     return [
-        RunConfig(
-            workload=spec.workload.name,
-            optimizer=optimizer,
+        spec.workload.run_config(
+            optimizer,
             base=spec.base if info.wraps_base else None,
             hyperparameters=values,
             lr=lr,
             batch_size=batch_size,
-            epochs=spec.workload.epochs,
             seed=seed,
-            device=spec.workload.device,
-            amp=spec.workload.amp,
-            data_dir=spec.workload.data_dir,
             warmup_fraction=warmup,
             rho_warmup_fraction=spec.rho_warmup_fraction,
         )

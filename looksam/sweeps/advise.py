@@ -404,22 +404,13 @@ def measure_costs(
     each one's trial seconds, and drop those whose cost is not below the reference's."""
     from looksam.bench.profile import profile_suite
     from looksam.bench.suite import SuiteSpec, measure_suite
-    from looksam.train.runner import RunConfig, TrainingSession
+    from looksam.train.runner import TrainingSession
     from looksam.train.timing import synchronize
 
     spec = prepared.spec
     request = prepared.request
     workload = spec.workload
-    probe = TrainingSession(
-        RunConfig(
-            workload=workload.name,
-            optimizer=spec.base,
-            batch_size=workload.batch_size,
-            epochs=workload.epochs,
-            device=workload.device,
-            data_dir=workload.data_dir,
-        )
-    )
+    probe = TrainingSession(workload.run_config(spec.base))
     batches = probe.batches()
     for _ in range(3):
         probe.train_step(*next(batches))

@@ -27,7 +27,7 @@ from looksam.reports.summary import (  # which configuration the confirmation re
     DEFAULT_MARGIN,
     PICKS,
 )
-from looksam.train.runner import AMP_MODES, DEVICES
+from looksam.train.runner import AMP_MODES, DEVICES, RunConfig
 from looksam.train.workloads import get_workload_info, timm_models
 
 OBJECTIVES = ("pareto", "accuracy", "time-to-target")
@@ -75,6 +75,13 @@ class WorkloadSettings:
     device: str = "auto"
     amp: str = "off"
     data_dir: str | None = None
+
+    def run_config(self, optimizer: str, **settings: Any) -> RunConfig:
+        """A run of ``optimizer`` on this problem (workload, epochs, batch, device, precision,
+        data), with ``settings`` (hyperparameters, seed, learning rate…) on top."""
+        problem = {"workload": self.name, "epochs": self.epochs, "batch_size": self.batch_size}
+        where = {"device": self.device, "amp": self.amp, "data_dir": self.data_dir}
+        return RunConfig(**{**problem, **where, "optimizer": optimizer, **settings})
 
 
 @dataclass(frozen=True)
