@@ -159,6 +159,14 @@ def run(
         ),
     ] = 0,
     nproc: opt.NProc = 1,
+    micro_batches: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Gradient accumulation: run each batch as N micro-batches inside every pass "
+            "(a batch larger than memory); every optimizer still sees the whole batch's gradient.",
+        ),
+    ] = 1,
 ) -> None:
     """Train one optimizer on one workload and report accuracy against wall-clock time.
 
@@ -205,6 +213,7 @@ def run(
         data_dir=str(data_dir) if data_dir is not None else None,
         perturbation=perturbation,
         replica_check_every=replica_check_every,
+        micro_batches=micro_batches,
     )
     if nproc > 1 and launch is not None:
         fail("--nproc starts its own processes: leave it out under torchrun (--nproc-per-node)")

@@ -83,6 +83,10 @@ class RunConfig:
     # Data-parallel debugging: all-gather a checksum of the weights every N steps and raise if
     # the replicas differ (0: never). The check runs inside the timed steps.
     replica_check_every: int = 0
+    #: Gradient accumulation: each (per-rank) batch runs forward and backward as this many
+    #: micro-batches inside the closure, so every pass of every optimizer sees the whole batch's
+    #: gradient while only a micro-batch's activations are in memory at a time.
+    micro_batches: int = 1
 
 
 @dataclass(frozen=True)
@@ -312,6 +316,7 @@ def validate_config(config: RunConfig, world_size: int = 1) -> None:
         )
     if config.timing_warmup_steps < 0:
         raise ValueError(f"timing warm-up steps must be >= 0, got {config.timing_warmup_steps}")
+    _check_micro_batches(config, info.default_batch_size, world_size)
     if info.needs_data_dir and config.data_dir is None:
         create_workload(config.workload)  # raises WorkloadDataError with the data hint
     device = resolve_device(config.device)
@@ -327,6 +332,19 @@ def validate_config(config: RunConfig, world_size: int = 1) -> None:
         total_steps=1,  # any valid length: the run's own is known once the data is loaded
         **_optimizer_kwargs(config, info.default_lr),
     )
+
+
+def _check_micro_batches(config: RunConfig, default_batch_size: int, world_size: int) -> None:
+    """Every micro-batch must hold at least one example of each rank's share of the batch."""
+    count = config.micro_batches
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"micro-batches must be an integer >= 1, got {count!r}")
+    per_rank = (config.batch_size or default_batch_size) // max(1, world_size)
+    if count > per_rank:
+        raise ValueError(
+            f"{count} micro-batches cannot split a batch of {per_rank} examples per process: "
+            f"use at most {per_rank}"
+        )
 
 
 def _optimizer_kwargs(config: RunConfig, workload_lr: float) -> dict[str, Any]:
@@ -421,6 +439,7 @@ class TrainingSession:
         # at full radius; the optimizer reads ``rho`` on every look step.
         self.rho_target = self.sam.rho if self.sam is not None else 0.0
         self.rho_warmup_steps = int(self.total_steps * config.rho_warmup_fraction)
+        self.micro_batches = config.micro_batches
         self.scaler = torch.amp.GradScaler(self.device.type) if config.amp == "fp16" else None
         if config.grad_clip is not None:
             clip = config.grad_clip
@@ -471,25 +490,41 @@ class TrainingSession:
         if sam is not None and self.rho_warmup_steps:
             sam.rho = self.rho_target * min(1.0, (sam.steps_done + 1) / self.rho_warmup_steps)
 
+        # Gradient accumulation: the mean loss over the batch is the size-weighted sum of the
+        # micro-batches' mean losses, so their backward passes add up to the batch's gradient.
+        chunks = [(x, y)]
+        if self.micro_batches > 1:
+            n = self.micro_batches
+            parts = zip(x.tensor_split(n), y.tensor_split(n), strict=True)
+            chunks = [(xs, ys) for xs, ys in parts if len(ys)]  # a short last batch: fewer
+
         def closure() -> Tensor:
             self.optimizer.zero_grad(set_to_none=True)
             perturbed = sam is not None and sam.in_second_pass
             # Per-rank perturbation: the first pass of a look step keeps g local to this rank.
             local = self.local_first_pass and sam is not None and sam.is_look_step
             local = local and not perturbed
-            with contextlib.ExitStack() as stack:
-                if local and self.ddp is not None:  # forward *and* backward, or DDP syncs
-                    stack.enter_context(self.ddp.no_sync())
-                with frozen_bn_stats(self.model, enabled=perturbed), self._autocast():
-                    loss = self.workload.loss(self.forward(x), y)
-                if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
-                else:
-                    loss.backward()
+            losses = []
+            for index, (xs, ys) in enumerate(chunks):
+                last = index == len(chunks) - 1
+                with contextlib.ExitStack() as stack:
+                    # forward *and* backward under no_sync, or DDP syncs: kept local on the
+                    # per-rank first pass, and synced once, with the last micro-batch, otherwise
+                    if self.ddp is not None and (local or not last):
+                        stack.enter_context(self.ddp.no_sync())
+                    with frozen_bn_stats(self.model, enabled=perturbed), self._autocast():
+                        loss = self.workload.loss(self.forward(xs), ys)
+                    if len(chunks) > 1:
+                        loss = loss * (len(ys) / len(y))
+                    if self.scaler is not None:
+                        self.scaler.scale(loss).backward()
+                    else:
+                        loss.backward()
+                losses.append(loss.detach())
             self.passes += 1
             if after_backward is not None:
                 after_backward()
-            return loss.detach()
+            return losses[0] if len(losses) == 1 else torch.stack(losses).sum()
 
         if self.scaler is None:
             loss: Tensor = self.optimizer.step(closure)  # type: ignore[arg-type,assignment]

@@ -239,6 +239,19 @@ def scenarios() -> list[Scenario]:
         Scenario(f"per-rank/{o}", through_runner, (digits_config(o, perturbation="per-rank"),))
         for o in ("sam", "samk", "looksam", "layerlooksam")
     ]
+    # Gradient accumulation: 4 micro-batches per rank (DDP syncs once, with the last), and on
+    # the per-rank first pass none (g stays local); both must train as without micro-batches.
+    found += [
+        Scenario(f"micro/{o}", through_runner, (digits_config(o, micro_batches=4),))
+        for o in ("sam", "looksam")
+    ]
+    found += [
+        Scenario(
+            "per-rank-micro/looksam",
+            through_runner,
+            (digits_config("looksam", perturbation="per-rank", micro_batches=4),),
+        )
+    ]
     found += [
         Scenario(f"bucket-view/{o}", through_bucket_views, (o,))
         for o in ("samk", "looksam", "layerlooksam")

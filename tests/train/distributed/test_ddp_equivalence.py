@@ -59,6 +59,24 @@ def test_two_ranks_on_half_batches_match_one_process(
         assert got["rank"] == rank
 
 
+@pytest.mark.parametrize("optimizer", ["sam", "looksam"])
+def test_micro_batches_on_two_ranks_train_as_the_whole_batch_in_one_process(
+    ranks: list[Results], single: Results, optimizer: str
+) -> None:
+    reference = single[f"global/{optimizer}"]  # one process, no micro-batches
+    assert_same_weights(single[f"micro/{optimizer}"]["weights"], reference["weights"])
+    for results in ranks:
+        got = results[f"micro/{optimizer}"]
+        assert got["passes"] == reference["passes"]
+        assert_same_weights(got["weights"], reference["weights"])
+
+
+def test_micro_batches_keep_the_per_rank_first_pass_local(ranks: list[Results]) -> None:
+    for results in ranks:
+        got, reference = results["per-rank-micro/looksam"], results["per-rank/looksam"]
+        assert_same_weights(got["weights"], reference["weights"])
+
+
 @pytest.mark.parametrize("optimizer", LOADER_OPTIMIZERS)
 def test_a_dataloader_workload_reads_half_per_rank_and_trains_like_one_process(
     ranks: list[Results], single: Results, optimizer: str
