@@ -75,13 +75,18 @@ class WorkloadSettings:
     device: str = "auto"
     amp: str = "off"
     data_dir: str | None = None
+    #: Gradient accumulation: each batch a trial draws runs as this many micro-batches.
+    micro_batches: int = 1
 
     def run_config(self, optimizer: str, **settings: Any) -> RunConfig:
         """A run of ``optimizer`` on this problem (workload, epochs, batch, device, precision,
-        data), with ``settings`` (hyperparameters, seed, learning rate…) on top."""
-        problem = {"workload": self.name, "epochs": self.epochs, "batch_size": self.batch_size}
-        where = {"device": self.device, "amp": self.amp, "data_dir": self.data_dir}
-        return RunConfig(**{**problem, **where, "optimizer": optimizer, **settings})
+        data, micro-batches), with ``settings`` (hyperparameters, seed, learning rate…) on top."""
+        problem: dict[str, Any] = {
+            "workload": self.name, "epochs": self.epochs, "batch_size": self.batch_size,
+            "device": self.device, "amp": self.amp, "data_dir": self.data_dir,
+            "micro_batches": self.micro_batches,
+        }  # fmt: skip
+        return RunConfig(**{**problem, "optimizer": optimizer, **settings})
 
 
 @dataclass(frozen=True)
@@ -434,7 +439,8 @@ def _parse_workload(
     raw_workload = dict(_table(where, data, "workload"))
     _check_keys(
         f"{where} [workload]", raw_workload,
-        {"name", "epochs", "batch_size", "device", "amp", "data_dir", *timm_models.PARAMETERS},
+        {"name", "epochs", "batch_size", "device", "amp", "data_dir", "micro_batches",
+         *timm_models.PARAMETERS},
     )  # fmt: skip
     overridden: set[str] = set()
     for key, override in (
@@ -464,7 +470,7 @@ def _parse_workload(
         get_workload_info(workload.name)
     except (ValueError, TypeError) as error:  # TypeError: a name that is not a string
         raise _fail(at_workload("name"), str(error)) from None
-    for key in ("epochs", "batch_size"):
+    for key in ("epochs", "batch_size", "micro_batches"):
         value = getattr(workload, key)
         if value is not None and (not _is_count(value)):
             raise _fail(at_workload(key), f"{key} must be an integer >= 1, got {value!r}")

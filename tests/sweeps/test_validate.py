@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import looksam.sweeps.validate as validate_module
+from looksam.sweeps._trial import trial_configs
 from looksam.sweeps.spec import Dimension, SpecError, SweepSpec, load_spec, parse_spec
 from looksam.sweeps.validate import (
     MAX_POINTS,
@@ -224,3 +225,22 @@ def test_a_space_smaller_than_the_budget_is_refused_before_anything_runs() -> No
     )
     validate_trial_space(grid)  # a grid runs each point once anyway
     assert distinct_points(()) == 1  # nothing searched: one point, and one trial
+
+
+def test_micro_batches_are_checked_against_every_batch_a_trial_could_draw() -> None:
+    """Gradient accumulation: 32 micro-batches split a batch of 32 (the limit) but not of 16."""
+    tables = {
+        "workload": {"device": "cpu", "micro_batches": 32},
+        "optimizers": {"names": ["sam"]},
+        "space": {"common": {"batch_size": {"choices": [32, 64]}}},
+        "budget": {"n_trials": 2},
+    }
+    spec = parse_spec(tables, "s.toml")
+    validate_trial_space(spec)  # every drawable batch holds 32 micro-batches
+    assert {c.micro_batches for c in trial_configs(spec, "sam", {"batch_size": 64})} == {32}
+    tables["space"] = {"common": {"batch_size": {"choices": [16, 64]}}}
+    with pytest.raises(SpecError) as caught:
+        validate_trial_space(parse_spec(tables, "s.toml"))
+    line = _one_line_error(caught.value)
+    assert "sam with batch_size=16" in line
+    assert "32 micro-batches cannot split a batch of 16 examples per process" in line
