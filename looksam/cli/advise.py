@@ -22,6 +22,7 @@ from looksam.cli._console import (
     console,
     err_console,
     fail,
+    in_a_log,
     log_line,
     startup_seconds,
 )
@@ -56,7 +57,7 @@ class AdviseDisplay(QuietAdviseObserver):
         self._eta_at = 0.0  # the budget's elapsed seconds when the ETA was computed
         self._last_bench = 0
         self._phase = "advise"
-        self.log = not err_console.is_terminal  # a log: plain lines at least every 30 s
+        self.log = in_a_log()  # plain lines at least every 30 s
         self._pacer = LogPacer()
         self._bench_log: ProgressLog | None = None
 

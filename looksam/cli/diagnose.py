@@ -14,8 +14,8 @@ from looksam.cli._console import (
     ProgressLog,
     check_writable,
     console,
-    err_console,
     fail,
+    in_a_log,
     training_progress,
 )
 from looksam.diagnose.experiment import (
@@ -138,7 +138,7 @@ def diagnose(
     check_writable(json_path, "--json")
     what = f"SAM on {workload}"
     log = None
-    if not err_console.is_terminal:  # a log: the live bar is not drawn there
+    if in_a_log():  # plain lines on stderr: the live bar is not drawn in a log
         log = ProgressLog(f"diagnose: {what}", config.steps, "steps")
     with training_progress() as progress:
         task = progress.add_task(what, total=config.steps, status="")

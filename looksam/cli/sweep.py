@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from looksam.cli import _options as opt
-from looksam.cli._console import LogPacer, console, err_console, fail, log_line
+from looksam.cli._console import LogPacer, console, fail, in_a_log, log_line
 from looksam.cli.report import REPORTS_DIR, print_and_save
 from looksam.reports.leaderboard import format_params, has_results
 from looksam.reports.model import TrialPoint
@@ -78,7 +78,7 @@ class LiveDisplay:
 
     def __init__(self, spec: SweepSpec, clock: Callable[[], float] | None = None) -> None:
         self.spec = spec
-        self.log = not err_console.is_terminal
+        self.log = in_a_log()
         self.pacer = LogPacer(clock)
         self.studies = Progress(
             TextColumn("[bold]{task.description}"),

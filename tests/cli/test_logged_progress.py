@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from _logs import progress_lines
 from typer.testing import CliRunner
 
 from looksam.cli import _console
@@ -167,10 +168,6 @@ def _logged(*args: str, cwd: Path) -> str:
     return done.stderr
 
 
-def _progress_lines(stderr: str, phase: str) -> list[str]:
-    return [ln for ln in stderr.splitlines() if ln.startswith(phase) and " ETA " in ln]
-
-
 # bench and check in a log: tests/cli/test_narrow_tables.py runs them with both pipes and
 # checks their progress lines beside their tables (one real process each, not two).
 
@@ -180,7 +177,7 @@ def test_diagnose_in_a_log_says_its_steps_with_an_eta(tmp_path: Path) -> None:
     html = str(tmp_path / "d.html")
     stderr = _logged("diagnose", "-w", "digits-noisy", "--k", "1", "--steps", "12",
                      "--device", "cpu", "--html", html, cwd=tmp_path)  # fmt: skip
-    lines = _progress_lines(stderr, "diagnose: ")
+    lines = progress_lines(stderr, "diagnose: ")
     assert lines, stderr
     assert lines[-1].split(": ")[-1].startswith("12/12 steps"), stderr
 
@@ -193,4 +190,4 @@ def test_advise_in_a_log_says_its_cost_bench_with_an_eta(tmp_path: Path) -> None
     names = default_candidates(full_sam().name, DEFAULT_BASE)[:3]
     stderr = _logged("advise", "-w", "digits-noisy", "--budget", "10m", "--dry-run",
                      "--optimizers", ",".join(names), cwd=tmp_path)  # fmt: skip
-    assert _progress_lines(stderr, "cost bench: "), stderr
+    assert progress_lines(stderr, "cost bench: "), stderr

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _logs import progress_lines
 
 from looksam.optim import DEFAULT_BASE, list_optimizers
 from looksam.reports.terminal import TERMINAL_COLUMNS
@@ -52,11 +53,6 @@ def _narrow(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     )  # fmt: skip
 
 
-def _progress_lines(stderr: str, phase: str) -> list[str]:
-    """The plain progress lines a log shows for ``phase`` (``phase: 1/2 · 0s spent · ETA 0s``)."""
-    return [ln for ln in stderr.splitlines() if ln.startswith(phase) and " ETA " in ln]
-
-
 def _assert_reads_whole(stdout: str, words: list[str]) -> None:
     """Every line fits 80 columns, nothing is cut, and each word shows whole as one cell word."""
     lines = stdout.splitlines()
@@ -83,7 +79,7 @@ def test_bench_tables_read_whole_at_80_columns_in_a_pipe() -> None:
     profile = "ops plain look |θ| extra memory"
     _assert_reads_whole(done.stdout, [*names, *headers.split(), *profile.split()])
     # stderr is a pipe too (``2>&1 | tee``): the rounds show as plain lines with an ETA
-    assert _progress_lines(done.stderr, "timing synthetic-mlp"), done.stderr
+    assert progress_lines(done.stderr, "timing synthetic-mlp"), done.stderr
 
 
 def _baseline(tmp_path: Path, names: list[str]) -> Path:
@@ -107,7 +103,7 @@ def test_check_table_reads_whole_at_80_columns_in_a_pipe(tmp_path: Path) -> None
     headers = "workload optimizer metric baseline measured change limit verdict"
     _assert_reads_whole(done.stdout, [*names, "synthetic-mlp", "ratio", "samples/s",
                                       *headers.split()])  # fmt: skip
-    assert _progress_lines(done.stderr, "timing synthetic-mlp"), done.stderr  # as in a log
+    assert progress_lines(done.stderr, "timing synthetic-mlp"), done.stderr  # as in a log
 
 
 @pytest.mark.slow
