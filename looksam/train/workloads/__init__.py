@@ -12,6 +12,7 @@ from looksam.train.workloads import synthetic as _synthetic  # noqa: F401  (regi
 from looksam.train.workloads import timm_models as _timm  # noqa: F401  (timm:MODEL names)
 from looksam.train.workloads._base import (
     Batch,
+    IndexedBatch,
     TensorWorkload,
     Workload,
     WorkloadDataError,
@@ -27,6 +28,7 @@ from looksam.train.workloads.custom import custom_workload
 
 __all__ = [
     "Batch",
+    "IndexedBatch",
     "LoaderWorkload",
     "TensorWorkload",
     "Workload",

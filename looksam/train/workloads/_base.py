@@ -10,7 +10,7 @@ import abc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +18,14 @@ from torch import Tensor, nn
 from looksam.train.distributed import check_rank, rank_slice
 
 Batch = tuple[Tensor, Tensor]
+#: A training batch with each example's position in the training set: (x, y, index), where
+#: ``index`` is int64, on ``y``'s device, in 0 … ``num_train_examples`` - 1.
+IndexedBatch = tuple[Tensor, Tensor, Tensor]
+
+#: The methods that make a workload's training data (train_batches/train_share) and those that
+#: make it with sample ids (indexed_*): see :attr:`Workload.provides_sample_index`.
+_DATA_METHODS = ("train_batches", "train_share")
+_INDEX_METHODS = ("indexed_train_batches", "indexed_train_share")
 
 
 class WorkloadDataError(RuntimeError):
@@ -37,6 +45,27 @@ class WorkloadInfo:
     default_epochs: int
     default_batch_size: int
     default_lr: float
+    #: ``indexed_train_share`` gives each example's position (SAF's per-sample bank needs it).
+    provides_sample_index: bool = False
+    #: ``per_sample_loss`` gives the unreduced loss whose mean is ``loss`` (ESAM, K-SAM).
+    provides_per_sample_loss: bool = False
+
+
+def _owner(cls: type, names: tuple[str, ...]) -> int:
+    """Position in ``cls``'s MRO of the most derived class that defines one of ``names``."""
+    return next(i for i, c in enumerate(cls.__mro__) if any(n in vars(c) for n in names))
+
+
+class _Capability:
+    """A bool that reads the same on a workload class and on its instances (``Cls.flag``,
+    ``workload.flag``): what the classmethod ``hook`` of the class says (given the instance,
+    or None when read on the class)."""
+
+    def __init__(self, hook: str) -> None:
+        self.hook = hook
+
+    def __get__(self, instance: Workload | None, owner: type[Workload]) -> bool:
+        return bool(getattr(owner, self.hook)(instance))
 
 
 class Workload(abc.ABC):
@@ -56,6 +85,16 @@ class Workload(abc.ABC):
     default_batch_size: ClassVar[int] = 128
     default_lr: ClassVar[float] = 0.05  # for the SGD base; AdamW/LAMB use their registry defaults
     num_classes: ClassVar[int] = 10
+
+    #: Whether :meth:`indexed_train_share` gives sample ids: True where a class implements it
+    #: (``indexed_train_share`` or ``indexed_train_batches``) and no subclass below it changes
+    #: the training data (``train_batches``/``train_share``) without changing the ids too.
+    #: Read it on the class (before any data is loaded) or on an instance.
+    provides_sample_index = _Capability("_provides_sample_index")
+    #: Whether :meth:`per_sample_loss` matches :meth:`loss`: True where the class keeps the
+    #: default cross-entropy ``loss``, or overrides ``per_sample_loss`` wherever it overrides
+    #: ``loss`` (a subclass changing ``loss`` alone turns it off).
+    provides_per_sample_loss = _Capability("_provides_per_sample_loss")
 
     def __init__(self, data_dir: Path | None = None) -> None:
         if self.needs_data_dir and data_dir is None:
@@ -106,6 +145,44 @@ class Workload(abc.ABC):
         batches = self.train_batches(batch_size, generator)
         return batches if world_size == 1 else _sliced(batches, rank, world_size)
 
+    def indexed_train_batches(
+        self, batch_size: int, generator: torch.Generator
+    ) -> Iterator[IndexedBatch]:
+        """``train_batches`` with each example's position in the training set (int64, on
+        ``y``'s device): for the same generator state, the very batches ``train_batches`` yields.
+
+        Raises:
+            NotImplementedError: the workload gives no sample ids (``provides_sample_index``).
+        """
+        raise self._no_sample_index()
+
+    def _no_sample_index(self) -> NotImplementedError:
+        """The one-line error of a workload without sample ids (``provides_sample_index``)."""
+        return NotImplementedError(
+            f"workload {self.name} gives no sample ids (indexed_train_share): its class does "
+            "not implement them, or a subclass changes its training batches without them"
+        )
+
+    def indexed_train_share(
+        self, batch_size: int, generator: torch.Generator, rank: int, world_size: int
+    ) -> Iterator[IndexedBatch]:
+        """``train_share`` with sample ids: (x, y, index), ``index`` (int64, on ``y``'s device)
+        each example's position in the training set, 0 … ``num_train_examples`` - 1.
+
+        For the same generator state it yields exactly the batches ``train_share`` yields, in
+        the same order, so a run that asks for ids trains on the same data; a rank's ids are
+        sliced as its examples are. Check :attr:`provides_sample_index` before training.
+
+        Raises:
+            NotImplementedError: the workload gives no sample ids (one line saying so).
+            ValueError: a rank outside the world, or fewer examples per batch than ranks.
+        """
+        if not self.provides_sample_index:
+            raise self._no_sample_index()
+        check_train_share(batch_size, rank, world_size)
+        batches = self.indexed_train_batches(batch_size, generator)
+        return batches if world_size == 1 else _sliced(batches, rank, world_size)
+
     def eval_share(self, batch_size: int, rank: int, world_size: int) -> Iterator[Batch]:
         """This rank's contiguous share of every test batch; a rank whose share of the last,
         partial batch is empty skips it (evaluation only sums counts, so shares may differ)."""
@@ -114,8 +191,35 @@ class Workload(abc.ABC):
         return batches if world_size == 1 else _sliced(batches, rank, world_size)
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """Mean cross-entropy; override for other objectives."""
+        """Mean cross-entropy; override for other objectives (and :meth:`per_sample_loss` with
+        it, or ``provides_per_sample_loss`` turns False)."""
         return nn.functional.cross_entropy(logits, targets)
+
+    def per_sample_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Each example's loss, unreduced (shape [n]), whose mean is :meth:`loss`: here
+        cross-entropy with ``reduction="none"``.
+
+        Raises:
+            NotImplementedError: the class overrides ``loss`` but not this
+                (``provides_per_sample_loss`` is False).
+        """
+        if not self.provides_per_sample_loss:
+            raise NotImplementedError(
+                f"workload {self.name} gives no per-sample loss: it overrides loss() without "
+                "per_sample_loss()"
+            )
+        return nn.functional.cross_entropy(logits, targets, reduction="none")
+
+    @classmethod
+    def _provides_sample_index(cls, instance: Workload | None) -> bool:
+        """See :attr:`provides_sample_index`; overridable where the answer is not structural."""
+        ids = _owner(cls, _INDEX_METHODS)
+        return cls.__mro__[ids] is not Workload and ids <= _owner(cls, _DATA_METHODS)
+
+    @classmethod
+    def _provides_per_sample_loss(cls, instance: Workload | None) -> bool:
+        """See :attr:`provides_per_sample_loss`; overridable where the answer is not structural."""
+        return _owner(cls, ("per_sample_loss",)) <= _owner(cls, ("loss",))
 
     def check_batch_size(self, batch_size: int) -> None:
         """Refuse a batch that one epoch cannot fill (it would yield no step at all)."""
@@ -142,6 +246,8 @@ class Workload(abc.ABC):
             default_epochs=cls.default_epochs,
             default_batch_size=cls.default_batch_size,
             default_lr=cls.default_lr,
+            provides_sample_index=cls.provides_sample_index,
+            provides_per_sample_loss=cls.provides_per_sample_loss,
         )
 
 
@@ -183,11 +289,22 @@ class TensorWorkload(Workload):
         return len(self._train[0])
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+        for x, y, _ in self.indexed_train_batches(batch_size, generator):
+            yield x, y
+
+    def indexed_train_batches(
+        self, batch_size: int, generator: torch.Generator
+    ) -> Iterator[IndexedBatch]:
+        """The one definition of the training order: a permutation from ``generator``, cut into
+        full batches; each batch's ids are its slice of the permutation.
+
+        Subclasses that transform batches (augmentation) override this, not ``train_batches``.
+        """
         x, y = self._require(self._train)
-        order = torch.randperm(len(x), generator=generator).to(x.device)
+        order = torch.randperm(len(x), generator=generator).to(y.device)
         for start in range(0, len(x) - batch_size + 1, batch_size):
             idx = order[start : start + batch_size]
-            yield x[idx], y[idx]
+            yield x[idx], y[idx], idx
 
     def eval_batches(self, batch_size: int) -> Iterator[Batch]:
         x, y = self._require(self._test)
@@ -205,11 +322,15 @@ def check_train_share(batch_size: int, rank: int, world_size: int) -> None:
         )
 
 
-def _sliced(batches: Iterator[Batch], rank: int, world_size: int) -> Iterator[Batch]:
-    for x, y in batches:
-        part = rank_slice(len(y), rank, world_size)
+_B = TypeVar("_B", Batch, IndexedBatch)
+
+
+def _sliced(batches: Iterator[_B], rank: int, world_size: int) -> Iterator[_B]:
+    """This rank's contiguous share of every batch (every tensor of it cut alike)."""
+    for batch in batches:
+        part = rank_slice(len(batch[1]), rank, world_size)
         if part.stop > part.start:
-            yield x[part], y[part]
+            yield tuple(t[part] for t in batch)  # type: ignore[misc]
 
 
 _REGISTRY: dict[str, type[Workload]] = {}

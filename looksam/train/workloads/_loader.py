@@ -8,6 +8,9 @@ training item is drawn with torch's CPU generator, ``random`` and numpy seeded f
 seed and its index: N ranks on 1/N of every batch see the very inputs one process sees, whatever
 ``num_workers``. The loaders are built once and keep their workers across epochs; every epoch
 still draws a fresh order (and seed) from the generator.
+
+Every training item travels with its index in the training set, so ``indexed_train_share`` and
+``train_share`` read the same loader and the ids cannot drift from the examples they name.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler, get_worker_info
 
 from looksam.train.distributed import check_rank, rank_slice
-from looksam.train.workloads._base import Batch, Workload, check_train_share
+from looksam.train.workloads._base import Batch, IndexedBatch, Workload, check_train_share
 
 #: Item seeds are 32-bit: torch's CPU generator and numpy's legacy one use no more.
 _SEED_SPACE = 2**32
@@ -97,7 +100,8 @@ class SeededOrder(Sampler[tuple[int, int]]):
 
 
 class SeededItems(Dataset[Any]):
-    """``dataset[index]`` for a key (index, seed), drawn with the RNGs seeded by ``seed``.
+    """``(dataset[index], index)`` for a key (index, seed), the item drawn with the RNGs seeded
+    by ``seed``; the DataLoader collates the indices into an int64 tensor beside the batch.
 
     In a worker process the RNGs serve these items alone; in the main process
     (``num_workers=0``) they also drive dropout and the run's own draws, so they are restored,
@@ -110,10 +114,10 @@ class SeededItems(Dataset[Any]):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]  # map-style datasets have one
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Any, int]:
         return self.__getitems__([key])[0]
 
-    def __getitems__(self, keys: list[tuple[int, int]]) -> list[Any]:
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list[tuple[Any, int]]:
         """A batch share's items (the DataLoader's fetcher asks for them all at once)."""
         if get_worker_info() is not None:
             return [self._draw(index, seed) for index, seed in keys]
@@ -125,12 +129,12 @@ class SeededItems(Dataset[Any]):
             random.setstate(saved[1])
             np.random.set_state(saved[2])
 
-    def _draw(self, index: int, seed: int) -> Any:
+    def _draw(self, index: int, seed: int) -> tuple[Any, int]:
         # The CPU generator only: torch.manual_seed would also reseed the GPUs' (dropout there).
         torch.default_generator.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed)
-        return self.dataset[index]
+        return self.dataset[index], index
 
 
 #: What a loader is made of: the dataset and the sampler of this rank's shares.
@@ -141,7 +145,8 @@ class LoaderWorkload(Workload):
     """A workload whose two datasets are read through DataLoaders, in ``num_workers`` processes.
 
     Subclasses give the datasets; batches, rank shares and loaders are handled here. Override
-    :meth:`train_share` / :meth:`eval_share` (what the runner calls), not ``train_batches``.
+    :meth:`train_share` / :meth:`eval_share` (what the runner calls), not ``train_batches``; a
+    subclass overriding ``train_share`` alone gives no sample ids (``provides_sample_index``).
     """
 
     def __init__(self, data_dir: Path | None = None, *, num_workers: int = 0) -> None:
@@ -175,9 +180,35 @@ class LoaderWorkload(Workload):
     def eval_batches(self, batch_size: int) -> Iterator[Batch]:
         return self.eval_share(batch_size, 0, 1)
 
+    def indexed_train_batches(
+        self, batch_size: int, generator: torch.Generator
+    ) -> Iterator[IndexedBatch]:
+        return self.indexed_train_share(batch_size, generator, 0, 1)
+
     def train_share(
         self, batch_size: int, generator: torch.Generator, rank: int, world_size: int
     ) -> Iterator[Batch]:
+        return self._train_loader(batch_size, generator, rank, world_size, with_index=False)
+
+    def indexed_train_share(
+        self, batch_size: int, generator: torch.Generator, rank: int, world_size: int
+    ) -> Iterator[IndexedBatch]:
+        """This rank's share with each item's index: the keys of ``SeededOrder``, which the
+        training loader carries beside every item (in sampler order, whatever ``num_workers``).
+        """
+        if not self.provides_sample_index:
+            raise self._no_sample_index()
+        return self._train_loader(batch_size, generator, rank, world_size, with_index=True)
+
+    def _train_loader(
+        self,
+        batch_size: int,
+        generator: torch.Generator,
+        rank: int,
+        world_size: int,
+        *,
+        with_index: bool,
+    ) -> Iterator[Any]:
         check_train_share(batch_size, rank, world_size)
 
         def build() -> _Plan:
@@ -186,7 +217,8 @@ class LoaderWorkload(Workload):
             sampler = RankShareSampler(order, batch_size, rank, world_size, drop_last=True)
             return SeededItems(data), sampler
 
-        return self._batches("train", (batch_size, generator, rank, world_size), build)
+        loader = self._loader("train", (batch_size, generator, rank, world_size), build)
+        return self._indexed_to_device(loader, with_index)
 
     def eval_share(self, batch_size: int, rank: int, world_size: int) -> Iterator[Batch]:
         check_rank(rank, world_size)
@@ -196,11 +228,11 @@ class LoaderWorkload(Workload):
             keys = SequentialSampler(data)  # type: ignore[arg-type]
             return data, RankShareSampler(keys, batch_size, rank, world_size, drop_last=False)
 
-        return self._batches("eval", (batch_size, rank, world_size), build)
+        return self._to_device(self._loader("eval", (batch_size, rank, world_size), build))
 
-    def _batches(
+    def _loader(
         self, split: str, purpose: tuple[Any, ...], build: Callable[[], _Plan]
-    ) -> Iterator[Batch]:
+    ) -> DataLoader[Any]:
         pin = self._device.type == "cuda"  # pinned host memory: asynchronous copies
         key = (*purpose, self.num_workers, pin)
         held = self._loaders.get(split)
@@ -217,10 +249,22 @@ class LoaderWorkload(Workload):
                 generator=torch.Generator().manual_seed(0),
             )
             held = self._loaders[split] = (key, loader)
-        return self._to_device(held[1])
+        return held[1]
 
     def _to_device(self, loader: DataLoader[Any]) -> Iterator[Batch]:
         device = self._device
         non_blocking = device.type == "cuda"
         for x, y in loader:
             yield x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
+
+    def _indexed_to_device(self, loader: DataLoader[Any], with_index: bool) -> Iterator[Any]:
+        """(x, y, index) from the training loader's ((x, y), index); (x, y) without ids."""
+        device = self._device
+        non_blocking = device.type == "cuda"
+        for (x, y), index in loader:
+            x = x.to(device, non_blocking=non_blocking)
+            y = y.to(device, non_blocking=non_blocking)
+            if with_index:
+                yield x, y, index.to(device, non_blocking=non_blocking)
+            else:
+                yield x, y

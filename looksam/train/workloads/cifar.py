@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from looksam.train.workloads._base import (
     Batch,
+    IndexedBatch,
     TensorWorkload,
     WorkloadDataError,
     register_workload,
@@ -182,7 +183,10 @@ class Cifar10Workload(TensorWorkload):
             raise RuntimeError(f"{self.name}: call prepare(device) before asking for batches")
         return (images.float().div_(255.0) - self._mean) / self._std
 
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+    def indexed_train_batches(
+        self, batch_size: int, generator: torch.Generator
+    ) -> Iterator[IndexedBatch]:
+        """Augmented, normalised batches with their ids (``train_batches`` drops the ids)."""
         x, y = self._require(self._train)
         n = len(x)
         # Everything random for the epoch is drawn up front, in a fixed order, from the
@@ -198,7 +202,7 @@ class Cifar10Workload(TensorWorkload):
                 images = random_crop_flip(
                     images, shifts[start : start + batch_size], flips[start : start + batch_size]
                 )
-            yield self.normalize(images), y[idx]
+            yield self.normalize(images), y[idx], idx
 
     def eval_batches(self, batch_size: int) -> Iterator[Batch]:
         x, y = self._require(self._test)

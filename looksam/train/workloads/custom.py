@@ -34,14 +34,35 @@ Loss = Callable[[Tensor, Tensor], Tensor]
 
 
 class _Custom(Workload):
-    """What both data paths share: the user's model factory and loss."""
+    """What both data paths share: the user's model factory and losses.
+
+    Sample ids come from the data path (``TensorWorkload``/``LoaderWorkload``), unchanged.
+    """
 
     summary: ClassVar[str] = "a user's model and data (custom_workload)"
+    #: Which losses the user gave: set by custom_workload on the class it makes, so the
+    #: registry entry (``provides_per_sample_loss``) is right before anything is built.
+    user_loss: ClassVar[bool] = False
+    user_per_sample_loss: ClassVar[bool] = False
 
-    def __init__(self, *, model: Callable[[], nn.Module], loss: Loss | None) -> None:
+    def __init__(
+        self,
+        *,
+        model: Callable[[], nn.Module],
+        loss: Loss | None,
+        per_sample_loss: Loss | None = None,
+    ) -> None:
         super().__init__(None)
         self._model_factory = model
         self._loss = loss
+        self._per_sample_loss = per_sample_loss
+
+    @classmethod
+    def _provides_per_sample_loss(cls, instance: Workload | None) -> bool:
+        # Given per-sample losses, or cross-entropy for both; not a user loss alone.
+        if isinstance(instance, _Custom):
+            return instance._per_sample_loss is not None or instance._loss is None
+        return cls.user_per_sample_loss or not cls.user_loss
 
     def build_model(self) -> nn.Module:
         model = self._model_factory()
@@ -52,9 +73,27 @@ class _Custom(Workload):
         return model
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        if self._loss is None:
-            return super().loss(logits, targets)
-        return self._loss(logits, targets)
+        if self._loss is not None:
+            return self._loss(logits, targets)
+        if self._per_sample_loss is not None:
+            return self.per_sample_loss(logits, targets).mean()
+        return super().loss(logits, targets)
+
+    def per_sample_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        if self._per_sample_loss is None:
+            if self._loss is not None:
+                raise NotImplementedError(
+                    f"workload {self.name} gives no per-sample loss: custom_workload got loss= "
+                    "without per_sample_loss="
+                )
+            return super().per_sample_loss(logits, targets)
+        losses = self._per_sample_loss(logits, targets)
+        if losses.shape != (len(targets),):
+            raise ValueError(
+                f"workload {self.name}: per_sample_loss returned shape {tuple(losses.shape)}, "
+                f"not ({len(targets)},): one unreduced loss per example"
+            )
+        return losses
 
 
 class CustomTensorWorkload(_Custom, TensorWorkload):
@@ -62,9 +101,15 @@ class CustomTensorWorkload(_Custom, TensorWorkload):
     batches are drawn there in the order the run's generator gives (no loader)."""
 
     def __init__(
-        self, *, model: Callable[[], nn.Module], loss: Loss | None, train: Batch, test: Batch
+        self,
+        *,
+        model: Callable[[], nn.Module],
+        loss: Loss | None,
+        train: Batch,
+        test: Batch,
+        per_sample_loss: Loss | None = None,
     ) -> None:
-        super().__init__(model=model, loss=loss)
+        super().__init__(model=model, loss=loss, per_sample_loss=per_sample_loss)
         self._tensors = (train, test)
 
     def load_tensors(self) -> tuple[Batch, Batch]:
@@ -87,8 +132,9 @@ class CustomLoaderWorkload(_Custom, LoaderWorkload):
         train: Dataset[Any],
         test: Dataset[Any],
         num_workers: int,
+        per_sample_loss: Loss | None = None,
     ) -> None:
-        super().__init__(model=model, loss=loss)
+        super().__init__(model=model, loss=loss, per_sample_loss=per_sample_loss)
         self._train_set = train
         self._test_set = test
         self.num_workers = num_workers  # checked by custom_workload
@@ -109,6 +155,7 @@ def custom_workload(
     batch_size: int,
     epochs: int,
     loss: Loss | None = None,
+    per_sample_loss: Loss | None = None,
     target_accuracy: float | None = None,
     num_classes: int | None = None,
     lr: float = Workload.default_lr,
@@ -124,10 +171,17 @@ def custom_workload(
         train, test: map-style datasets. Two ``TensorDataset``\\ s of (inputs, integer labels)
             are moved to the device whole and batched there; any other dataset is read through
             a ``DataLoader``. Either way the training order comes from the run's seeded
-            generator and the last partial batch is dropped.
+            generator, the last partial batch is dropped, and each example's position in
+            ``train`` is its sample id (``indexed_train_share``, which SAF's bank needs).
         batch_size, epochs: the defaults (``--batch-size``, ``--epochs`` override them).
-        loss: ``loss(logits, labels)`` [default: mean cross-entropy]. Accuracy is the share of
-            test examples whose arg-max logit is the label.
+        loss: ``loss(logits, labels)`` [default: mean cross-entropy, or the mean of
+            ``per_sample_loss`` when only that is given]. Accuracy is the share of test
+            examples whose arg-max logit is the label.
+        per_sample_loss: ``per_sample_loss(logits, labels)``, one unreduced loss per example
+            (shape [n]) whose mean is ``loss``; methods that weigh or select examples (ESAM,
+            K-SAM) need it. [default: cross-entropy with ``reduction="none"`` when ``loss`` is
+            not given either; with a ``loss`` alone the workload has none, and
+            ``provides_per_sample_loss`` is False so such methods are refused up front].
         target_accuracy: test accuracy counted as reached for time-to-target (None: none).
         num_classes: outputs of the model [default: ``len(train.classes)``, or the largest
             label + 1 of ``train.targets`` or of the TensorDatasets' labels]; the divergence
@@ -164,8 +218,11 @@ def custom_workload(
             raise ValueError(
                 f"custom_workload: {what} must be an integer >= {lowest}, got {value!r}"
             )
-    if loss is not None and not callable(loss):
-        raise TypeError(f"custom_workload: loss must be callable, got {type(loss).__name__}")
+    for what, function in (("loss", loss), ("per_sample_loss", per_sample_loss)):
+        if function is not None and not callable(function):
+            raise TypeError(
+                f"custom_workload: {what} must be callable, got {type(function).__name__}"
+            )
     if target_accuracy is not None and not 0.0 < target_accuracy <= 1.0:
         raise ValueError(
             f"custom_workload: target_accuracy must be in (0, 1], got {target_accuracy!r}"
@@ -188,13 +245,28 @@ def custom_workload(
         "default_batch_size": batch_size,
         "default_lr": float(lr),
         "num_classes": num_classes,
+        "user_loss": loss is not None,
+        "user_per_sample_loss": per_sample_loss is not None,
         "__module__": __name__,
     }
     if tensors is not None:
         cls = type("CustomTensorWorkload", (CustomTensorWorkload,), attrs)
-        return cls(model=model, loss=loss, train=tensors[0], test=tensors[1])
+        return cls(
+            model=model,
+            loss=loss,
+            per_sample_loss=per_sample_loss,
+            train=tensors[0],
+            test=tensors[1],
+        )
     loader_cls = type("CustomLoaderWorkload", (CustomLoaderWorkload,), attrs)
-    return loader_cls(model=model, loss=loss, train=train, test=test, num_workers=num_workers)
+    return loader_cls(
+        model=model,
+        loss=loss,
+        per_sample_loss=per_sample_loss,
+        train=train,
+        test=test,
+        num_workers=num_workers,
+    )
 
 
 def _tensor_pairs(train: Dataset[Any], test: Dataset[Any]) -> tuple[Batch, Batch] | None:

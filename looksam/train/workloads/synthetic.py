@@ -5,7 +5,9 @@ They time the optimizer step alone, with no input pipeline and no data on disk, 
 ``measures_accuracy`` is False and the runner never evaluates them.
 
 The data set is a small pool (``pool_batches`` batches at the default batch size) generated once
-with a fixed seed and reused every epoch, so memory stays bounded whatever the run length.
+with a fixed seed and reused every epoch, so memory stays bounded whatever the run length. An
+example's position in the pool is its sample id (``indexed_train_share``); a batch larger than
+the pool is drawn with replacement, so there an id may appear more than once in the batch.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from looksam.train.workloads._base import Batch, Workload, register_workload
+from looksam.train.workloads._base import Batch, IndexedBatch, Workload, register_workload
 from looksam.train.workloads.cifar import cifar_resnet18, cifar_vit_tiny
 
 #: Fixed: the data is part of the (throughput) problem, identical for every optimizer.
@@ -55,6 +57,13 @@ class SyntheticWorkload(Workload):
         self._y = torch.randint(0, self.num_classes, (n,), generator=generator, device=device)
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+        for x, y, _ in self.indexed_train_batches(batch_size, generator):
+            yield x, y
+
+    def indexed_train_batches(
+        self, batch_size: int, generator: torch.Generator
+    ) -> Iterator[IndexedBatch]:
+        """Batches of the pool with their positions in it (the one definition of the order)."""
         if self._x is None or self._y is None:
             raise RuntimeError(f"{self.name}: call prepare(device) before asking for batches")
         x, y = self._x, self._y
@@ -67,7 +76,7 @@ class SyntheticWorkload(Workload):
             order = torch.randperm(n, generator=generator).to(x.device)
         for start in range(0, max(n, batch_size) - batch_size + 1, batch_size):
             idx = order[start : start + batch_size]
-            yield x[idx], y[idx]
+            yield x[idx], y[idx], idx
 
     def check_batch_size(self, batch_size: int) -> None:
         """Any batch size works: larger than the pool is drawn with replacement."""
