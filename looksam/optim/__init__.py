@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from looksam.optim import _builtins  # noqa: F401  (registers the built-in entries)
 from looksam.optim._base import SharpnessAwareOptimizer
+from looksam.optim._contract import FORWARD_ONLY_PASS, BatchClosure, LossTermMethod
 from looksam.optim._registry import (
     DEFAULT_BASE,
     DEFAULT_OPTIMIZER,
@@ -29,11 +30,14 @@ from looksam.optim._registry import (
 )
 from looksam.optim.aesam import AESAM, AELookSAM
 from looksam.optim.bn import frozen_bn_stats
+from looksam.optim.esam import ESAM
 from looksam.optim.gsam import GSAM
+from looksam.optim.ksam import KSAM
 from looksam.optim.late_phase import LatePhaseSAM
 from looksam.optim.layer_looksam import LayerLookSAM
 from looksam.optim.looksam import LookSAM
 from looksam.optim.msam import MSAM
+from looksam.optim.saf import MESA, SAF
 from looksam.optim.sam import SAM
 from looksam.optim.samk import SAMk
 
@@ -41,15 +45,22 @@ __all__ = [
     "AESAM",
     "DEFAULT_BASE",
     "DEFAULT_OPTIMIZER",
+    "ESAM",
+    "FORWARD_ONLY_PASS",
     "GSAM",
+    "KSAM",
     "LINEUPS",
+    "MESA",
     "MSAM",
+    "SAF",
     "SAM",
     "AELookSAM",
+    "BatchClosure",
     "HyperParameter",
     "LatePhaseSAM",
     "LayerLookSAM",
     "LookSAM",
+    "LossTermMethod",
     "OptimizerInfo",
     "SAMk",
     "SharpnessAwareOptimizer",

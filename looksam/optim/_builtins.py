@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from looksam.optim._contract import FORWARD_ONLY_PASS
 from looksam.optim._registry import (
     HyperParameter,
     OptimizerInfo,
@@ -192,6 +193,65 @@ def _late_phase_passes(hp: Mapping[str, Any]) -> tuple[float, float]:
     cost = 2.0 - hp["start_fraction"]
     return cost, cost
 
+
+def _make_esam(base: Optimizer, hp: Mapping[str, Any]) -> Optimizer:
+    from looksam.optim.esam import ESAM
+
+    return ESAM(base, rho=hp["rho"], beta=hp["beta"], gamma=hp["gamma"])
+
+
+def _esam_passes(hp: Mapping[str, Any]) -> tuple[float, float]:
+    """g on the batch, a forward-only pass at w + ε, g_s on a share γ of the batch."""
+    cost = 1.0 + FORWARD_ONLY_PASS + hp["gamma"]
+    return cost, cost
+
+
+def _make_ksam(base: Optimizer, hp: Mapping[str, Any]) -> Optimizer:
+    from looksam.optim.ksam import KSAM
+
+    return KSAM(base, rho=hp["rho"], fraction=hp["fraction"])
+
+
+def _ksam_passes(hp: Mapping[str, Any]) -> tuple[float, float]:
+    """A forward-only ranking pass, then g and g_s on a share κ of the batch."""
+    cost = FORWARD_ONLY_PASS + 2.0 * hp["fraction"]
+    return cost, cost
+
+
+def _make_saf(base: Optimizer, hp: Mapping[str, Any]) -> Optimizer:
+    from looksam.optim.saf import SAF
+
+    return SAF(base, **{k: hp[k] for k in ("weight", "temperature", "lag", "start_epoch")})
+
+
+def _make_mesa(base: Optimizer, hp: Mapping[str, Any]) -> Optimizer:
+    from looksam.optim.saf import MESA
+
+    return MESA(base, **{k: hp[k] for k in ("weight", "temperature", "decay", "start_epoch")})
+
+
+def _fraction(name: str, default: float, help: str, search: tuple[float, float]) -> HyperParameter:
+    return HyperParameter(name, default, 0.01, 1.0, help=help, search=search, sensitivity=True)
+
+
+#: SAF's and MESA's trajectory loss (Du et al., NeurIPS 2022; the authors' scripts' defaults).
+_TRAJECTORY = (
+    HyperParameter(
+        "weight",
+        0.3,
+        0.0,
+        None,
+        help="weight λ of the trajectory (KL) loss",
+        search=(0.05, 1.0),
+        log=True,
+        sensitivity=True,
+    ),
+    HyperParameter("temperature", 5.0, 0.1, None, help="temperature τ of the softened outputs"),
+    HyperParameter(
+        "start_epoch", 5, 0, None, kind="int", help="first epoch (from 0) with the loss term"
+    ),
+)
+_SAF_PAPER = "Du et al., NeurIPS 2022"
 
 _LOOKSAM_PAPER = "Liu et al., CVPR 2022"
 
@@ -396,6 +456,99 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         per_rank_perturbation=True,
         fixed_schedule=False,
         needs_total_steps=True,
+    ),
+    OptimizerInfo(
+        name="esam",
+        display_name="ESAM",
+        colour="#AA4499",
+        summary="ESAM: ε on a random share β of the weights, g_s on the sharpest γ of the batch",
+        paper="Du et al., ICLR 2022",
+        factory=_make_esam,
+        hyperparameters=(
+            _hp_rho(),
+            _fraction("beta", 0.6, "share β of the weights SWP perturbs", (0.3, 1.0)),
+            _fraction("gamma", 0.5, "share γ of the batch in the second pass", (0.2, 1.0)),
+        ),
+        passes=_esam_passes,
+        cost_formula="1 + ⅓ + γ",
+        wraps_base=True,
+        cuda_graphs=False,
+        sam_role="approximation",
+        grad_scaler=False,  # the per-example selection under a moving loss scale is untested
+        needs_per_sample_loss=True,
+    ),
+    OptimizerInfo(
+        name="ksam",
+        display_name="K-SAM",
+        colour="#117733",
+        summary="K-SAM: both SAM passes on the share κ of the batch with the highest loss",
+        paper="Ni et al., arXiv:2210.12864, 2022",
+        factory=_make_ksam,
+        hyperparameters=(
+            _hp_rho(),
+            _fraction("fraction", 0.5, "share κ of the batch both passes run on", (0.1, 1.0)),
+        ),
+        passes=_ksam_passes,
+        cost_formula="⅓ + 2κ",
+        wraps_base=True,
+        cuda_graphs=False,
+        sam_role="approximation",
+        grad_scaler=False,
+        needs_per_sample_loss=True,
+    ),
+    OptimizerInfo(
+        name="saf",
+        display_name="SAF",
+        colour="#999933",
+        summary="SAF: the base step plus a KL loss to each example's outputs Ẽ epochs ago",
+        paper=_SAF_PAPER,
+        factory=_make_saf,
+        hyperparameters=(
+            *_TRAJECTORY,
+            HyperParameter(
+                "lag",
+                3,
+                1,
+                None,
+                kind="int",
+                help="epochs Ẽ back to the reference outputs",
+                search=(1, 5),
+            ),
+        ),
+        cost_formula="1",
+        wraps_base=True,
+        sam_role="approximation",
+        fixed_schedule=False,  # the term starts at start_epoch: timing windows switch it on
+        adds_loss_term=True,
+        needs_sample_index=True,
+        memory_formula="(Ẽ + 1)·C logits + (Ẽ + 1) epoch stamps per training example",
+    ),
+    OptimizerInfo(
+        name="mesa",
+        display_name="MESA",
+        colour="#88CCEE",
+        summary="MESA: the base step plus a KL loss to an EMA model's outputs",
+        paper=_SAF_PAPER,
+        factory=_make_mesa,
+        hyperparameters=(
+            *_TRAJECTORY,
+            HyperParameter(
+                "decay",
+                0.999,
+                0.0,
+                1.0,
+                high_open=True,
+                help="EMA decay δ per step",
+                search=(0.99, 0.9999),
+            ),
+        ),
+        passes=fixed_passes(1.0 + FORWARD_ONLY_PASS),
+        cost_formula="1 + ⅓",
+        wraps_base=True,
+        sam_role="approximation",
+        fixed_schedule=False,
+        adds_loss_term=True,
+        memory_formula="one copy of the model's parameters and buffers",
     ),
 )
 

@@ -160,11 +160,27 @@ class OptimizerInfo:
     cuda_graphs: bool = True
     #: A base optimizer whose learning rate the workloads tune (they ship an SGD rate).
     uses_workload_lr: bool = False
+    #: The training-method contract (``looksam.optim._contract``): what it needs from the loop.
+    #: Per-example losses through a BatchClosure that can run a pass on a subset (ESAM, K-SAM).
+    needs_per_sample_loss: bool = False
+    #: A loss term of its own, added on every pass: the optimizer is a LossTermMethod (SAF, MESA).
+    adds_loss_term: bool = False
+    #: Each example's position in the training set, given to its loss term (SAF's output bank).
+    needs_sample_index: bool = False
+    #: The state it keeps beyond the base optimizer, as people write it ("" : none worth naming).
+    memory_formula: str = ""
 
     @property
     def label(self) -> str:
         """The name reports print."""
         return self.display_name or self.name
+
+    @property
+    def drop_in(self) -> bool:
+        """Whether ``step(closure)`` with a plain closure is all it needs: no per-example losses,
+        no loss term (see ``looksam.optim._contract``). Any training loop, a framework's
+        included, can drive such an entry unchanged; the others need the loop's side too."""
+        return not (self.needs_per_sample_loss or self.adds_loss_term)
 
     @property
     def takes_k(self) -> bool:
@@ -258,6 +274,15 @@ def _check_info(info: OptimizerInfo) -> None:
     for base in info.bases:
         if base not in _REGISTRY or _REGISTRY[base].wraps_base:
             raise ValueError(f"{where}: {base!r} is not a registered base optimizer")
+    if info.needs_sample_index and not info.adds_loss_term:
+        raise ValueError(
+            f"{where}: needs_sample_index gives the ids to a loss term: set adds_loss_term too"
+        )
+    if (info.needs_per_sample_loss or info.adds_loss_term) and not info.wraps_base:
+        raise ValueError(
+            f"{where}: a method that needs per-example losses or adds a loss term wraps a base "
+            "optimizer (wraps_base=True)"
+        )
     low, high = info.pass_range()
     if not 0 < low <= high:
         raise ValueError(f"{where}: passes per step must satisfy 0 < fewest <= most")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import itertools
 import json
 import math
 import os
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from looksam.optim import LookSAM, SharpnessAwareOptimizer, create_optimizer, frozen_bn_stats
+from looksam.optim._contract import FORWARD_ONLY_PASS, LossTermMethod
 from looksam.optim._registry import get_optimizer_info, resolve_base
 from looksam.train.distributed import (
     DistContext,
@@ -42,7 +44,12 @@ from looksam.train.distributed import (
     init_distributed,
 )
 from looksam.train.timing import spread_looks, synchronize
-from looksam.train.workloads import Workload, create_workload, get_workload_info
+from looksam.train.workloads import (
+    Workload,
+    WorkloadInfo,
+    create_workload,
+    get_workload_info,
+)
 
 AMP_MODES = ("off", "bf16", "fp16")
 #: Whose gradient a data-parallel look step perturbs with: the all-reduced one, or each rank's.
@@ -123,7 +130,9 @@ class RunResult:
     status: str  # "ok" | "diverged" | "oom"
     message: str
     steps: int
-    forward_backward_passes: int
+    #: Forward-backward passes over the whole batch: a pass over a subset counts its share of
+    #: the batch, a forward-only pass ``FORWARD_ONLY_PASS`` of that (ESAM, K-SAM, MESA).
+    forward_backward_passes: float
     train_seconds: float  # every training step, evaluation excluded (AlgoPerf)
     warmup_seconds: float  # the part of it spent in the first ``timing_warmup_steps`` steps
     samples_per_second: float  # after the warm-up steps
@@ -141,6 +150,8 @@ class RunResult:
     world_size: int = 1  # processes the run was split across
     per_rank_samples_per_second: tuple[float, ...] = ()  # each rank's own slice, by rank
     rank: int = 0  # which process returned this result; only rank 0's is printed and written
+    #: State the method keeps beyond the base optimizer, in bytes (SAF's bank, MESA's EMA model).
+    method_memory: dict[str, int] = field(default_factory=dict)
 
     @property
     def is_main(self) -> bool:
@@ -292,6 +303,7 @@ def validate_config(config: RunConfig, world_size: int = 1) -> None:
             "would see its own overflows in the unsynchronised first pass and the loss scales "
             "would drift apart; use --amp bf16 or --perturbation global"
         )
+    _check_contract(config, info, world_size)
     if isinstance(config.replica_check_every, bool) or config.replica_check_every < 0:
         raise ValueError(
             f"replica check interval must be an integer >= 0 (0 never checks), "
@@ -332,6 +344,30 @@ def validate_config(config: RunConfig, world_size: int = 1) -> None:
         total_steps=1,  # any valid length: the run's own is known once the data is loaded
         **_optimizer_kwargs(config, info.default_lr),
     )
+
+
+def _check_contract(config: RunConfig, workload: WorkloadInfo, world_size: int) -> None:
+    """What the method needs from the loop (``looksam.optim._contract``), the workload gives."""
+    method = get_optimizer_info(config.optimizer)
+    name = config.optimizer
+    if method.needs_per_sample_loss and not workload.provides_per_sample_loss:
+        raise ValueError(
+            f"{name} needs each example's loss, which workload {config.workload} does not give "
+            "(its loss is its own): give custom_workload a per_sample_loss= too, or override "
+            "Workload.per_sample_loss"
+        )
+    if method.needs_sample_index and not workload.provides_sample_index:
+        raise ValueError(
+            f"{name} needs each example's position in the training set (sample ids), which "
+            f"workload {config.workload} does not give: build it with custom_workload (datasets "
+            "give ids) or implement Workload.indexed_train_batches"
+        )
+    if method.needs_sample_index and world_size > 1:
+        raise ValueError(
+            f"{name} keeps a bank of each example's past outputs, which a data-parallel run "
+            "would split across processes that see different examples every epoch: run it in "
+            "one process"
+        )
 
 
 def _check_micro_batches(config: RunConfig, default_batch_size: int, world_size: int) -> None:
@@ -423,7 +459,21 @@ class TrainingSession:
             **_optimizer_kwargs(config, info.default_lr),
         )
         self.sam = self.optimizer if isinstance(self.optimizer, SharpnessAwareOptimizer) else None
-        self.base_optimizer = self.sam.base if self.sam is not None else self.optimizer
+        #: A method with a loss term of its own (SAF, MESA): added to the loss on every pass.
+        self.loss_term = self.optimizer if isinstance(self.optimizer, LossTermMethod) else None
+        wrapper = self.sam or self.loss_term
+        self.base_optimizer = wrapper.base if wrapper is not None else self.optimizer
+        method = get_optimizer_info(config.optimizer)
+        #: The passes run through a BatchClosure (per-example losses, subsets) for ESAM, K-SAM.
+        self.per_example = method.needs_per_sample_loss
+        #: Batches carry each example's position in the training set (SAF's bank).
+        self.with_index = method.needs_sample_index
+        if self.loss_term is not None:
+            self.loss_term.attach(
+                model,
+                num_examples=self.workload.num_train_examples,
+                steps_per_epoch=self.steps_per_epoch,
+            )
         #: Per-rank perturbation: the first pass of a look step skips DDP's all-reduce.
         self.local_first_pass = (
             dist is not None and self.sam is not None and config.perturbation == "per-rank"
@@ -431,7 +481,7 @@ class TrainingSession:
         if self.local_first_pass and isinstance(self.optimizer, LookSAM):
             assert dist is not None
             self.optimizer.sync_gv = dist.average_  # g_v from a local g: average it
-        self.passes = 0
+        self.passes = 0.0
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _warmup_cosine(self.total_steps, config.warmup_fraction)
         )
@@ -459,11 +509,12 @@ class TrainingSession:
         whatever its rule does in a short window at the start. ``share`` None: the registry's
         expectation. Optimizers with a fixed schedule are left alone."""
         info = get_optimizer_info(self.config.optimizer)
-        if self.sam is None or info.fixed_schedule:
+        wrapper = self.sam or self.loss_term
+        if wrapper is None or info.fixed_schedule:
             return
         if share is None:
             share = info.second_pass_share(self.config.hyperparameters)
-        self.sam.replay_look_schedule(spread_looks(share, period))
+        wrapper.replay_look_schedule(spread_looks(share, period))
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.config.amp == "off":
@@ -477,63 +528,94 @@ class TrainingSession:
         return x
 
     def train_step(
-        self, x: Tensor, y: Tensor, after_backward: Callable[[], None] | None = None
+        self,
+        x: Tensor,
+        y: Tensor,
+        index: Tensor | None = None,
+        *,
+        after_backward: Callable[[], None] | None = None,
     ) -> Tensor:
         """One optimizer step on one batch; returns the first pass's loss (detached).
 
-        ``after_backward`` runs after every backward pass (g, then g_s on a look step), when
-        the parameters' ``.grad`` hold that pass's gradient: measurements such as ``diagnose``
-        read them there instead of re-implementing the step.
+        ``index``: each example's position in the training set, for a method that needs it
+        (:meth:`batches` yields it then). ``after_backward`` runs after every backward pass (g,
+        then g_s on a look step), when the parameters' ``.grad`` hold that pass's gradient:
+        measurements such as ``diagnose`` read them there instead of re-implementing the step.
         """
         x = self._prepare_input(x)
         sam = self.sam
         if sam is not None and self.rho_warmup_steps:
             sam.rho = self.rho_target * min(1.0, (sam.steps_done + 1) / self.rho_warmup_steps)
+        batch = len(y)
 
-        # Gradient accumulation: the mean loss over the batch is the size-weighted sum of the
-        # micro-batches' mean losses, so their backward passes add up to the batch's gradient.
-        chunks = [(x, y)]
-        if self.micro_batches > 1:
-            n = self.micro_batches
-            parts = zip(x.tensor_split(n), y.tensor_split(n), strict=True)
-            chunks = [(xs, ys) for xs, ys in parts if len(ys)]  # a short last batch: fewer
-
-        def closure() -> Tensor:
-            self.optimizer.zero_grad(set_to_none=True)
+        def run_pass(rows: Tensor | None, backward: bool) -> Tensor:
+            """Forward (and backward) on the examples ``rows`` of the batch (None: all of it), as
+            a batch of their own, split into micro-batches; the detached losses, one per example
+            (per-example methods) or their mean."""
+            xs, ys, ids = (x, y, index) if rows is None else (x[rows], y[rows], _take(index, rows))
+            if backward:
+                self.optimizer.zero_grad(set_to_none=True)
             perturbed = sam is not None and sam.in_second_pass
             # Per-rank perturbation: the first pass of a look step keeps g local to this rank.
             local = self.local_first_pass and sam is not None and sam.is_look_step
-            local = local and not perturbed
-            losses = []
-            for index, (xs, ys) in enumerate(chunks):
-                last = index == len(chunks) - 1
+            local = backward and local and not perturbed
+            losses: list[Tensor] = []
+            parts = _micro_batches(len(ys), self.micro_batches)
+            for number, part in enumerate(parts):
+                last = number == len(parts) - 1
                 with contextlib.ExitStack() as stack:
                     # forward *and* backward under no_sync, or DDP syncs: kept local on the
                     # per-rank first pass, and synced once, with the last micro-batch, otherwise
-                    if self.ddp is not None and (local or not last):
+                    if self.ddp is not None and backward and (local or not last):
                         stack.enter_context(self.ddp.no_sync())
-                    with frozen_bn_stats(self.model, enabled=perturbed), self._autocast():
-                        loss = self.workload.loss(self.forward(xs), ys)
-                    if len(chunks) > 1:
-                        loss = loss * (len(ys) / len(y))
-                    if self.scaler is not None:
-                        self.scaler.scale(loss).backward()
-                    else:
-                        loss.backward()
-                losses.append(loss.detach())
-            self.passes += 1
-            if after_backward is not None:
+                    if not backward:
+                        stack.enter_context(torch.no_grad())
+                    # BatchNorm's running statistics learn from the training pass at w only
+                    frozen = perturbed or not backward
+                    with frozen_bn_stats(self.model, enabled=frozen), self._autocast():
+                        loss, per_example = self._loss(xs[part], ys[part], _take(ids, part))
+                    if len(parts) > 1:  # the batch's mean: each micro-batch weighted by its size
+                        loss = loss * (len(ys[part]) / len(ys))
+                    if backward:
+                        scaled = loss if self.scaler is None else self.scaler.scale(loss)
+                        scaled.backward()
+                losses.append((loss if per_example is None else per_example).detach())
+            self.passes += len(ys) / batch * (1.0 if backward else FORWARD_ONLY_PASS)
+            if backward and after_backward is not None:
                 after_backward()
+            if self.per_example:
+                return torch.cat(losses)
             return losses[0] if len(losses) == 1 else torch.stack(losses).sum()
 
+        def closure() -> Tensor:
+            return run_pass(None, True)
+
+        def batch_closure(subset: Tensor | None = None, *, backward: bool = True) -> Tensor:
+            return run_pass(subset, backward)
+
+        step_closure = batch_closure if self.per_example else closure
         if self.scaler is None:
-            loss: Tensor = self.optimizer.step(closure)  # type: ignore[arg-type,assignment]
+            loss: Tensor = self.optimizer.step(step_closure)  # type: ignore[arg-type,assignment]
         else:
-            loss = self._fp16_step(closure)
+            loss = self._fp16_step(step_closure)
         self.scheduler.step()
         return loss
 
-    def _fp16_step(self, closure: Callable[[], Tensor]) -> Tensor:
+    def _loss(self, x: Tensor, y: Tensor, index: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The mean loss of one micro-batch (with the method's own term), and the per-example
+        losses when the method asked for them."""
+        logits = self.forward(x)
+        per_example = None
+        if self.per_example:
+            per_example = self.workload.per_sample_loss(logits, y)
+            loss = per_example.mean()
+        else:
+            loss = self.workload.loss(logits, y)
+        if self.loss_term is not None:
+            loss = loss + self.loss_term.loss_term(x, logits, index)
+        return loss, per_example
+
+    def _fp16_step(self, closure: Callable[..., Tensor]) -> Tensor:
         scaler = self.scaler
         assert scaler is not None
         if self.sam is None:
@@ -585,25 +667,43 @@ class TrainingSession:
         """(rank, world size) of this process: (0, 1) outside a data-parallel run."""
         return (0, 1) if self.dist is None else (self.dist.rank, self.dist.world_size)
 
-    def batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def batches(self) -> Iterator[tuple[Tensor, ...]]:
         """Training batches, epoch after epoch; the caller decides when to stop.
 
+        Each is ``(x, y)``, or ``(x, y, index)`` for a method that needs each example's position
+        in the training set: ``train_step(*batch)`` takes either.
         Data-parallel: this rank's contiguous slice of every global batch, so the ranks' slices
         together are exactly the batch one process would train on. The workload produces the
         slice (``Workload.train_share``): a DataLoader-fed one decodes nothing else.
         """
         rank, world = self._place()
+        share = self.workload.indexed_train_share if self.with_index else self.workload.train_share
         while True:
             empty = True
-            for x, y in self.workload.train_share(self.batch_size, self.generator, rank, world):
+            for batch in share(self.batch_size, self.generator, rank, world):
                 empty = False
-                yield x, y
+                yield batch
             if empty:  # a workload that cannot fill one batch would otherwise spin forever
                 raise RuntimeError(f"{self.workload.name} produced an epoch without a batch")
 
 
 #: Offset between ranks' seeds for randomness inside the forward pass (dropout, drop-path).
 _RANK_SEED_STRIDE = 1_000_003
+
+
+def _take(tensor: Tensor | None, rows: Tensor | slice) -> Tensor | None:
+    return None if tensor is None else tensor[rows]
+
+
+def _micro_batches(size: int, count: int) -> list[slice]:
+    """``count`` contiguous, near-equal slices of ``size`` examples (fewer if it is smaller):
+    gradient accumulation's micro-batches, as ``tensor_split`` would cut them."""
+    count = max(1, min(count, size))
+    base, extra = divmod(size, count)
+    bounds = [0]
+    for i in range(count):
+        bounds.append(bounds[-1] + base + (1 if i < extra else 0))
+    return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
 def _warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
@@ -864,12 +964,12 @@ def _train(session: TrainingSession, progress: ProgressCallback | None) -> RunRe
         while step < session.total_steps:
             if step == fail_step:
                 os._exit(1)  # the FAIL_AT test hook: die as a crashed rank would
-            x, y = next(batches)
+            batch = next(batches)
             timed = active.steps
             if timed is not None:
                 passes_before = session.passes
                 timed.begin()
-            loss_sum += session.train_step(x, y).float()
+            loss_sum += session.train_step(*batch).float()
             if timed is not None:
                 timed.end(look=session.passes - passes_before > 1)
             loss_count += 1
@@ -952,4 +1052,5 @@ def _train(session: TrainingSession, progress: ProgressCallback | None) -> RunRe
         world_size=1 if dist is None else dist.world_size,
         per_rank_samples_per_second=per_rank,
         rank=0 if dist is None else dist.rank,
+        method_memory=session.loss_term.memory_bytes() if session.loss_term is not None else {},
     )

@@ -32,7 +32,8 @@ BATCHES_PER_EPOCH, EPOCHS = 6, 2
 STEPS = BATCHES_PER_EPOCH * EPOCHS  # the recipes' LookSAM (k = 5) looks at steps 0, 5 and 10
 
 #: Every registered optimizer that wraps a base optimizer: what the recipes are written for.
-WRAPPERS = [info.name for info in list_optimizers() if info.wraps_base]
+#: What a framework's loop can drive: the contract's methods need the harness's own loop.
+WRAPPERS = [info.name for info in list_optimizers() if info.wraps_base and info.drop_in]
 
 
 def recipe_python(heading: str) -> str:

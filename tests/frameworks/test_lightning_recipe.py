@@ -39,7 +39,7 @@ from looksam.optim import get_optimizer_info, list_optimizers
 LOOKING = [
     i.name
     for i in list_optimizers()
-    if i.wraps_base and i.fixed_schedule and i.pass_range()[1] > 1
+    if i.wraps_base and i.drop_in and i.fixed_schedule and i.pass_range()[1] > 1
 ]
 
 

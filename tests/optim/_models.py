@@ -75,6 +75,33 @@ def build_closure(
     return closure
 
 
+def build_batch_closure(model: nn.Module, opt: Any, x: Tensor, y: Tensor) -> Any:
+    """The BatchClosure contract (``looksam.optim.BatchClosure``) over an MSE regression batch:
+    per-example losses of the rows ``subset``, their mean back-propagated when ``backward``."""
+
+    def closure(subset: Tensor | None = None, *, backward: bool = True) -> Tensor:
+        xs, ys = (x, y) if subset is None else (x[subset], y[subset])
+        if not backward:
+            with torch.no_grad():
+                return ((model(xs) - ys) ** 2).mean(dim=1)
+        opt.zero_grad()
+        losses = ((model(xs) - ys) ** 2).mean(dim=1)
+        losses.mean().backward()
+        return losses.detach()
+
+    return closure
+
+
+def closure_for(name: str, model: nn.Module, opt: Any, x: Tensor, y: Tensor) -> Any:
+    """The closure registry entry ``name`` is driven with: a BatchClosure when it needs
+    per-example losses, torch's plain one otherwise."""
+    from looksam.optim import get_optimizer_info
+
+    if get_optimizer_info(name).needs_per_sample_loss:
+        return build_batch_closure(model, opt, x, y)
+    return build_closure(model, opt, x, y)
+
+
 def snapshot(model: nn.Module) -> list[Tensor]:
     """Detached copies of every parameter, in ``model.parameters()`` order."""
     return [p.detach().clone() for p in model.parameters()]

@@ -12,22 +12,27 @@ import torch
 
 import looksam
 import looksam.optim
-from looksam.optim import SharpnessAwareOptimizer, create_optimizer, list_optimizers
+from looksam.optim import (
+    LossTermMethod,
+    SharpnessAwareOptimizer,
+    create_optimizer,
+    list_optimizers,
+)
 
 #: Constructor arguments that are not hyperparameters (what it wraps, the run's length, how its
 #: scalars are kept, the DDP hook).
-NOT_HYPERPARAMETERS = {"self", "base", "total_steps", "scalars", "sync_gv"}
+NOT_HYPERPARAMETERS = {"self", "base", "total_steps", "scalars", "sync_gv", "seed"}
 
 
 def _public_optimizer_classes() -> dict[str, type]:
-    """Every public SharpnessAwareOptimizer subclass defined under looksam/optim."""
+    """Every public SharpnessAwareOptimizer or LossTermMethod subclass under looksam/optim."""
     found: dict[str, type] = {}
     for module_info in pkgutil.iter_modules(looksam.optim.__path__):
         module = importlib.import_module(f"looksam.optim.{module_info.name}")
         for name, value in vars(module).items():
             if (
                 inspect.isclass(value)
-                and issubclass(value, SharpnessAwareOptimizer)
+                and issubclass(value, SharpnessAwareOptimizer | LossTermMethod)
                 and value.__module__ == module.__name__
                 and not name.startswith("_")
             ):
@@ -44,11 +49,11 @@ def test_every_public_optimizer_class_is_exported_from_looksam_and_looksam_optim
             assert name in package.__all__, f"{package.__name__}.__all__ lacks {name}"
 
 
-def _built(name: str) -> SharpnessAwareOptimizer:
+def _built(name: str) -> torch.optim.Optimizer:
     param = torch.nn.Parameter(torch.zeros(2))
     base = "adamw" if name == "msam" else None  # MSAM needs a momentum: AdamW has one
     opt = create_optimizer(name, [param], base=base, total_steps=100)
-    assert isinstance(opt, SharpnessAwareOptimizer)
+    assert isinstance(opt, SharpnessAwareOptimizer | LossTermMethod)
     return opt
 
 

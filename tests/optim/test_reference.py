@@ -50,6 +50,10 @@ REFERENCE_MODULES = {
     "aesam": "test_aesam",
     "aelooksam": "test_aesam",
     "latesam": "test_late_phase",
+    "esam": "test_esam",
+    "ksam": "test_ksam",
+    "saf": "test_saf",
+    "mesa": "test_saf",
 }
 
 

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 import torch
+from _models import closure_for
 from torch import nn
 
 import looksam
-from looksam import AESAM, GSAM, MSAM, AELookSAM, LatePhaseSAM
+from looksam import AESAM, ESAM, GSAM, KSAM, MESA, MSAM, SAF, AELookSAM, LatePhaseSAM
 from looksam.optim import (
     SAM,
     LayerLookSAM,
@@ -27,6 +28,7 @@ from looksam.optim import (
 NAMES = [
     *("sgd", "adamw", "lamb"),
     *("sam", "samk", "looksam", "layerlooksam", "msam", "aesam", "aelooksam", "gsam", "latesam"),
+    *("esam", "ksam", "saf", "mesa"),
 ]
 WRAPPER_CLASSES = {
     "sam": SAM,
@@ -38,6 +40,10 @@ WRAPPER_CLASSES = {
     "aelooksam": AELookSAM,
     "gsam": GSAM,
     "latesam": LatePhaseSAM,
+    "esam": ESAM,
+    "ksam": KSAM,
+    "saf": SAF,
+    "mesa": MESA,
 }
 CASES = [
     (info.name, base)
@@ -76,7 +82,7 @@ def test_create_and_step(
         assert not isinstance(opt, SharpnessAwareOptimizer)
     before = [p.detach().clone() for p in model.parameters()]
     x, y = make_batch()
-    loss = opt.step(make_closure(model, opt, x, y))
+    loss = opt.step(closure_for(name, model, opt, x, y))
     assert torch.isfinite(loss)
     for p, w in zip(model.parameters(), before, strict=True):
         assert torch.isfinite(p).all()

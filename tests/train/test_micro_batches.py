@@ -1,7 +1,8 @@
 """Gradient accumulation: a batch run as micro-batches inside the closure trains as the batch.
 
-Every pass of every SAM-family entry (g, g_s, any reuse) must see the whole batch's gradient,
-so N micro-batches must give the weights one batch gives, up to float32 summation order.
+Every pass of every SAM-family entry (g, g_s, any reuse, a subset's pass) must see the whole
+batch's gradient, and ESAM and K-SAM must pick their examples across the whole batch, so N
+micro-batches must give the weights one batch gives, in float64 up to summation order.
 """
 
 from __future__ import annotations
@@ -13,23 +14,40 @@ from typer.testing import CliRunner
 from looksam.cli.app import app
 from looksam.optim import get_optimizer_info, list_optimizers
 from looksam.train.runner import RunConfig, TrainingSession, validate_config
+from looksam.train.workloads._base import Batch
+from looksam.train.workloads.digits import DigitsNoisy
 
 SAM_FAMILY = [info.name for info in list_optimizers() if info.wraps_base]
 BATCH = 60
 STEPS = 4  # with k = 2: look, reuse, look, reuse
 
 
-def _trained(optimizer: str, micro_batches: int) -> tuple[list[torch.Tensor], list[float], int]:
-    """Weights, per-step losses and passes after STEPS steps on one fixed batch of digits-noisy
-    (an MLP without BatchNorm, so the micro-batches' statistics cannot differ)."""
-    k = {"k": 2} if get_optimizer_info(optimizer).takes_k else {}
+class Digits64(DigitsNoisy):
+    """digits-noisy in float64: an MLP without BatchNorm, so micro-batches' statistics cannot
+    differ, and a batch-mean loss."""
+
+    def load_tensors(self) -> tuple[Batch, Batch]:
+        (x_tr, y_tr), (x_te, y_te) = super().load_tensors()
+        return (x_tr.double(), y_tr), (x_te.double(), y_te)
+
+    def build_model(self) -> torch.nn.Module:
+        return super().build_model().double()
+
+
+def _trained(optimizer: str, micro_batches: int) -> tuple[list[torch.Tensor], list[float], float]:
+    """Weights, per-step losses and passes after STEPS steps on one fixed batch; the loss-term
+    methods start their term at once (start_epoch 0), SAF with a one-epoch-old bank."""
+    info = get_optimizer_info(optimizer)
+    names = {hp.name for hp in info.hyperparameters}
+    hp = {"k": 2} if info.takes_k else {}
+    hp.update({"start_epoch": 0} if "start_epoch" in names else {})
     config = RunConfig(
-        workload="digits-noisy", optimizer=optimizer, hyperparameters=k, batch_size=BATCH,
+        workload="digits-noisy", optimizer=optimizer, hyperparameters=hp, batch_size=BATCH,
         seed=0, device="cpu", micro_batches=micro_batches,
     )  # fmt: skip
-    session = TrainingSession(config)
-    x, y = next(session.batches())
-    losses = [float(session.train_step(x, y)) for _ in range(STEPS)]
+    session = TrainingSession(config, workload=Digits64())
+    batch = next(session.batches())
+    losses = [float(session.train_step(*batch)) for _ in range(STEPS)]
     weights = [p.detach().clone() for p in session.model.parameters()]
     return weights, losses, session.passes
 
@@ -40,9 +58,9 @@ def test_micro_batches_train_as_the_whole_batch(optimizer: str, micro_batches: i
     whole, whole_losses, whole_passes = _trained(optimizer, 1)
     split, split_losses, split_passes = _trained(optimizer, micro_batches)
     assert split_passes == whole_passes  # a pass is a pass, however many micro-batches
-    assert split_losses == pytest.approx(whole_losses, rel=1e-5)  # the batch's mean loss
+    assert split_losses == pytest.approx(whole_losses, rel=1e-12)  # the batch's mean loss
     for a, b in zip(whole, split, strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
 
 
 def test_a_mean_of_unequal_micro_batches_is_weighted_by_their_sizes() -> None:
