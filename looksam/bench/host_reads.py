@@ -134,11 +134,11 @@ class HostReadCounter:
 
         return read
 
-    def _closure(self, closure: Callable[[], Any]) -> Callable[[], Any]:
-        def uncounted() -> Any:
+    def _closure(self, closure: Callable[..., Any]) -> Callable[..., Any]:
+        def uncounted(*args: Any, **kwargs: Any) -> Any:  # a BatchClosure's too
             self._pause()
             try:
-                return closure()
+                return closure(*args, **kwargs)
             finally:
                 self._resume()
 

@@ -30,6 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from looksam.bench.suite import SuiteSpec, _suite_config
+from looksam.optim import LossTermMethod
 from looksam.train.runner import TrainingSession
 
 #: Steps profiled per optimizer after warm-up: enough for k = 5 to show a look and a plain step.
@@ -137,14 +138,16 @@ def _traffic(
 
 
 def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes of the distinct storages in the optimizer's state (and its base's, for a wrapper)."""
+    """Bytes of the distinct storages in the optimizer's state (and its base's, for a wrapper),
+    plus what a loss-term method keeps outside it (SAF's bank, MESA's EMA model)."""
+    kept = optimizer.memory_bytes() if isinstance(optimizer, LossTermMethod) else {}
     storages: dict[int, int] = {}
     for opt in _optimizer_chain(optimizer):
         for t in tree_leaves(list(opt.state.values())):
             if isinstance(t, torch.Tensor) and t.numel() > 0:
                 storage = t.untyped_storage()
                 storages[storage.data_ptr()] = storage.nbytes()
-    return sum(storages.values())
+    return sum(storages.values()) + sum(kept.values())
 
 
 def _optimizer_chain(optimizer: torch.optim.Optimizer) -> Iterator[torch.optim.Optimizer]:
@@ -160,12 +163,14 @@ def _counted_closure(
     """Wraps ``optimizer.step`` so the closure it calls is not counted as the step's own ops."""
 
     def wrap_step(step: Callable[..., Any]) -> Callable[..., Any]:
-        def counted(closure: Callable[[], Any] | None = None, *args: Any, **kwargs: Any) -> Any:
-            def uncounted() -> Any:
-                calls[0] += 1
+        def counted(closure: Callable[..., Any] | None = None, *args: Any, **kwargs: Any) -> Any:
+            def uncounted(*closure_args: Any, **closure_kwargs: Any) -> Any:
+                calls[0] += 1  # a BatchClosure's subset and forward-only passes count too
                 counter.in_closure = True
                 try:
-                    return closure() if closure is not None else None
+                    return (
+                        closure(*closure_args, **closure_kwargs) if closure is not None else None
+                    )
                 finally:
                     counter.in_closure = False
 

@@ -15,6 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from looksam.bench.profile import format_bytes
 from looksam.cli import _options as opt
 from looksam.cli._console import (
     USAGE_ERROR,
@@ -75,9 +76,10 @@ def build_result_table(result: RunResult) -> Table:
         ("train time (eval excluded)", f"{result.train_seconds:.2f} s"),
         ("throughput", f"{result.samples_per_second:,.0f} samples/s"),
         ("median step", f"{result.median_step_seconds * 1e3:.2f} ms"),
-        ("steps / fwd-bwd passes", f"{result.steps} / {result.forward_backward_passes}"),
+        ("steps / fwd-bwd passes", f"{result.steps} / {result.forward_backward_passes:.6g}"),
         ("second-pass steps", _fmt_pct(result.second_pass_fraction)),
         *_parallel_rows(result),
+        *_memory_rows(result),
         (
             "time to target",
             "-"
@@ -89,6 +91,16 @@ def build_result_table(result: RunResult) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+def _memory_rows(result: RunResult) -> list[tuple[str, str]]:
+    """What the method keeps beyond the base optimizer (SAF's bank, MESA's EMA model)."""
+    if not result.method_memory:
+        return []
+    parts = [f"{name} {format_bytes(size)}" for name, size in result.method_memory.items()]
+    if result.method_bytes_per_example:
+        parts.append(f"{format_bytes(result.method_bytes_per_example)} per training example")
+    return [("method memory", ", ".join(parts))]
 
 
 def _parallel_rows(result: RunResult) -> list[tuple[str, str]]:

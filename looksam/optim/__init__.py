@@ -31,12 +31,14 @@ from looksam.optim._registry import (
 from looksam.optim.aesam import AESAM, AELookSAM
 from looksam.optim.bn import frozen_bn_stats
 from looksam.optim.esam import ESAM
+from looksam.optim.grst import GRST
 from looksam.optim.gsam import GSAM
 from looksam.optim.ksam import KSAM
 from looksam.optim.late_phase import LatePhaseSAM
 from looksam.optim.layer_looksam import LayerLookSAM
 from looksam.optim.looksam import LookSAM
 from looksam.optim.msam import MSAM
+from looksam.optim.rwp import RWP
 from looksam.optim.saf import MESA, SAF
 from looksam.optim.sam import SAM
 from looksam.optim.samk import SAMk
@@ -47,11 +49,13 @@ __all__ = [
     "DEFAULT_OPTIMIZER",
     "ESAM",
     "FORWARD_ONLY_PASS",
+    "GRST",
     "GSAM",
     "KSAM",
     "LINEUPS",
     "MESA",
     "MSAM",
+    "RWP",
     "SAF",
     "SAM",
     "AELookSAM",

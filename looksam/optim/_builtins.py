@@ -253,6 +253,33 @@ _TRAJECTORY = (
 )
 _SAF_PAPER = "Du et al., NeurIPS 2022"
 
+
+def _make_grst(base: Optimizer, hp: Mapping[str, Any], *, total_steps: int) -> Optimizer:
+    from looksam.optim.grst import GRST
+
+    # The linear schedule; p_start == p_end (the defaults) is the constant one.
+    return GRST(
+        base, rho=hp["rho"], p_start=hp["p_start"], p_end=hp["p_end"], total_steps=total_steps
+    )
+
+
+def _grst_passes(hp: Mapping[str, Any]) -> tuple[float, float]:
+    """1 + p(t) passes in expectation; over a linear schedule 1 + (p_start + p_end)/2."""
+    cost = 1.0 + (hp["p_start"] + hp["p_end"]) / 2.0
+    return cost, cost
+
+
+def _make_rwp(base: Optimizer, hp: Mapping[str, Any]) -> Optimizer:
+    from looksam.optim.rwp import RWP
+
+    return RWP(base, gamma=hp["gamma"])
+
+
+def _probability(name: str, help: str) -> HyperParameter:
+    # p = 0.5 throughout: the paper's headline cost, 1.5 passes per step.
+    return HyperParameter(name, 0.5, 0.0, 1.0, help=help, search=(0.1, 0.9), sensitivity=True)
+
+
 _LOOKSAM_PAPER = "Liu et al., CVPR 2022"
 
 _BUILT_IN: tuple[OptimizerInfo, ...] = (
@@ -549,6 +576,53 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         fixed_schedule=False,
         adds_loss_term=True,
         memory_formula="one copy of the model's parameters and buffers",
+    ),
+    OptimizerInfo(
+        name="grst",
+        display_name="G-RST",
+        colour="#661100",
+        summary="G-RST: SAM on the steps a coin picks with a scheduled probability p(t)",
+        paper="Zhao, Zhang & Hu, arXiv:2203.09962, 2022",
+        factory=_make_grst,
+        hyperparameters=(
+            _hp_rho(),
+            _probability("p_start", "probability p of a SAM step at the first step"),
+            _probability("p_end", "probability p of a SAM step at the last step (linear)"),
+        ),
+        passes=_grst_passes,
+        cost_formula="1 + (p₀ + p₁)/2",
+        wraps_base=True,
+        cuda_graphs=False,
+        sam_role="approximation",
+        per_rank_perturbation=True,  # the coin is known before the first pass, equal on all ranks
+        needs_total_steps=True,
+        fixed_schedule=False,  # a coin: timing windows replay the expected share
+    ),
+    OptimizerInfo(
+        name="rwp",
+        display_name="RWP",
+        colour="#6699CC",
+        summary="RWP: the gradient at w + ε, ε Gaussian with std γ·‖filter‖; one pass",
+        paper="Li et al., arXiv:2211.11489, 2022 (single-device form)",
+        factory=_make_rwp,
+        hyperparameters=(
+            # γ = 0.01: the official code's default and CIFAR recipe (ImageNet: 0.005).
+            HyperParameter(
+                "gamma",
+                0.01,
+                0.0,
+                None,
+                help="noise std γ relative to each filter's norm",
+                search=(0.002, 0.05),
+                log=True,
+                sensitivity=True,
+            ),
+        ),
+        cost_formula="1",
+        wraps_base=True,
+        cuda_graphs=False,
+        sam_role="approximation",
+        memory_formula="one copy of the parameters (the noise buffer)",
     ),
 )
 

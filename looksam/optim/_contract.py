@@ -24,7 +24,9 @@ Costs stay in one unit, forward-backward passes over the whole batch: a pass ove
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from fractions import Fraction
 from typing import Any, Protocol
 
 import torch
@@ -52,13 +54,28 @@ class BatchClosure(Protocol):
     def __call__(self, subset: Tensor | None = None, *, backward: bool = True) -> Tensor: ...
 
 
+def subset_size(fraction: float, size: int) -> int:
+    """⌊fraction·size + ½⌋, at least one and at most ``size``, read from the fraction as written:
+    0.58 of 25 is 14.5, so 15, although the double nearest 0.58 is a hair below it."""
+    half_up = Fraction(repr(float(fraction))) * size + Fraction(1, 2)
+    return min(size, max(1, math.floor(half_up)))
+
+
 def largest(scores: Tensor, fraction: float) -> Tensor:
-    """Positions of the ⌊fraction·n + ½⌋ largest ``scores`` (at least one), on their device.
+    """Positions of the :func:`subset_size` largest ``scores``, on their device.
 
     No value is read back to the host: the count comes from the length, the choice from ``topk``.
     """
-    count = min(len(scores), max(1, int(fraction * len(scores) + 0.5)))
-    return torch.topk(scores, count, sorted=False).indices
+    return torch.topk(scores, subset_size(fraction, len(scores)), sorted=False).indices
+
+
+def check_per_example(losses: Tensor, reference: Tensor) -> None:
+    """Raise ValueError unless a BatchClosure returned one loss per example, as before."""
+    if losses.dim() != 1 or losses.shape != reference.shape:
+        raise ValueError(
+            "a BatchClosure must return one loss per example of the pass (shape "
+            f"{tuple(reference.shape)} here), got shape {tuple(losses.shape)}"
+        )
 
 
 def check_fraction(name: str, value: float, meaning: str) -> float:
@@ -103,6 +120,10 @@ class LossTermMethod(Optimizer):
     def memory_bytes(self) -> dict[str, int]:
         """The state it keeps beyond the base optimizer's, by name, in bytes (reports show it)."""
         return {}
+
+    def bytes_per_example(self) -> int:
+        """The part of that state that grows with the training set, per example (0: none)."""
+        return 0
 
     def replay_look_schedule(self, looks: Any) -> None:
         """Timing only: with any schedule, the term is on in every step, whatever the epoch.

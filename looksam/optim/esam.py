@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from looksam.optim._base import Bucket, Hook, SharpnessAwareOptimizer, call_or_undo
-from looksam.optim._contract import BatchClosure, check_fraction, largest
+from looksam.optim._contract import BatchClosure, check_fraction, check_per_example, largest
 from looksam.optim._foreach import Scalar, add_scaled, safe_ratio
 
 
@@ -109,11 +109,15 @@ class ESAM(SharpnessAwareOptimizer):
         if unscale is not None:
             unscale()
         self.first_step()
-        after = call_or_undo(lambda: batch_closure(None, backward=False), self.abandon_look_step)
-        sharpest = largest(after - before, self.gamma)
-        call_or_undo(lambda: batch_closure(sharpest, backward=True), self.abandon_look_step)
+        call_or_undo(lambda: self._sharpest_pass(batch_closure, before), self.abandon_look_step)
         self.second_step(base_step)
         return before.mean()
+
+    def _sharpest_pass(self, closure: BatchClosure, before: Tensor) -> None:
+        """At w + ε: rank the batch by ℓ_i(w + ε) − ℓ_i(w), then g_s on the sharpest share γ."""
+        after = closure(None, backward=False)
+        check_per_example(after, before)
+        closure(largest(after - before, self.gamma), backward=True)
 
     def _perturbed_weights(self, buckets: list[Bucket], grad_norm: Scalar) -> list[list[Tensor]]:
         """w + (ρ/β)·m ⊙ g/‖g‖ per bucket, out of place; m drawn afresh every step."""

@@ -116,13 +116,12 @@ class RWP(SharpnessAwareOptimizer):
     pass (built out of place, ``param.data`` pointed at it and then back at w's own storage), so
     after ``step()`` the parameters hold w exactly.
 
-    1-D parameters (biases, normalisation weights) and 0-D ones. ``vector_scale="element"`` (the
-    default) treats each entry as a filter of its own: std γ·|w_j|. ``"tensor"`` is the official
-    code's rule: std γ·(‖w‖ + 1e-16) for the whole tensor (this implementation leaves out the
-    1e-16, so a zero tensor gets no noise). The paper's own text on 1-D parameters could not be
-    read when this was written (only its abstract: "filter-wise random weight perturbations"),
-    so the default is the reading this package was asked to follow (one filter per output
-    unit), not checked against the paper; ``"tensor"`` reproduces the official code.
+    1-D parameters (biases, normalisation weights) and 0-D ones. ``vector_scale="tensor"`` (the
+    default) is the official code's rule: std γ·(‖w‖ + 1e-16) for the whole tensor (this
+    implementation leaves out the 1e-16, so a zero tensor gets no noise). ``"element"`` treats
+    each entry as a filter of its own: std γ·|w_j|. The paper's own text on 1-D parameters could
+    not be read when this was written (only its abstract: "filter-wise random weight
+    perturbations"), so the default follows the only concrete source, the official code.
 
     Defaults and sources: γ = 0.01, the official code's default (``--gamma``, "Perturbation
     magnitude gamma for RWP") and its CIFAR recipe (``recipes/run_rwp_ddp.sh``); its ImageNet
@@ -184,7 +183,7 @@ class RWP(SharpnessAwareOptimizer):
         base: Optimizer,
         *,
         gamma: float = 0.01,
-        vector_scale: str = "element",
+        vector_scale: str = "tensor",
         seed: int | None = None,
         scalars: str = "auto",
     ) -> None:

@@ -31,6 +31,9 @@ from torch.optim import Optimizer
 
 from looksam.optim._contract import LossTermMethod, tensor_bytes
 
+#: The epoch stamp of a bank row never written.
+_NEVER = torch.iinfo(torch.int64).min
+
 
 def _check_number(name: str, value: float, *, positive: bool, meaning: str) -> float:
     bad = isinstance(value, bool) or not isinstance(value, numbers.Real)
@@ -126,7 +129,7 @@ class SAF(_TrajectoryLoss):
         self.lag = _check_int("lag", lag, 1, "how many epochs back the reference outputs are")
         self.num_examples = 0
         self.bank: Tensor | None = None  # (Ẽ + 1, N, C) logits
-        self.written: Tensor | None = None  # (Ẽ + 1, N): the epoch each row was written, or -1
+        self.written: Tensor | None = None  # (Ẽ + 1, N): the epoch each row was written in
 
     def attach(self, model: nn.Module, *, num_examples: int, steps_per_epoch: int) -> None:
         del model
@@ -161,16 +164,24 @@ class SAF(_TrajectoryLoss):
         self.bank = torch.zeros(
             slots, self.num_examples, classes, dtype=dtype, device=logits.device
         )
+        # "never": no epoch e − Ẽ matches it, not even −1 in epoch Ẽ − 1
         self.written = torch.full(
-            (slots, self.num_examples), -1, dtype=torch.int64, device=logits.device
+            (slots, self.num_examples), _NEVER, dtype=torch.int64, device=logits.device
         )
 
     def memory_bytes(self) -> dict[str, int]:
-        """The bank's size in all and per training example."""
+        """The bank's size (logits and epoch stamps); empty until the first pass allocates it."""
         if self.bank is None or self.written is None:
             return {}
-        total = tensor_bytes([self.bank, self.written])
-        return {"output bank": total, "output bank per example": total // self.num_examples}
+        return {"output bank": tensor_bytes([self.bank, self.written])}
+
+    def bytes_per_example(self) -> int:
+        """(Ẽ + 1) logits and (Ẽ + 1) epoch stamps for each training example."""
+        if self.bank is None or self.written is None:
+            return 0
+        return (self.bank[:, 0].numel() * self.bank.element_size()) + (
+            self.written[:, 0].numel() * self.written.element_size()
+        )
 
     def _extra_state(self) -> dict[str, Any]:
         return {"bank": self.bank, "written": self.written, "num_examples": self.num_examples}

@@ -152,6 +152,8 @@ class RunResult:
     rank: int = 0  # which process returned this result; only rank 0's is printed and written
     #: State the method keeps beyond the base optimizer, in bytes (SAF's bank, MESA's EMA model).
     method_memory: dict[str, int] = field(default_factory=dict)
+    #: The part of it that grows with the training set, per training example (SAF's bank).
+    method_bytes_per_example: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -1027,6 +1029,7 @@ def _train(session: TrainingSession, progress: ProgressCallback | None) -> RunRe
     accuracies = [h.test_accuracy for h in history if h.test_accuracy is not None]
     samples_per_second = timed_steps * session.batch_size / clock.total if clock.total else 0.0
     per_rank: tuple[float, ...] = ()
+    term = session.loss_term
     if dist is not None:
         local = timed_steps * session.local_batch_size / clock.total if clock.total else 0.0
         per_rank = tuple(row[0] for row in dist.gather_floats([local]))
@@ -1052,5 +1055,6 @@ def _train(session: TrainingSession, progress: ProgressCallback | None) -> RunRe
         world_size=1 if dist is None else dist.world_size,
         per_rank_samples_per_second=per_rank,
         rank=0 if dist is None else dist.rank,
-        method_memory=session.loss_term.memory_bytes() if session.loss_term is not None else {},
+        method_memory=term.memory_bytes() if term is not None else {},
+        method_bytes_per_example=term.bytes_per_example() if term is not None else 0,
     )

@@ -64,6 +64,7 @@ def _train(
             value.copy_(initial[key])
     info = get_optimizer_info(name)
     hp: dict[str, Any] = {"k": 2} if info.takes_k else {}
+    torch.manual_seed(0)  # the random methods (RWP, G-RST) seed their own generators from it
     opt = create_optimizer(name, net, base="sgd", total_steps=STEPS, lr=0.05, **hp)
     assert isinstance(opt, SharpnessAwareOptimizer)
     if not info.fixed_schedule:

@@ -237,15 +237,6 @@ def test_subset_size(fraction: float, n: int, count: int) -> None:
     assert [None if s is None else len(s) for s, _ in calls] == [None, count, count]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "largest() takes int(fraction * n + 0.5) in binary floating point: at an exact decimal "
-        "half-way point (0.58 * 25 = 14.5) binary 0.58 is a hair below, so it keeps 14 where "
-        "⌊κn + ½⌋ on the decimal κ is 15 (late_phase.switch_step_for takes the decimal, exactly)"
-    ),
-)
 @pytest.mark.parametrize(("fraction", "n"), [(0.58, 25), (0.29, 50), (0.35, 90), (0.7, 45)])
 def test_subset_size_at_decimal_half_way_points(fraction: float, n: int) -> None:
     exact = max(1, math.floor(Fraction(repr(fraction)) * n + Fraction(1, 2)))

@@ -21,7 +21,10 @@ from looksam.optim import (
 
 #: Constructor arguments that are not hyperparameters (what it wraps, the run's length, how its
 #: scalars are kept, the DDP hook).
-NOT_HYPERPARAMETERS = {"self", "base", "total_steps", "scalars", "sync_gv", "seed"}
+NOT_HYPERPARAMETERS = {
+    *("self", "base", "total_steps", "scalars", "sync_gv"),
+    *("seed", "schedule", "vector_scale"),  # how, not how much: not searched
+}
 
 
 def _public_optimizer_classes() -> dict[str, type]:

@@ -54,6 +54,8 @@ REFERENCE_MODULES = {
     "ksam": "test_ksam",
     "saf": "test_saf",
     "mesa": "test_saf",
+    "grst": "test_grst",
+    "rwp": "test_rwp",
 }
 
 

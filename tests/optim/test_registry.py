@@ -12,7 +12,19 @@ from _models import closure_for
 from torch import nn
 
 import looksam
-from looksam import AESAM, ESAM, GSAM, KSAM, MESA, MSAM, SAF, AELookSAM, LatePhaseSAM
+from looksam import (
+    AESAM,
+    ESAM,
+    GRST,
+    GSAM,
+    KSAM,
+    MESA,
+    MSAM,
+    RWP,
+    SAF,
+    AELookSAM,
+    LatePhaseSAM,
+)
 from looksam.optim import (
     SAM,
     LayerLookSAM,
@@ -28,7 +40,7 @@ from looksam.optim import (
 NAMES = [
     *("sgd", "adamw", "lamb"),
     *("sam", "samk", "looksam", "layerlooksam", "msam", "aesam", "aelooksam", "gsam", "latesam"),
-    *("esam", "ksam", "saf", "mesa"),
+    *("esam", "ksam", "saf", "mesa", "grst", "rwp"),
 ]
 WRAPPER_CLASSES = {
     "sam": SAM,
@@ -44,6 +56,8 @@ WRAPPER_CLASSES = {
     "ksam": KSAM,
     "saf": SAF,
     "mesa": MESA,
+    "grst": GRST,
+    "rwp": RWP,
 }
 CASES = [
     (info.name, base)

@@ -518,10 +518,10 @@ def test_bad_base() -> None:
 
 
 def test_defaults_and_repr() -> None:
-    """γ = 0.01 (the official code's default and CIFAR recipe), 1-D per element; any base (no
-    momentum needed); γ = 0 allowed; seed bounds accepted."""
+    """γ = 0.01 (the official code's default and CIFAR recipe), 1-D per tensor (the code's
+    rule); any base (no momentum needed); γ = 0 allowed; seed bounds accepted."""
     opt = RWP(torch.optim.SGD([_param()], lr=0.1), seed=0)
-    assert (opt.gamma, opt.vector_scale) == (0.01, "element")
+    assert (opt.gamma, opt.vector_scale) == (0.01, "tensor")
     assert RWP(torch.optim.Adagrad([_param()]), gamma=0.0).gamma == 0.0
     assert RWP(tiny_sgd(), seed=2**64 - 1).seed == 2**64 - 1
-    assert repr(opt) == "RWP(base=SGD, gamma=0.01, vector_scale='element', seed=0, steps_done=0)"
+    assert repr(opt) == "RWP(base=SGD, gamma=0.01, vector_scale='tensor', seed=0, steps_done=0)"
