@@ -5,9 +5,6 @@ with explicit sums; SAF (ẑ: the example's own logits from Ẽ epochs ago) and 
 model's eval-mode logits) end to end against float64 training loops that keep their own past
 logits and their own EMA; the start-epoch boundaries, the timing switch, the memory report, a
 bit-for-bit resume and the argument checks.
-
-A known bug is pinned by ``xfail(strict=True)`` tests whose reason starts with "BUG:" (see
-:data:`BUG_SENTINEL`); once it is fixed they pass, strict xfail fails, and the mark must go.
 """
 
 from __future__ import annotations
@@ -36,12 +33,6 @@ from looksam.optim.saf import MESA, SAF, trajectory_kl
 F64 = torch.float64
 #: Every float64 library-against-reference comparison.
 TIGHT: dict[str, Any] = {"rtol": 1e-12, "atol": 1e-12}
-
-BUG_SENTINEL = (
-    "BUG: SAF.written starts at -1, so in epoch Ẽ-1 every row 'was written in epoch e-Ẽ = -1' and "
-    "counts: with start_epoch < Ẽ, epoch Ẽ-1 trains with KL(uniform ‖ softmax(z/τ)) against the "
-    "never-written zero rows instead of no term (e.g. lag=1, start_epoch=0: the first epoch)"
-)
 
 
 # ---------------------------------------------------------------------- the data
@@ -351,11 +342,12 @@ def test_saf_missing_row_contributes_zero() -> None:
     assert terms[-1] > 0
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_SENTINEL)
 @pytest.mark.parametrize(("lag", "start_epoch"), [(1, 0), (2, 0), (3, 1)])
 def test_saf_waits_for_lag_epochs_of_bank(lag: int, start_epoch: int) -> None:
     """With start_epoch < Ẽ, no epoch before Ẽ has outputs from Ẽ epochs ago: every step of
-    epochs 0 … Ẽ − 1 is the bare SGD's, bit for bit, with a term of exactly 0."""
+    epochs 0 … Ẽ − 1 is the bare SGD's, bit for bit, with a term of exactly 0. (A "never
+    written" stamp of −1 would match e − Ẽ = −1 in epoch Ẽ − 1 and pull towards the zero rows'
+    uniform outputs.)"""
     x_all, y_all = dataset()
     lib_model, bare_model = build_mlp(), build_mlp()
     lib = make_saf(lib_model, lag=lag, start_epoch=start_epoch)
