@@ -58,8 +58,13 @@ class SuiteSpec:
     steps_per_round: int = 10
     warmup_steps: int = 10
     data_dir: str | None = None
+    #: Gradient accumulation: every contender, the reference too, runs each batch as this many
+    #: micro-batches, so the ratios pair steps at the same accumulation.
+    micro_batches: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.micro_batches, bool) or self.micro_batches < 1:
+            raise ValueError(f"--accumulate must be an integer >= 1, got {self.micro_batches}")
         if self.k < 1:
             raise ValueError(f"k must be an integer >= 1, got {self.k}")
         for name, value in (("rounds", self.rounds), ("steps per round", self.steps_per_round)):
@@ -134,6 +139,7 @@ def _suite_config(spec: SuiteSpec, optimizer: str, **run: Any) -> RunConfig:
         device=spec.device,
         amp=spec.amp,
         data_dir=spec.data_dir,
+        micro_batches=spec.micro_batches,
         **run,
     )
 

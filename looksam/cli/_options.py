@@ -100,6 +100,16 @@ Perturbation = Annotated[
         "(each rank perturbs with its own g: m-sharpness).",
     ),
 ]
+Accumulate = Annotated[
+    int,
+    typer.Option(
+        "--accumulate",
+        "--micro-batches",
+        min=1,
+        help="Gradient accumulation: run each batch as N micro-batches inside every pass (a "
+        "batch larger than memory); every optimizer still steps with the whole batch's gradient.",
+    ),
+]
 NProc = Annotated[
     int,
     typer.Option(

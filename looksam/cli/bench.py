@@ -205,6 +205,7 @@ def bench(
     num_classes: opt.NumClasses = None,
     img_size: opt.ImgSize = None,
     json_path: opt.JsonOut = None,
+    micro_batches: opt.Accumulate = 1,
     nproc: Annotated[
         int | None,
         typer.Option(
@@ -276,6 +277,7 @@ def bench(
             amp=amp,
             rounds=rounds,
             data_dir=str(data_dir) if data_dir else None,
+            micro_batches=micro_batches,
         )
     except ValueError as error:
         fail(str(error))

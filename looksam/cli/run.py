@@ -171,14 +171,7 @@ def run(
         ),
     ] = 0,
     nproc: opt.NProc = 1,
-    micro_batches: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Gradient accumulation: run each batch as N micro-batches inside every pass "
-            "(a batch larger than memory); every optimizer still sees the whole batch's gradient.",
-        ),
-    ] = 1,
+    micro_batches: opt.Accumulate = 1,
 ) -> None:
     """Train one optimizer on one workload and report accuracy against wall-clock time.
 

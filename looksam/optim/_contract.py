@@ -107,6 +107,9 @@ class LossTermMethod(Optimizer):
         self.steps_done = 0
         #: Timing only: the term is on in every step (see :meth:`replay_look_schedule`).
         self._always_on = False
+        #: Examples the term ran through a forward pass of its own since the loop last asked
+        #: (MESA's EMA model): the loop costs them as forward-only passes.
+        self.forward_examples = 0
 
     def attach(self, model: nn.Module, *, num_examples: int, steps_per_epoch: int) -> None:
         """Called once by the loop before training: the bare model (not its DDP wrapper), the
@@ -116,6 +119,11 @@ class LossTermMethod(Optimizer):
     def loss_term(self, inputs: Tensor, logits: Tensor, index: Tensor | None) -> Tensor:
         """The term added to this (micro-)batch's mean loss: itself a mean over its examples."""
         raise NotImplementedError
+
+    def take_forward_examples(self) -> int:
+        """The examples counted in :attr:`forward_examples`, which start again from 0."""
+        count, self.forward_examples = self.forward_examples, 0
+        return count
 
     def memory_bytes(self) -> dict[str, int]:
         """The state it keeps beyond the base optimizer's, by name, in bytes (reports show it)."""

@@ -267,6 +267,7 @@ class MESA(_TrajectoryLoss):
             return logits.new_zeros(())
         with torch.no_grad():
             reference = self.ema(inputs)
+        self.forward_examples += len(inputs)
         return self._term(logits, reference)
 
     def _after_step(self) -> None:

@@ -75,8 +75,9 @@ class WorkloadSettings:
     device: str = "auto"
     amp: str = "off"
     data_dir: str | None = None
-    #: Gradient accumulation: each batch a trial draws runs as this many micro-batches.
-    micro_batches: int = 1
+    #: Gradient accumulation (``accumulate = N``): each batch a trial draws runs as N
+    #: micro-batches, so a batch larger than memory trains with every entry.
+    accumulate: int = 1
 
     def run_config(self, optimizer: str, **settings: Any) -> RunConfig:
         """A run of ``optimizer`` on this problem (workload, epochs, batch, device, precision,
@@ -84,7 +85,7 @@ class WorkloadSettings:
         problem: dict[str, Any] = {
             "workload": self.name, "epochs": self.epochs, "batch_size": self.batch_size,
             "device": self.device, "amp": self.amp, "data_dir": self.data_dir,
-            "micro_batches": self.micro_batches,
+            "micro_batches": self.accumulate,
         }  # fmt: skip
         return RunConfig(**{**problem, "optimizer": optimizer, **settings})
 
@@ -439,7 +440,7 @@ def _parse_workload(
     raw_workload = dict(_table(where, data, "workload"))
     _check_keys(
         f"{where} [workload]", raw_workload,
-        {"name", "epochs", "batch_size", "device", "amp", "data_dir", "micro_batches",
+        {"name", "epochs", "batch_size", "device", "amp", "data_dir", "accumulate",
          *timm_models.PARAMETERS},
     )  # fmt: skip
     overridden: set[str] = set()
@@ -470,7 +471,7 @@ def _parse_workload(
         get_workload_info(workload.name)
     except (ValueError, TypeError) as error:  # TypeError: a name that is not a string
         raise _fail(at_workload("name"), str(error)) from None
-    for key in ("epochs", "batch_size", "micro_batches"):
+    for key in ("epochs", "batch_size", "accumulate"):
         value = getattr(workload, key)
         if value is not None and (not _is_count(value)):
             raise _fail(at_workload(key), f"{key} must be an integer >= 1, got {value!r}")

@@ -583,6 +583,8 @@ class TrainingSession:
                         scaled.backward()
                 losses.append((loss if per_example is None else per_example).detach())
             self.passes += len(ys) / batch * (1.0 if backward else FORWARD_ONLY_PASS)
+            if self.loss_term is not None:  # a forward pass of its own (MESA's EMA model)
+                self.passes += self.loss_term.take_forward_examples() / batch * FORWARD_ONLY_PASS
             if backward and after_backward is not None:
                 after_backward()
             if self.per_example:

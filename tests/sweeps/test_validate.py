@@ -230,7 +230,7 @@ def test_a_space_smaller_than_the_budget_is_refused_before_anything_runs() -> No
 def test_micro_batches_are_checked_against_every_batch_a_trial_could_draw() -> None:
     """Gradient accumulation: 32 micro-batches split a batch of 32 (the limit) but not of 16."""
     tables = {
-        "workload": {"device": "cpu", "micro_batches": 32},
+        "workload": {"device": "cpu", "accumulate": 32},
         "optimizers": {"names": ["sam"]},
         "space": {"common": {"batch_size": {"choices": [32, 64]}}},
         "budget": {"n_trials": 2},

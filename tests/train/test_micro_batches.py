@@ -95,7 +95,7 @@ def test_as_many_micro_batches_as_examples_is_the_limit() -> None:
 
 
 def test_run_refuses_more_micro_batches_than_examples_in_one_line() -> None:
-    result = CliRunner().invoke(app, ["run", "-b", "8", "--micro-batches", "9"])
+    result = CliRunner().invoke(app, ["run", "-b", "8", "--accumulate", "9"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         "error: 9 micro-batches cannot split a batch of 8 examples per process: use at most 8"

@@ -227,3 +227,18 @@ def test_saf_is_refused_under_data_parallel_training() -> None:
     with pytest.raises(ValueError, match="run it in one process"):
         validate_config(config, world_size=2)
     validate_config(replace(config, optimizer="mesa"), world_size=2)  # no ids: fine
+
+
+def test_mesa_costs_its_ema_forward_once_on_and_timing_switches_it_on() -> None:
+    """Before start_epoch a MESA step is the base's one pass; with the term on, the EMA model's
+    forward adds a forward-only pass; a timing replay turns the term on from the first step."""
+    off = _session("mesa")  # start_epoch 5: step 0 is before it
+    off.train_step(*next(off.batches()))
+    assert off.passes == pytest.approx(1.0, abs=1e-12)
+    timed = _session("mesa")
+    timed.replay_second_passes(None, 10)
+    timed.train_step(*next(timed.batches()))
+    assert timed.passes == pytest.approx(1.0 + FORWARD_ONLY_PASS, abs=1e-12)
+    on = _session("mesa", hyperparameters={"start_epoch": 0}, micro_batches=3)
+    on.train_step(*next(on.batches()))
+    assert on.passes == pytest.approx(get_optimizer_info("mesa").passes_per_step(), abs=1e-12)
