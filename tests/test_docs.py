@@ -19,7 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from looksam.optim import SharpnessAwareOptimizer, create_optimizer, list_optimizers
+from looksam.optim import (
+    LossTermMethod,
+    SharpnessAwareOptimizer,
+    create_optimizer,
+    list_optimizers,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -131,7 +136,7 @@ def _registry_by_class() -> dict[str, dict[str, object]]:
         base = "adamw" if info.name == "msam" else None  # MSAM needs a momentum
         opt = create_optimizer(info.name, [torch.nn.Parameter(torch.zeros(2))], base=base,
                                total_steps=100)  # fmt: skip
-        assert isinstance(opt, SharpnessAwareOptimizer)
+        assert isinstance(opt, SharpnessAwareOptimizer | LossTermMethod)
         by_class[type(opt).__name__] = {hp.name: hp.default for hp in info.hyperparameters}
     return by_class
 

@@ -274,14 +274,16 @@ def _number(where: str, value: Any, name: str) -> float:
     return float(value)
 
 
-def parse_dimension(where: str, name: str, raw: Any) -> Dimension:
-    """One ``name = {low, high, log}`` / ``{choices}`` entry, validated against the registry."""
+def parse_dimension(where: str, name: str, raw: Any, optimizer: str | None = None) -> Dimension:
+    """One ``name = {low, high, log}`` / ``{choices}`` entry, validated against the registry:
+    against ``optimizer``'s own hyperparameter when the entry is in its section (ESAM's γ, a
+    share of the batch, and RWP's γ, a noise scale, share a name and nothing else)."""
     if not isinstance(raw, Mapping):
         raise _fail(
             where, f"{name} must be a table like {{low = 0.01, high = 1.0}} or {{choices = [...]}}"
         )
     _check_keys(f"{where}.{name}", raw, {"low", "high", "log", "choices"})
-    known = _all_hyperparameters().get(name)
+    known = _hyperparameter(name, optimizer)
     integer = name == "batch_size" or (known is not None and known.kind == "int")
     if "choices" in raw:
         if set(raw) - {"choices"}:
@@ -290,7 +292,7 @@ def parse_dimension(where: str, name: str, raw: Any) -> Dimension:
         if not isinstance(choices, list) or not choices:
             raise _fail(f"{where}.{name}", "choices must be a non-empty list")
         for choice in choices:
-            _check_value(f"{where}.{name}", name, choice)
+            _check_value(f"{where}.{name}", name, choice, optimizer)
         return Dimension(name, choices=tuple(choices), integer=integer)
     if "low" not in raw or "high" not in raw:
         raise _fail(f"{where}.{name}", "needs both low and high (or choices)")
@@ -305,8 +307,8 @@ def parse_dimension(where: str, name: str, raw: Any) -> Dimension:
         raise _fail(f"{where}.{name}", f"a log-scaled range needs low > 0, got {low:g}")
     if integer and not (low.is_integer() and high.is_integer()):
         raise _fail(f"{where}.{name}", f"{name} is an integer: low and high must be integers")
-    _check_value(f"{where}.{name}", name, int(low) if integer else low)
-    _check_value(f"{where}.{name}", name, int(high) if integer else high)
+    _check_value(f"{where}.{name}", name, int(low) if integer else low, optimizer)
+    _check_value(f"{where}.{name}", name, int(high) if integer else high, optimizer)
     return Dimension(name, low, high, log, integer)
 
 
@@ -319,13 +321,13 @@ def registry_dimensions(optimizer: str, skip: set[str] | None = None) -> list[Di
     ]
 
 
-def _check_value(where: str, name: str, value: Any) -> None:
+def _check_value(where: str, name: str, value: Any, optimizer: str | None = None) -> None:
     if name == "batch_size":
         if not _is_count(value):
             raise _fail(where, f"batch_size values must be integers >= 1, got {value!r}")
         return
     searchable = _all_hyperparameters()  # read now: plugins may have registered more
-    hp = searchable.get(name)
+    hp = _hyperparameter(name, optimizer)
     if hp is None:
         raise _fail(
             where,
@@ -337,10 +339,20 @@ def _check_value(where: str, name: str, value: Any) -> None:
         raise _fail(where, str(error)) from None
 
 
-def _all_hyperparameters() -> dict[str, Any]:
-    """Every hyperparameter any registered optimizer takes on any base it accepts, by name."""
+def _hyperparameter(name: str, optimizer: str | None) -> Any:
+    """The spec of ``name``: ``optimizer``'s own when it has one (names are shared), else the
+    first registered entry's (a name the optimizer lacks is refused later, naming it)."""
+    own = _all_hyperparameters(optimizer).get(name) if optimizer is not None else None
+    return own if own is not None else _all_hyperparameters().get(name)
+
+
+def _all_hyperparameters(optimizer: str | None = None) -> dict[str, Any]:
+    """Every hyperparameter any registered optimizer (or just ``optimizer``, when it is one)
+    takes on any base it accepts, by name."""
     found: dict[str, Any] = {}
-    for info in list_optimizers():
+    infos = list_optimizers()
+    own = [i for i in infos if i.name == optimizer]
+    for info in own or infos:
         for base in info.accepted_bases() if info.wraps_base else (None,):
             for hp in info.all_hyperparameters(base):
                 found.setdefault(hp.name, hp)
@@ -533,7 +545,10 @@ def _parse_spaces(
                 f"{where} [space.{opt_name}]",
                 f"registry must be true or false, got {from_registry!r}",
             )
-        own = [parse_dimension(f"{where} [space.{opt_name}]", k, v) for k, v in table.items()]
+        own = [
+            parse_dimension(f"{where} [space.{opt_name}]", k, v, opt_name)
+            for k, v in table.items()
+        ]
         if from_registry:  # the entry's search ranges for what the table does not give
             own += registry_dimensions(opt_name, skip={d.name for d in own})
         merged = {d.name: d for d in (*common, *own)}
@@ -564,7 +579,7 @@ def _parse_fixed(
         if not isinstance(values, Mapping):
             raise _fail(f"{where} [fixed.{opt_name}]", "must be a table of values")
         for key, value in values.items():
-            _check_value(f"{where} [fixed.{opt_name}]", key, value)
+            _check_value(f"{where} [fixed.{opt_name}]", key, value, opt_name)
             _check_fixed_key(where, opt_name, key, list(names), base, raw_space)
         fixed[opt_name] = dict(values)
     return fixed

@@ -75,7 +75,9 @@ def build_registered(name: str, params: Iterable[Any]) -> Any:
     """
     info = get_optimizer_info(name)
     k = {"k": 2} if any(hp.name == "k" for hp in info.hyperparameters) else {}
-    return create_optimizer(name, params, base="sgd", lr=0.05, total_steps=STEPS, **k)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # the random methods (G-RST, RWP) seed their generators from it
+        return create_optimizer(name, params, base="sgd", lr=0.05, total_steps=STEPS, **k)
 
 
 def registered(name: str) -> Callable[[nn.Module], Any]:

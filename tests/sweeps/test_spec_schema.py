@@ -134,3 +134,17 @@ def test_the_base_spec_itself_is_valid() -> None:
     """The boundary: every case above differs from a spec that parses."""
     spec = parse_spec(_set("sweep.name", "x" * 100), "s.toml")
     assert spec.name == "x" * 100
+
+
+def test_a_name_two_entries_share_is_checked_against_the_section_s_own_entry() -> None:
+    """ESAM's gamma is a share of the batch in (0, 1]; RWP's gamma is a noise scale >= 0. Each
+    section is read against its own entry: 0.002 is RWP's, not ESAM's."""
+    rwp = {"workload": {"device": "cpu"}, "optimizers": {"names": ["sgd", "rwp"]}}
+    rwp["space"] = {"rwp": {"gamma": {"low": 0.002, "high": 0.05, "log": True}}}
+    parse_spec(rwp, "spec.toml")
+    esam = {"workload": {"device": "cpu"}, "optimizers": {"names": ["sgd", "esam"]}}
+    esam["space"] = {"esam": {"gamma": {"low": 0.002, "high": 0.5}}}
+    with pytest.raises(SpecError, match=r"\[space.esam\].gamma: gamma must be a number in"):
+        parse_spec(esam, "spec.toml")
+    esam["space"] = {"esam": {"gamma": {"low": 0.01, "high": 1.0}}}  # the boundary: valid
+    parse_spec(esam, "spec.toml")
