@@ -311,7 +311,10 @@ class Baseline:
         for spec, ratios, absolute, accuracy in zip(
             self.suites, self.ratios, self.absolute, self.accuracy, strict=True
         ):
-            entry: dict[str, Any] = {"suite": asdict(spec), "ratios": ratios}
+            suite = asdict(spec)
+            if spec.micro_batches == 1:  # written as before gradient accumulation existed
+                del suite["micro_batches"]
+            entry: dict[str, Any] = {"suite": suite, "ratios": ratios}
             if absolute is not None:
                 entry["absolute"] = asdict(absolute)
             if accuracy is not None:
