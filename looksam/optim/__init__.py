@@ -5,6 +5,7 @@ from __future__ import annotations
 from looksam.optim import _builtins  # noqa: F401  (registers the built-in entries)
 from looksam.optim._base import SharpnessAwareOptimizer
 from looksam.optim._contract import FORWARD_ONLY_PASS, BatchClosure, LossTermMethod
+from looksam.optim._one_pass import OnePassOptimizer
 from looksam.optim._registry import (
     DEFAULT_BASE,
     DEFAULT_OPTIMIZER,
@@ -65,6 +66,7 @@ __all__ = [
     "LayerLookSAM",
     "LookSAM",
     "LossTermMethod",
+    "OnePassOptimizer",
     "OptimizerInfo",
     "SAMk",
     "SharpnessAwareOptimizer",

@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from looksam.optim._base import (
-    Closure,
-    Hook,
-    SharpnessAwareOptimizer,
-    call_or_undo,
-    check_rho,
-)
+from looksam.optim._base import check_rho
 from looksam.optim._foreach import (
     add_scaled,
     global_norm,
     group_by_device_and_dtype,
     safe_ratio,
 )
+from looksam.optim._one_pass import OnePassOptimizer
 
 _SUPPORTED = "torch.optim.SGD (momentum > 0), torch.optim.Adam or torch.optim.AdamW"
-
-
-@dataclass
-class _Perturbation:
-    """What ``perturb()`` leaves for ``step()``: the parameters moved and their storage of w."""
-
-    params: list[list[Tensor]]  # per (device, dtype) bucket; empty when nothing was moved
-    originals: list[list[Tensor]]  # the untouched storage of w, pointed back to exactly
 
 
 def _momentum_key(base: Optimizer) -> str:
@@ -58,7 +44,7 @@ def _momentum_key(base: Optimizer) -> str:
     )
 
 
-class MSAM(SharpnessAwareOptimizer):
+class MSAM(OnePassOptimizer):
     r"""Momentum-SAM: take the gradient a step of size ρ down the momentum, one pass per step.
 
     Becker, Altrock & Risse, "Momentum-SAM: Sharpness Aware Minimization without Computational
@@ -138,112 +124,20 @@ class MSAM(SharpnessAwareOptimizer):
     def __init__(self, base: Optimizer, *, rho: float = 3.0, scalars: str = "auto") -> None:
         super().__init__(base, rho=rho, k=1, scalars=scalars)
         self._momentum_name = _momentum_key(base)
-        self._perturbation: _Perturbation | None = None
         self._mom_key: tuple[int, ...] = ()
         self._mom_buckets: list[tuple[list[Tensor], list[Tensor]]] = []
         self._mom_devices: tuple[torch.device, ...] = ()
 
-    # ------------------------------------------------------------------ schedule
-    @property
-    def is_look_step(self) -> bool:
-        """Always False: MSAM never takes a second forward-backward pass."""
-        return False
-
-    @property
-    def is_perturbed(self) -> bool:
-        """True between ``perturb()`` and ``step()``/``restore()``."""
-        return self._perturbation is not None
-
-    # ------------------------------------------------------------------ steps
-    def step(  # type: ignore[override]
-        self, closure: Closure | None = None, base_step: Hook = None, unscale: Hook = None
-    ) -> Any:
-        """Run one step and return the closure's loss (taken at w̃).
-
-        Args:
-            closure: zeroes the gradients, runs forward and backward and returns the loss; called
-                exactly once. If it raises, the weights are restored to w before re-raising.
-                Without a closure, ``perturb()`` must have been called before the backward pass
-                (the two-phase API); ``step()`` then restores w and applies the update.
-            base_step: what applies the update, ``self.base.step`` by default; e.g.
-                ``lambda: scaler.step(opt.base)`` for GradScaler.
-            unscale: accepted for the engine's signature and never called: the perturbation is
-                built from the momentum, which is already unscaled, before the pass.
-        """
-        del unscale
-        if closure is None:
-            self.second_step(base_step)
-            return None
-        self.perturb()
-        loss = call_or_undo(closure, self.restore)  # never leaves the model at w̃
-        self.second_step(base_step)
-        return loss
-
-    @torch.no_grad()
-    def perturb(self) -> None:
-        """Move the weights to w̃ = w − ρ·v/‖v‖; call before the forward-backward pass.
-
-        Called again before ``step()``, it first undoes the previous perturbation. When there is
-        nothing to move (no momentum yet, ‖v‖ = 0 or not finite, ρ = 0) the weights stay at w,
-        but ``step()`` still knows the pass belongs to this step.
-        """
-        self.restore()
+    def _perturbed_buckets(self) -> list[tuple[list[Tensor], list[Tensor]]]:
+        """w̃ = w − ρ·v/‖v‖ per bucket; nothing to move with no momentum yet, ‖v‖ = 0 or not
+        finite (w̃ = w, with no host read on the device), or ρ = 0."""
         rho = check_rho(self.rho)
-        moved: list[list[Tensor]] = []
-        originals: list[list[Tensor]] = []
         buckets = self._momentum_buckets() if rho > 0.0 else []
-        if buckets:
-            # −ρ/‖v‖: 0 (w̃ = w) while ‖v‖ is 0 or not finite, with no host read on the device.
-            host = self._resolve_host(self._mom_devices)
-            scale = -safe_ratio(rho, global_norm([moms for _, moms in buckets], host=host))
-            for params, moms in buckets:
-                perturbed = add_scaled(params, moms, scale)
-                originals.append(self._storage_aliases(params))
-                for p, w in zip(params, perturbed, strict=True):
-                    p.data = w
-                moved.append(params)
-        self._perturbation = _Perturbation(moved, originals)
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        """Undo ``perturb()`` (w restored exactly) without stepping; a no-op when not perturbed."""
-        perturbation = self._perturbation
-        if perturbation is None:
-            return
-        self._perturbation = None
-        for params, originals in zip(perturbation.params, perturbation.originals, strict=True):
-            for p, w in zip(params, originals, strict=True):
-                p.data = w
-
-    def abandon_look_step(self) -> None:
-        """The engine's name for undoing a perturbation: ``restore()``."""
-        self.restore()
-
-    def first_step(self) -> None:
-        """Not part of MSAM, which never takes a second pass."""
-        raise RuntimeError(
-            "MSAM takes one forward-backward pass per step and has no first_step(): use "
-            "step(closure), or perturb() before the backward pass and step() after it"
-        )
-
-    @torch.no_grad()
-    def second_step(self, base_step: Hook = None) -> None:
-        """Restore w and let the base optimizer step with the gradient taken at w̃.
-
-        ``p.grad`` must hold the gradient of the pass run after ``perturb()``.
-        """
-        if self._perturbation is None:
-            raise RuntimeError(
-                "MSAM.step() needs a closure, or perturb() must be called before the "
-                "forward-backward pass: the gradient has to be taken at the perturbed weights. "
-                "Use step(closure), or perturb() → forward → backward → step()."
-            )
-        self.restore()
-        if base_step is None:
-            self.base.step()
-        else:
-            base_step()
-        self.steps_done += 1
+        if not buckets:
+            return []
+        host = self._resolve_host(self._mom_devices)
+        scale = -safe_ratio(rho, global_norm([moms for _, moms in buckets], host=host))
+        return [(params, add_scaled(params, moms, scale)) for params, moms in buckets]
 
     # ------------------------------------------------------------------ helpers
     def _momentum_buckets(self) -> list[tuple[list[Tensor], list[Tensor]]]:
@@ -275,7 +169,6 @@ class MSAM(SharpnessAwareOptimizer):
     # ------------------------------------------------------------------ checkpointing
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a checkpoint from ``state_dict()`` (a pending perturbation is undone first)."""
-        self.restore()
         super().load_state_dict(state_dict)
         self._mom_key = ()  # the base's momentum tensors were replaced
 

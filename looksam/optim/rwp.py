@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from looksam.optim._base import Closure, Hook, SharpnessAwareOptimizer, call_or_undo
 from looksam.optim._foreach import accumulation_dtype, group_by_device_and_dtype
+from looksam.optim._one_pass import OnePassOptimizer
 from looksam.optim.grst import check_seed, draw_seed
 
 #: How 1-D (and 0-D) parameters are scaled: each entry a filter of its own, or the whole tensor.
@@ -92,15 +92,7 @@ def _layout(params: list[Tensor], vector_scale: str) -> _Layout:
     )
 
 
-@dataclass
-class _Perturbation:
-    """What ``perturb()`` leaves for ``step()``: the parameters moved and their storage of w."""
-
-    params: list[list[Tensor]]
-    originals: list[list[Tensor]]
-
-
-class RWP(SharpnessAwareOptimizer):
+class RWP(OnePassOptimizer):
     r"""Random weight perturbation: one pass per step, at w + ε with filter-wise Gaussian ε.
 
     Li et al., arXiv:2211.11489, single-device form. With W_{l,i} the i-th filter (output row) of
@@ -197,108 +189,18 @@ class RWP(SharpnessAwareOptimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 self._generator(p.device)
-        self._perturbation: _Perturbation | None = None
         self._layout_key: tuple[Any, ...] = ()
         self._layouts: list[_Layout] = []
 
-    # ------------------------------------------------------------------ schedule
-    @property
-    def is_look_step(self) -> bool:
-        """Always False: RWP never takes a second forward-backward pass."""
-        return False
-
-    @property
-    def is_perturbed(self) -> bool:
-        """True between ``perturb()`` and ``step()``/``restore()``."""
-        return self._perturbation is not None
-
-    # ------------------------------------------------------------------ steps
-    def step(  # type: ignore[override]
-        self, closure: Closure | None = None, base_step: Hook = None, unscale: Hook = None
-    ) -> Any:
-        """Run one step and return the closure's loss (taken at w + ε).
-
-        Args:
-            closure: zeroes the gradients, runs forward and backward and returns the loss; called
-                exactly once. If it raises, the weights are restored to w before re-raising.
-                Without a closure, ``perturb()`` must have been called before the backward pass
-                (the two-phase API); ``step()`` then restores w and applies the update.
-            base_step: what applies the update, ``self.base.step`` by default; e.g.
-                ``lambda: scaler.step(opt.base)`` for GradScaler.
-            unscale: accepted for the engine's signature and never called: the perturbation
-                needs no gradient.
-        """
-        del unscale
-        if closure is None:
-            self.second_step(base_step)
-            return None
-        self.perturb()
-        loss = call_or_undo(closure, self.restore)  # never leaves the model at w + ε
-        self.second_step(base_step)
-        return loss
-
-    @torch.no_grad()
-    def perturb(self) -> None:
-        """Move the weights to w + ε (fresh noise); call before the forward-backward pass.
-
-        Called again before ``step()``, it first undoes the previous perturbation (and draws new
-        noise). With γ = 0 the weights stay at w, but ``step()`` still knows the pass belongs to
-        this step.
-        """
-        self.restore()
+    def _perturbed_buckets(self) -> list[tuple[list[Tensor], list[Tensor]]]:
+        """w + ε per bucket, fresh noise each call; nothing to move with γ = 0."""
         gamma = check_gamma(self.gamma)
-        moved: list[list[Tensor]] = []
-        originals: list[list[Tensor]] = []
-        if gamma > 0.0:
-            for layout in self._current_layouts():
-                perturbed = self._perturbed_weights_of(layout, gamma)
-                originals.append(self._storage_aliases(layout.params))
-                # Per parameter, unavoidably: pointing each parameter at its w + ε.
-                for p, w in zip(layout.params, perturbed, strict=True):
-                    p.data = w
-                moved.append(layout.params)
-        self._perturbation = _Perturbation(moved, originals)
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        """Undo ``perturb()`` (w restored exactly) without stepping; a no-op when not perturbed."""
-        perturbation = self._perturbation
-        if perturbation is None:
-            return
-        self._perturbation = None
-        for params, originals in zip(perturbation.params, perturbation.originals, strict=True):
-            for p, w in zip(params, originals, strict=True):
-                p.data = w
-
-    def abandon_look_step(self) -> None:
-        """The engine's name for undoing a perturbation: ``restore()``."""
-        self.restore()
-
-    def first_step(self) -> None:
-        """Not part of RWP, which never takes a second pass."""
-        raise RuntimeError(
-            "RWP takes one forward-backward pass per step and has no first_step(): use "
-            "step(closure), or perturb() before the backward pass and step() after it"
-        )
-
-    @torch.no_grad()
-    def second_step(self, base_step: Hook = None) -> None:
-        """Restore w and let the base optimizer step with the gradient taken at w + ε.
-
-        ``p.grad`` must hold the gradient of the pass run after ``perturb()``.
-        """
-        if self._perturbation is None:
-            raise RuntimeError(
-                "RWP.step() needs a closure, or perturb() must be called before the "
-                "forward-backward pass: the gradient has to be taken at the perturbed weights. "
-                "Use step(closure), or perturb() → forward → backward → step()."
-            )
-        self.restore()
-        if base_step is None:
-            self.base.step()
-        else:
-            base_step()
-        self.steps_done += 1
+        if gamma == 0.0:
+            return []
+        return [
+            (layout.params, self._perturbed_weights_of(layout, gamma))
+            for layout in self._current_layouts()
+        ]
 
     # ------------------------------------------------------------------ the noise
     def noise(self, layout: _Layout, gamma: float, weights: list[Tensor]) -> list[Tensor]:
@@ -378,7 +280,6 @@ class RWP(SharpnessAwareOptimizer):
                 "generators' states, a tensor per device)"
             )
         check_seed(extra["seed"])
-        self.restore()
         super().load_state_dict(state_dict)
         self._layout_key = ()  # rebuilt (and the aliases with it) on the next step
 
