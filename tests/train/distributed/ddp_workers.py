@@ -35,6 +35,18 @@ HYPERPARAMETERS: dict[str, dict[str, Any]] = {
     "samk": {"rho": 0.2, "k": K},
     "looksam": {"rho": 0.2, "k": K, "alpha": 0.7},
     "layerlooksam": {"rho": 0.05, "k": K, "alpha": 0.7},
+    # the contract's loss term: every rank's EMA model and KL term, averaged as one batch's
+    "mesa": {"start_epoch": 0, "decay": 0.9},
+    # rank 0's coin seed is broadcast: every rank, and one process, flip the same coins
+    "grst": {"rho": 0.2, "p_start": 0.5, "p_end": 0.5},
+}
+#: Methods whose pass draws on each rank's own data or noise (ESAM's and K-SAM's examples are
+#: chosen from each rank's share, RWP's noise is each rank's): they cannot match one process,
+#: but every rank must step identically, checked on every step by the replica check.
+PER_RANK_DRAWS: dict[str, dict[str, Any]] = {
+    "esam": {"rho": 0.2, "gamma": 0.5},
+    "ksam": {"rho": 0.2, "fraction": 0.5},
+    "rwp": {"gamma": 0.01},
 }
 
 
@@ -83,7 +95,7 @@ class Digits64(DigitsNoisy):
 
 def digits_config(optimizer: str, workload: str = "digits-noisy", **overrides: Any) -> RunConfig:
     fields: dict[str, Any] = {
-        "hyperparameters": HYPERPARAMETERS[optimizer],
+        "hyperparameters": {**HYPERPARAMETERS, **PER_RANK_DRAWS}[optimizer],
         "batch_size": 64,
         "max_steps": STEPS,
         "epochs": 1,
@@ -251,6 +263,10 @@ def scenarios() -> list[Scenario]:
             through_runner,
             (digits_config("looksam", perturbation="per-rank", micro_batches=4),),
         )
+    ]
+    found += [
+        Scenario(f"replicas/{o}", through_runner, (digits_config(o, replica_check_every=1),))
+        for o in PER_RANK_DRAWS
     ]
     found += [
         Scenario(f"bucket-view/{o}", through_bucket_views, (o,))

@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from ddp_workers import (
     HYPERPARAMETERS,
     LOADER_OPTIMIZERS,
+    PER_RANK_DRAWS,
     STEPS,
     free_port,
     rank_main,
@@ -57,6 +58,22 @@ def test_two_ranks_on_half_batches_match_one_process(
         # the runner sums losses in float32
         assert got["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-6)
         assert got["rank"] == rank
+
+
+@pytest.mark.parametrize("optimizer", list(PER_RANK_DRAWS))
+def test_per_rank_draws_keep_every_replica_identical_step_by_step(
+    ranks: list[Results], optimizer: str
+) -> None:
+    """ESAM and K-SAM choose from each rank's 32 examples (γ = κ = ½: 16 each), RWP draws each
+    rank's noise; the replica check compared the weights after every step and found no drift."""
+    name = f"replicas/{optimizer}"
+    first, second = ranks[0][name], ranks[1][name]
+    assert first["status"] == second["status"] == "ok"
+    assert first["steps"] == STEPS
+    for key in first["weights"]:
+        assert torch.equal(first["weights"][key], second["weights"][key]), key  # bitwise
+    per_step = {"esam": 1 + 1 / 3 + 16 / 32, "ksam": 1 / 3 + 2 * 16 / 32, "rwp": 1.0}
+    assert first["passes"] == pytest.approx(STEPS * per_step[optimizer], abs=1e-9)
 
 
 @pytest.mark.parametrize("optimizer", ["sam", "looksam"])
