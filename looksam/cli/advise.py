@@ -234,6 +234,7 @@ def advise(
         typer.Option(help="Accuracy points a candidate may lose against the reference."),
     ] = 1.0,
     batch_size: opt.BatchSize = None,
+    micro_batches: opt.Accumulate = 1,
     search_batch_size: Annotated[
         bool,
         typer.Option(
@@ -311,6 +312,7 @@ def advise(
         epochs=epochs,
         device=device,
         data_dir=None if data_dir is None else str(data_dir),
+        accumulate=micro_batches,
         storage=storage,
         tracking_uri=None if no_mlflow else tracking_uri,
         name=name,

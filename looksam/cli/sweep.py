@@ -167,6 +167,14 @@ def sweep(
     workload: Annotated[str | None, typer.Option("--workload", "-w", help="Workload.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per run.")] = None,
     batch_size: opt.BatchSize = None,
+    accumulate: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Gradient accumulation: every trial runs each batch as N micro-batches "
+            "([workload] accumulate).",
+        ),
+    ] = None,
     optimizer: Annotated[
         list[str] | None, typer.Option("--optimizer", "-o", help="Optimizers to compare.")
     ] = None,
@@ -231,7 +239,7 @@ def sweep(
         "objective": objective, "sampler": sampler, "pruner": pruner, "storage": storage,
         "tracking_uri": tracking_uri, "no_mlflow": no_mlflow, "device": device,
         "data_dir": str(data_dir) if data_dir else None, "order": order,
-        "confirm_seeds": confirm_seeds,
+        "confirm_seeds": confirm_seeds, "accumulate": accumulate,
     }  # fmt: skip
     try:
         if spec_path is None and not DEFAULT_SPEC.exists():

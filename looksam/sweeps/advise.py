@@ -111,6 +111,8 @@ class AdviseRequest:
     epochs: int | None = None
     device: str = "auto"
     data_dir: str | None = None
+    #: Gradient accumulation: every run, the cost bench's too, splits each batch this many ways.
+    accumulate: int = 1
     storage: str = DEFAULT_STORAGE
     tracking_uri: str | None = DEFAULT_TRACKING_URI
     name: str | None = None
@@ -337,6 +339,7 @@ def prepare(request: AdviseRequest, outputs: Sequence[Path] = ()) -> Prepared:
             batch_size=request.batch_size,
             device=request.device,
             data_dir=request.data_dir,
+            accumulate=request.accumulate,
         ),
         optimizers=candidates,
         base=request.base,
@@ -369,6 +372,8 @@ def prepare(request: AdviseRequest, outputs: Sequence[Path] = ()) -> Prepared:
         "base": request.base,
         "margin": request.margin,
         "budget_seconds": request.budget_seconds,
+        # only when set: a run stored before accumulation existed continues as it was
+        **({"accumulate": request.accumulate} if request.accumulate != 1 else {}),
     }
     return Prepared(request, spec, reference, fingerprint)
 
@@ -437,6 +442,7 @@ def measure_costs(
         steps_per_round=BENCH_STEPS,
         warmup_steps=BENCH_WARMUP,
         data_dir=workload.data_dir,
+        micro_batches=workload.accumulate,
     )
     report = measure_suite(
         suite, progress=None if progress is None else (lambda done: progress(done, rounds))

@@ -459,6 +459,7 @@ def _parse_workload(
     for key, override in (
         ("epochs", "epochs"), ("batch_size", "batch_size"), ("device", "device"),
         ("amp", "amp"), ("data_dir", "data_dir"), ("name", "workload"),
+        ("accumulate", "accumulate"),
     ):  # fmt: skip
         value, given = _take(overrides, override, raw_workload.get(key))
         if given:

@@ -60,6 +60,8 @@ def _refused(args: list[str], needle: str) -> str:
         (["--budget", "5m", "--optimizers", "sgd,sam,adamw"], "adamw is a base optimizer"),
         (["--budget", "5m", "--optimizers", "sgd,sam,msam", "--base", "lamb"], "lamb"),
         (["--budget", "5m", "--optimizers", ","], "at least one name"),
+        # digits-noisy trains at batch 64: 65 micro-batches cannot split it
+        (["--budget", "5m", "--accumulate", "65"], "65 micro-batches cannot split a batch of 64"),
     ],
 )
 def test_bad_input_is_one_line_and_creates_nothing(

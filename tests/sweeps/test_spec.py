@@ -291,3 +291,10 @@ def test_confirm_pick_defaults_to_cheapest_within_one_point() -> None:
 def test_bad_confirm_settings_are_one_line(confirm: dict[str, object], needle: str) -> None:
     with pytest.raises(SpecError, match=needle):
         parse_spec({"sweep": {"name": "s"}, "confirm": confirm})
+
+
+def test_accumulate_overrides_the_spec_and_reaches_every_trial() -> None:
+    spec = load_spec(REPO / "sweeps" / "quick.toml", {"accumulate": 4})
+    assert spec.workload.accumulate == 4
+    assert spec.workload.run_config("sam").micro_batches == 4
+    assert load_spec(REPO / "sweeps" / "quick.toml").workload.accumulate == 1  # the default
