@@ -53,6 +53,10 @@ def build_optimizers_table(k: int, width: int = WIDE) -> Table:
         about = escape(info.summary)
         if info.paper:
             about += f"\n[dim]{escape(info.paper)}[/]"
+        if info.loop_needs:
+            about += f"\n[dim]needs: {escape(', '.join(info.loop_needs))}[/]"
+        if info.memory_formula:
+            about += f"\n[dim]keeps: {escape(info.memory_formula)}[/]"
         passes = _format_passes(info, k)
         if wide:
             table.add_row(info.name, "\n".join(hps), passes, about)

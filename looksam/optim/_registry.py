@@ -176,11 +176,22 @@ class OptimizerInfo:
         return self.display_name or self.name
 
     @property
+    def loop_needs(self) -> tuple[str, ...]:
+        """What the training loop must give it beyond a plain closure, in words (the contract's
+        flags); empty for a drop-in wrapper."""
+        needs = (
+            (self.needs_per_sample_loss, "per-example losses and subset passes"),
+            (self.adds_loss_term, "its loss term added"),
+            (self.needs_sample_index, "sample ids"),
+        )
+        return tuple(words for needed, words in needs if needed)
+
+    @property
     def drop_in(self) -> bool:
         """Whether ``step(closure)`` with a plain closure is all it needs: no per-example losses,
         no loss term (see ``looksam.optim._contract``). Any training loop, a framework's
         included, can drive such an entry unchanged; the others need the loop's side too."""
-        return not (self.needs_per_sample_loss or self.adds_loss_term)
+        return not self.loop_needs
 
     @property
     def takes_k(self) -> bool:

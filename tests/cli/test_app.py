@@ -52,6 +52,10 @@ def test_optimizers_lists_every_registered_name_with_its_cost() -> None:
     sam = next(line for line in lines if line.startswith("│ sam "))
     assert "2.00" in sam
     assert "rho=0.05" in sam
+    # what the contract's methods need from the loop, from the registry's flags
+    needs = [line for line in lines if "needs: " in line]
+    assert len(needs) == sum(1 for i in list_optimizers() if not i.drop_in)
+    assert any("sample ids" in line for line in needs)
 
 
 def test_optimizers_cost_follows_k() -> None:
