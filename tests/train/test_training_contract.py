@@ -15,7 +15,13 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.utils.data import TensorDataset
 
-from looksam.optim import FORWARD_ONLY_PASS, LossTermMethod, OptimizerInfo, _registry
+from looksam.optim import (
+    FORWARD_ONLY_PASS,
+    LossTermMethod,
+    OptimizerInfo,
+    _registry,
+    register_optimizer,
+)
 from looksam.optim._registry import fixed_passes, get_optimizer_info
 from looksam.train.runner import RunConfig, TrainingSession, run_training, validate_config
 from looksam.train.workloads import custom_workload
@@ -152,16 +158,24 @@ class IdRecorder(LossTermMethod):
         return logits.sum() * 0.0
 
 
-def _plugin(name: str, factory: Callable[..., Optimizer], **flags: Any) -> OptimizerInfo:
-    return OptimizerInfo(
-        name=name, summary="a plugin", factory=factory, wraps_base=True,
-        passes=fixed_passes(1.0), **flags,
-    )  # fmt: skip
+@pytest.fixture
+def plugin(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Registers an entry through the public ``register_optimizer``, as a plugin module does;
+    the registry is restored after the test."""
+    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))
+
+    def register(name: str, factory: Callable[..., Optimizer], **flags: Any) -> None:
+        entry = OptimizerInfo(
+            name=name, summary="a plugin", factory=factory, wraps_base=True,
+            passes=fixed_passes(1.0), **flags,
+        )  # fmt: skip
+        register_optimizer(entry)
+
+    return register
 
 
-def test_a_plugin_can_ask_for_per_example_losses(monkeypatch: pytest.MonkeyPatch) -> None:
-    entry = _plugin("trimmed", lambda base, hp: TrimmedStep(base), needs_per_sample_loss=True)
-    monkeypatch.setitem(_registry._REGISTRY, entry.name, entry)  # undone after the test
+def test_a_plugin_can_ask_for_per_example_losses(plugin: Callable[..., None]) -> None:
+    plugin("trimmed", lambda base, hp: TrimmedStep(base), needs_per_sample_loss=True)
     session = _session("trimmed")
     sizes = _forward_sizes(session)
     session.train_step(*next(session.batches()))
@@ -171,13 +185,8 @@ def test_a_plugin_can_ask_for_per_example_losses(monkeypatch: pytest.MonkeyPatch
     assert session.passes == pytest.approx(FORWARD_ONLY_PASS + 0.5)
 
 
-def test_a_plugin_can_add_a_loss_term_that_sees_sample_ids(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    entry = _plugin(
-        "ids", lambda base, hp: IdRecorder(base), adds_loss_term=True, needs_sample_index=True
-    )
-    monkeypatch.setitem(_registry._REGISTRY, entry.name, entry)
+def test_a_plugin_can_add_a_loss_term_that_sees_sample_ids(plugin: Callable[..., None]) -> None:
+    plugin("ids", lambda base, hp: IdRecorder(base), adds_loss_term=True, needs_sample_index=True)
     session = _session("ids", micro_batches=2)
     recorder = session.optimizer
     assert isinstance(recorder, IdRecorder)
