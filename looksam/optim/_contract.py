@@ -25,7 +25,7 @@ Costs stay in one unit, forward-backward passes over the whole batch: a pass ove
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 from typing import Any, Protocol
 
@@ -110,6 +110,10 @@ class LossTermMethod(Optimizer):
         #: Examples the term ran through a forward pass of its own since the loop last asked
         #: (MESA's EMA model): the loop costs them as forward-only passes.
         self.forward_examples = 0
+        #: Data-parallel training: every rank's tensor, stacked along dim 0 (the loop sets it;
+        #: None in one process). A term whose state follows examples (SAF's bank) records all
+        #: ranks' rows with it, so every rank's copy of that state stays the same.
+        self.gather: Callable[[Tensor], Tensor] | None = None
 
     def attach(self, model: nn.Module, *, num_examples: int, steps_per_epoch: int) -> None:
         """Called once by the loop before training: the bare model (not its DDP wrapper), the

@@ -105,8 +105,9 @@ class SAF(_TrajectoryLoss):
     parameter"), Ẽ = 3 and a start at epoch 5 (their code's defaults). The official code keeps
     the bank in host memory as a NumPy array; here it lives on the model's device.
 
-    Data-parallel training is not supported: each rank sees a different share of the examples
-    in every epoch, so a per-rank bank would miss most rows (the runner refuses it).
+    Data-parallel training: each rank sees a different share of the examples in every epoch, so
+    every rank writes every rank's rows (one all-gather of |B|·C logits and |B| ids per pass,
+    through the ``gather`` hook the runner sets) and reads its own: the ranks' banks stay the same.
 
     Args:
         base: the optimizer that applies the update.
@@ -146,8 +147,11 @@ class SAF(_TrajectoryLoss):
         assert self.written is not None
         epoch = self.epoch(self.steps_per_epoch)
         slots = self.lag + 1
-        self.bank[epoch % slots, index] = logits.detach().to(self.bank.dtype)
-        self.written[epoch % slots, index] = epoch
+        rows, outputs = index, logits.detach()
+        if self.gather is not None:  # data-parallel: every rank's rows, into every rank's bank
+            rows, outputs = self.gather(index), self.gather(outputs)
+        self.bank[epoch % slots, rows] = outputs.to(self.bank.dtype)
+        self.written[epoch % slots, rows] = epoch
         if not self._active() or self.weight == 0.0:
             return logits.new_zeros(())
         past = (epoch - self.lag) % slots

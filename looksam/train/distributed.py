@@ -176,6 +176,13 @@ class DistContext:
         dist.all_gather(everyone, mine)
         return [t.tolist() for t in everyone]
 
+    def concat(self, tensor: Tensor) -> Tensor:
+        """Every rank's ``tensor`` (the same shape everywhere) stacked along dim 0, in rank
+        order: SAF's bank writes every rank's rows, so each rank's copy stays whole."""
+        everyone = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(everyone, tensor.contiguous())
+        return torch.cat(everyone)
+
     def average_(self, tensors: list[Tensor]) -> None:
         """Replace every tensor by its mean over ranks, in one all-reduce.
 

@@ -305,7 +305,7 @@ def validate_config(config: RunConfig, world_size: int = 1) -> None:
             "would see its own overflows in the unsynchronised first pass and the loss scales "
             "would drift apart; use --amp bf16 or --perturbation global"
         )
-    _check_contract(config, info, world_size)
+    _check_contract(config, info)
     if isinstance(config.replica_check_every, bool) or config.replica_check_every < 0:
         raise ValueError(
             f"replica check interval must be an integer >= 0 (0 never checks), "
@@ -348,7 +348,7 @@ def validate_config(config: RunConfig, world_size: int = 1) -> None:
     )
 
 
-def _check_contract(config: RunConfig, workload: WorkloadInfo, world_size: int) -> None:
+def _check_contract(config: RunConfig, workload: WorkloadInfo) -> None:
     """What the method needs from the loop (``looksam.optim._contract``), the workload gives."""
     method = get_optimizer_info(config.optimizer)
     name = config.optimizer
@@ -363,12 +363,6 @@ def _check_contract(config: RunConfig, workload: WorkloadInfo, world_size: int) 
             f"{name} needs each example's position in the training set (sample ids), which "
             f"workload {config.workload} does not give: build it with custom_workload (datasets "
             "give ids) or implement Workload.indexed_train_batches"
-        )
-    if method.needs_sample_index and world_size > 1:
-        raise ValueError(
-            f"{name} keeps a bank of each example's past outputs, which a data-parallel run "
-            "would split across processes that see different examples every epoch: run it in "
-            "one process"
         )
 
 
@@ -471,6 +465,8 @@ class TrainingSession:
         #: Batches carry each example's position in the training set (SAF's bank).
         self.with_index = method.needs_sample_index
         if self.loss_term is not None:
+            if dist is not None:
+                self.loss_term.gather = dist.concat  # per-example state: every rank's rows
             self.loss_term.attach(
                 model,
                 num_examples=self.workload.num_train_examples,

@@ -228,26 +228,3 @@ def test_a_workload_without_per_example_losses_is_refused(
         validate_config(config)
     assert "\n" not in str(caught.value)
     validate_config(replace(config, optimizer="sam"))  # the boundary: a plain closure is fine
-
-
-def test_saf_is_refused_under_data_parallel_training() -> None:
-    config = RunConfig(workload="digits-noisy", optimizer="saf", device="cpu", batch_size=64)
-    validate_config(config, world_size=1)
-    with pytest.raises(ValueError, match="run it in one process"):
-        validate_config(config, world_size=2)
-    validate_config(replace(config, optimizer="mesa"), world_size=2)  # no ids: fine
-
-
-def test_mesa_costs_its_ema_forward_once_on_and_timing_switches_it_on() -> None:
-    """Before start_epoch a MESA step is the base's one pass; with the term on, the EMA model's
-    forward adds a forward-only pass; a timing replay turns the term on from the first step."""
-    off = _session("mesa")  # start_epoch 5: step 0 is before it
-    off.train_step(*next(off.batches()))
-    assert off.passes == pytest.approx(1.0, abs=1e-12)
-    timed = _session("mesa")
-    timed.replay_second_passes(None, 10)
-    timed.train_step(*next(timed.batches()))
-    assert timed.passes == pytest.approx(1.0 + FORWARD_ONLY_PASS, abs=1e-12)
-    on = _session("mesa", hyperparameters={"start_epoch": 0}, micro_batches=3)
-    on.train_step(*next(on.batches()))
-    assert on.passes == pytest.approx(get_optimizer_info("mesa").passes_per_step(), abs=1e-12)

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from looksam.optim import create_optimizer
 from looksam.train.runner import RunConfig, run_training
 from looksam.train.workloads import LoaderWorkload, Workload, custom_workload
-from looksam.train.workloads._base import Batch
+from looksam.train.workloads._base import Batch, IndexedBatch
 from looksam.train.workloads.digits import DigitsNoisy
 
 STEPS = 12
@@ -48,6 +48,9 @@ PER_RANK_DRAWS: dict[str, dict[str, Any]] = {
     "ksam": {"rho": 0.2, "fraction": 0.5},
     "rwp": {"gamma": 0.01},
 }
+#: SAF's bank needs a past epoch: 30 steps of 19 per epoch, the term on from step 19 (Ẽ = 1).
+SAF_STEPS = 30
+SAF = {"lag": 1, "start_epoch": 0}
 
 
 def free_port() -> int:
@@ -83,8 +86,11 @@ class Digits64(DigitsNoisy):
         self.model = super().build_model().double()
         return self.model
 
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
-        for batch in super().train_batches(batch_size, generator):
+    def indexed_train_batches(
+        self, batch_size: int, generator: torch.Generator
+    ) -> Iterator[IndexedBatch]:
+        # the batches with their sample ids (train_batches drops them): SAF can train on it
+        for batch in super().indexed_train_batches(batch_size, generator):
             rank = dist.get_rank() if dist.is_initialized() else 0
             if self.bump_at == (rank, self.batches_drawn) and self.model is not None:
                 first = next(self.model.parameters())
@@ -95,7 +101,7 @@ class Digits64(DigitsNoisy):
 
 def digits_config(optimizer: str, workload: str = "digits-noisy", **overrides: Any) -> RunConfig:
     fields: dict[str, Any] = {
-        "hyperparameters": {**HYPERPARAMETERS, **PER_RANK_DRAWS}[optimizer],
+        "hyperparameters": {**HYPERPARAMETERS, **PER_RANK_DRAWS, "saf": SAF}[optimizer],
         "batch_size": 64,
         "max_steps": STEPS,
         "epochs": 1,
@@ -267,6 +273,12 @@ def scenarios() -> list[Scenario]:
     found += [
         Scenario(f"replicas/{o}", through_runner, (digits_config(o, replica_check_every=1),))
         for o in PER_RANK_DRAWS
+    ]
+    # every rank writes every rank's rows into its bank, so each reads what one process would
+    found += [
+        Scenario(
+            "bank/saf", through_runner, (digits_config("saf", max_steps=SAF_STEPS, epochs=2),)
+        )
     ]
     found += [
         Scenario(f"bucket-view/{o}", through_bucket_views, (o,))

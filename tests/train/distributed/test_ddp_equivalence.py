@@ -15,6 +15,7 @@ from ddp_workers import (
     HYPERPARAMETERS,
     LOADER_OPTIMIZERS,
     PER_RANK_DRAWS,
+    SAF_STEPS,
     STEPS,
     free_port,
     rank_main,
@@ -74,6 +75,19 @@ def test_per_rank_draws_keep_every_replica_identical_step_by_step(
         assert torch.equal(first["weights"][key], second["weights"][key]), key  # bitwise
     per_step = {"esam": 1 + 1 / 3 + 16 / 32, "ksam": 1 / 3 + 2 * 16 / 32, "rwp": 1.0}
     assert first["passes"] == pytest.approx(STEPS * per_step[optimizer], abs=1e-9)
+
+
+def test_saf_on_two_ranks_keeps_one_bank_and_trains_as_one_process(
+    ranks: list[Results], single: Results
+) -> None:
+    """Each rank sees other examples every epoch; every rank writes every rank's rows, so the
+    epoch-1 steps read the same bank one process has, and the run is one process's."""
+    reference = single["bank/saf"]
+    assert reference["steps"] == SAF_STEPS
+    for results in ranks:
+        got = results["bank/saf"]
+        assert got["status"] == "ok"
+        assert_same_weights(got["weights"], reference["weights"])
 
 
 @pytest.mark.parametrize("optimizer", ["sam", "looksam"])
