@@ -167,9 +167,15 @@ class RunResult:
 
     @property
     def second_pass_fraction(self) -> float | None:
-        """Share of steps that took a second pass (SAM steps), e.g. AE-SAM's adaptive rate."""
+        """Share of steps that took a second pass (SAM steps), e.g. AE-SAM's adaptive rate.
+
+        None where passes are not whole steps' worth (a pass over part of the batch, a forward
+        pass of its own: ESAM, K-SAM, MESA), so that the count says nothing about steps.
+        """
         passes = self.passes_per_step
-        return None if passes is None else passes - 1.0
+        if passes is None or not _whole_passes(self.config.optimizer):
+            return None
+        return passes - 1.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -194,6 +200,15 @@ class RunResult:
         if "per_rank_samples_per_second" in fields:
             fields["per_rank_samples_per_second"] = tuple(fields["per_rank_samples_per_second"])
         return cls(**fields)
+
+
+def _whole_passes(optimizer: str) -> bool:
+    """Whether ``optimizer``'s passes are whole passes over the batch (a drop-in wrapper); a
+    name this process has not registered (a plugin's result read without it) is taken as one."""
+    try:
+        return get_optimizer_info(optimizer).drop_in
+    except ValueError:
+        return True
 
 
 def resolve_device(name: str) -> torch.device:

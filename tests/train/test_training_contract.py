@@ -228,3 +228,28 @@ def test_a_workload_without_per_example_losses_is_refused(
         validate_config(config)
     assert "\n" not in str(caught.value)
     validate_config(replace(config, optimizer="sam"))  # the boundary: a plain closure is fine
+
+
+def test_a_second_pass_share_is_reported_only_where_passes_are_whole_steps() -> None:
+    """ESAM's 1.83 passes are not 83 % second-pass steps; late-phase SAM's 1.1 are 10 %."""
+    config = RunConfig(workload="digits-noisy", optimizer="esam", max_steps=2, device="cpu")
+    esam = run_training(config)
+    assert esam.passes_per_step == pytest.approx(get_optimizer_info("esam").passes_per_step())
+    assert esam.second_pass_fraction is None
+    samk = run_training(replace(config, optimizer="samk", hyperparameters={"k": 2}))
+    assert samk.second_pass_fraction == pytest.approx(0.5)  # look, plain
+
+
+def test_mesa_costs_its_ema_forward_once_on_and_timing_switches_it_on() -> None:
+    """Before start_epoch a MESA step is the base's one pass; with the term on, the EMA model's
+    forward adds a forward-only pass; a timing replay turns the term on from the first step."""
+    off = _session("mesa")  # start_epoch 5: step 0 is before it
+    off.train_step(*next(off.batches()))
+    assert off.passes == pytest.approx(1.0, abs=1e-12)
+    timed = _session("mesa")
+    timed.replay_second_passes(None, 10)
+    timed.train_step(*next(timed.batches()))
+    assert timed.passes == pytest.approx(1.0 + FORWARD_ONLY_PASS, abs=1e-12)
+    on = _session("mesa", hyperparameters={"start_epoch": 0}, micro_batches=3)
+    on.train_step(*next(on.batches()))
+    assert on.passes == pytest.approx(get_optimizer_info("mesa").passes_per_step(), abs=1e-12)
