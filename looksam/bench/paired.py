@@ -100,6 +100,7 @@ def measure_paired_cost(
         device=config.device,
         amp=config.amp,
         data_dir=config.data_dir,
+        micro_batches=config.micro_batches,  # paired at the same gradient accumulation
     )
     configs = {"trial": timing}
     if config.optimizer != reference:

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from looksam.sweeps._trial import trial_configs
+from looksam.sweeps._trial import reference_batch_size, trial_configs
 from looksam.sweeps.plan import train_examples
 from looksam.sweeps.spec import Dimension, SpecError, SweepSpec
 from looksam.train.runner import resolve_device, validate_config
@@ -55,6 +55,12 @@ def validate_trial_space(spec: SweepSpec) -> None:
     except ValueError as error:
         raise SpecError(f"{where} [workload]: {error}") from None
     examples: int | None = None  # the workload's training set, counted once if needed
+    reference = spec.workload.run_config(spec.base, batch_size=reference_batch_size(spec))
+    try:  # every trial's speed is paired against the base at the reference batch, accumulated
+        validate_config(reference)
+    except ValueError as error:
+        timed = f"the paired timing's {spec.base} at batch {reference.batch_size}"
+        raise SpecError(f"{where}: {timed}: {str(error).splitlines()[0]}") from None
     for optimizer in spec.optimizers:
         for params in extreme_points(spec.space_for(optimizer)):
             configs = trial_configs(spec, optimizer, params)

@@ -115,3 +115,19 @@ def test_paired_ratios_come_from_the_same_round(monkeypatch: pytest.MonkeyPatch)
     # pass per 32 samples: the same per sample, times SAM's 2 passes.
     assert paired.per_sample_ratios == pytest.approx((2.0,) * 5)
     assert paired.reference_seconds_per_sample == pytest.approx(1.5 / 32)
+
+
+def test_the_reference_runs_at_the_trial_s_accumulation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trial with 4 micro-batches is paired against SGD with 4 micro-batches too, at its own
+    batch and at the reference batch."""
+    built: dict[str, int] = {}
+    real_init = TrainingSession.__init__
+
+    def init(self: TrainingSession, config: RunConfig, *args: object, **kwargs: object) -> None:
+        real_init(self, config, *args, **kwargs)  # type: ignore[arg-type]
+        built[f"{config.optimizer}@{config.batch_size}"] = config.micro_batches
+
+    monkeypatch.setattr(TrainingSession, "__init__", init)
+    config = RunConfig("digits-noisy", "sam", batch_size=64, device="cpu", micro_batches=4)
+    measure_paired_cost(config, "sgd", 32, rounds=2, steps_per_round=1, warmup_steps=0)
+    assert built == {"sam@64": 4, "sgd@64": 4, "sgd@32": 4}

@@ -110,8 +110,10 @@ def test_every_corner_of_the_space_is_checked_with_scaling_applied(
         lr_scaling={"rule": "linear", "reference_batch_size": 128},
     )
     validate_trial_space(spec)
-    sgd = [c for c in seen if c.optimizer == "sgd"]
-    looksam = [c for c in seen if c.optimizer == "looksam"]
+    reference, *trials = seen  # first: the base at the reference batch, as speeds are paired
+    assert (reference.optimizer, reference.batch_size, reference.lr) == ("sgd", 128, None)
+    sgd = [c for c in trials if c.optimizer == "sgd"]
+    looksam = [c for c in trials if c.optimizer == "looksam"]
     assert len(sgd) == 2 * 2  # lr ends x batch sizes
     assert len(looksam) == 2 * 2 * 2 * 3  # ... x k ends x alpha choices
     assert sorted((c.batch_size, c.lr) for c in sgd) == [
@@ -244,3 +246,22 @@ def test_micro_batches_are_checked_against_every_batch_a_trial_could_draw() -> N
     line = _one_line_error(caught.value)
     assert "sam with batch_size=16" in line
     assert "32 micro-batches cannot split a batch of 16 examples per process" in line
+
+
+def test_micro_batches_are_checked_at_the_batch_the_speed_is_paired_at() -> None:
+    """Every trial is timed against the base at the reference batch, with the same accumulation:
+    48 micro-batches fit the trials' batch of 64 but not the reference batch of 32."""
+    tables = {
+        "workload": {"device": "cpu", "accumulate": 48},
+        "optimizers": {"names": ["sam"]},
+        "space": {"common": {"batch_size": {"choices": [64]}}},
+        "lr_scaling": {"reference_batch_size": 64},
+        "budget": {"n_trials": 1},
+    }
+    validate_trial_space(parse_spec(tables, "s.toml"))  # the boundary: both batches hold 48
+    tables["lr_scaling"] = {"reference_batch_size": 32}
+    with pytest.raises(SpecError) as caught:
+        validate_trial_space(parse_spec(tables, "s.toml"))
+    line = _one_line_error(caught.value)
+    assert "the paired timing's sgd at batch 32" in line
+    assert "48 micro-batches cannot split a batch of 32" in line
