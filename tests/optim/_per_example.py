@@ -8,9 +8,11 @@ import math
 from typing import Any
 
 import torch
-from _models import OUT_FEATURES, build_batch
+from _models import OUT_FEATURES, build_batch, build_mlp, make_base
 from torch import Tensor, nn
+from torch.testing import assert_close
 
+from looksam.optim import SAM
 from looksam.optim._contract import BatchClosure
 
 N = 16  # examples per batch
@@ -66,3 +68,46 @@ def top_share(scores: Tensor, share: float) -> Tensor:
         ranked = scores[order]
         assert (ranked[count - 1] - ranked[count]).item() > 1e-9, "a near tie at the boundary"
     return order[:count]
+
+
+#: (fraction, n, the ⌊fraction·n + ½⌋ ≥ 1 examples a subset pass gets): the rounding boundaries.
+SUBSET_SIZES = [
+    (0.25, 10, 3),  # 2.5 + ½ = 3 exactly: the boundary rounds up
+    (0.24, 10, 2),  # 2.4 + ½ = 2.9
+    (0.26, 10, 3),
+    (0.5, 16, 8),
+    (0.5, 15, 8),  # 7.5 + ½ = 8
+    (1.0, 7, 7),
+    (0.05, 10, 1),  # 0.5 + ½ = 1
+    (0.04, 10, 1),  # 0.4 + ½ < 1: at least one
+    (1e-9, 1000, 1),
+    (1e-9, 1, 1),
+]
+
+
+def assert_steps_like_sam(
+    build: Any, base_name: str, rho: float, whole_call: int, steps: int
+) -> None:
+    """``build(base)`` with every example in every pass takes SAM's step: call ``whole_call``
+    of each step runs the whole batch, and loss and weights match SAM's to 1e-12 (the passes
+    run the batch in topk's order, so a mean's summation order may differ: not bit for bit)."""
+    model, sam_model = build_mlp(), build_mlp()
+    opt = build(make_base(base_name, model.parameters()))
+    sam = SAM(make_base(base_name, sam_model.parameters()), rho=rho)
+    for t in range(steps):
+        x, y = labelled_batch(t)
+        calls: Calls = []
+        loss = opt.step(batch_closure(model, opt, x, y, calls))
+
+        def closure(x: Tensor = x, y: Tensor = y) -> Tensor:
+            sam.zero_grad()
+            sam_loss = nn.functional.cross_entropy(sam_model(x), y)
+            sam_loss.backward()
+            return sam_loss.detach()
+
+        sam_loss = sam.step(closure)
+        subset = calls[whole_call][0]
+        assert subset is not None
+        assert sorted(subset.tolist()) == list(range(N))
+        assert_close(loss, sam_loss, **TOL)
+        assert_close(list(model.parameters()), list(sam_model.parameters()), **TOL)

@@ -27,12 +27,21 @@ from _models import (
     snapshot,
     tiny_sgd,
 )
-from _per_example import TOL, Calls, N, batch_closure, labelled_batch, mlp_losses, top_share
+from _per_example import (
+    SUBSET_SIZES,
+    TOL,
+    Calls,
+    N,
+    assert_steps_like_sam,
+    batch_closure,
+    labelled_batch,
+    mlp_losses,
+    top_share,
+)
 from torch import Tensor, nn
 from torch.testing import assert_close
 
 import looksam.optim.esam as esam_module
-from looksam.optim import SAM
 from looksam.optim._contract import BatchClosure, largest
 from looksam.optim.esam import ESAM
 
@@ -160,47 +169,16 @@ def test_reference_catches_another_mask() -> None:
 
 @pytest.mark.parametrize("base_name", BASES)
 def test_beta_gamma_one_is_sam(base_name: str) -> None:
-    """Every weight perturbed, g_s on the whole batch: SAM's step (the second pass runs the
-    batch in topk's order, so the mean's summation order may differ: 1e-12, not bit for bit)."""
-    esam_model, sam_model = build_mlp(), build_mlp()
-    esam = ESAM(make_base(base_name, esam_model.parameters()), rho=RHO, beta=1, gamma=1.0)
-    sam = SAM(make_base(base_name, sam_model.parameters()), rho=RHO)
-    for t in range(STEPS):
-        x, y = labelled_batch(t)
-        calls: Calls = []
-        esam_loss = esam.step(batch_closure(esam_model, esam, x, y, calls))
-
-        def closure(x: Tensor = x, y: Tensor = y) -> Tensor:
-            sam.zero_grad()
-            loss = nn.functional.cross_entropy(sam_model(x), y)
-            loss.backward()
-            return loss.detach()
-
-        sam_loss = sam.step(closure)
-        assert calls[2][0] is not None
-        assert sorted(calls[2][0].tolist()) == list(range(N))
-        assert_close(esam_loss, sam_loss, **TOL)
-        assert_close(list(esam_model.parameters()), list(sam_model.parameters()), **TOL)
+    """Every weight perturbed, g_s on the whole batch (the third call): SAM's step."""
+    assert_steps_like_sam(
+        lambda base: ESAM(base, rho=RHO, beta=1, gamma=1.0), base_name, RHO, 2, STEPS
+    )
 
 
 # ---------------------------------------------------------------------- the subset and the calls
 
 
-@pytest.mark.parametrize(
-    ("fraction", "n", "count"),
-    [
-        (0.25, 10, 3),  # 2.5 + ½ = 3 exactly: the boundary rounds up
-        (0.24, 10, 2),  # 2.4 + ½ = 2.9
-        (0.26, 10, 3),
-        (0.5, 16, 8),
-        (0.5, 15, 8),  # 7.5 + ½ = 8
-        (1.0, 7, 7),
-        (0.05, 10, 1),  # 0.5 + ½ = 1
-        (0.04, 10, 1),  # 0.4 + ½ < 1: at least one
-        (1e-9, 1000, 1),
-        (1e-9, 1, 1),
-    ],
-)
+@pytest.mark.parametrize(("fraction", "n", "count"), SUBSET_SIZES)
 def test_subset_size(fraction: float, n: int, count: int) -> None:
     """⌊γn + ½⌋ examples, at least one: the helper and what ESAM's second pass gets."""
     assert len(largest(torch.linspace(0.0, 1.0, n, dtype=torch.float64), fraction)) == count

@@ -28,12 +28,21 @@ from _models import (
     snapshot,
     tiny_sgd,
 )
-from _per_example import TOL, Calls, N, batch_closure, labelled_batch, mlp_losses, top_share
+from _per_example import (
+    SUBSET_SIZES,
+    TOL,
+    Calls,
+    N,
+    assert_steps_like_sam,
+    batch_closure,
+    labelled_batch,
+    mlp_losses,
+    top_share,
+)
 from torch import Tensor, nn
 from torch.testing import assert_close
 
 import looksam.optim.ksam as ksam_module
-from looksam.optim import SAM
 from looksam.optim._contract import BatchClosure, largest
 from looksam.optim.ksam import KSAM
 
@@ -133,47 +142,14 @@ def test_reference_catches_the_lowest_losses(
 
 @pytest.mark.parametrize("base_name", BASES)
 def test_fraction_one_is_sam(base_name: str) -> None:
-    """Both passes on the whole batch: SAM's step (they run the batch in topk's order, so the
-    mean's summation order may differ: 1e-12, not bit for bit)."""
-    ksam_model, sam_model = build_mlp(), build_mlp()
-    ksam = KSAM(make_base(base_name, ksam_model.parameters()), rho=RHO, fraction=1)
-    sam = SAM(make_base(base_name, sam_model.parameters()), rho=RHO)
-    for t in range(STEPS):
-        x, y = labelled_batch(t)
-        calls: Calls = []
-        ksam_loss = ksam.step(batch_closure(ksam_model, ksam, x, y, calls))
-
-        def closure(x: Tensor = x, y: Tensor = y) -> Tensor:
-            sam.zero_grad()
-            loss = nn.functional.cross_entropy(sam_model(x), y)
-            loss.backward()
-            return loss.detach()
-
-        sam_loss = sam.step(closure)
-        assert calls[1][0] is not None
-        assert sorted(calls[1][0].tolist()) == list(range(N))
-        assert_close(ksam_loss, sam_loss, **TOL)
-        assert_close(list(ksam_model.parameters()), list(sam_model.parameters()), **TOL)
+    """Both passes on the whole batch (the second and third calls): SAM's step."""
+    assert_steps_like_sam(lambda base: KSAM(base, rho=RHO, fraction=1), base_name, RHO, 1, STEPS)
 
 
 # ---------------------------------------------------------------------- the subset and the calls
 
 
-@pytest.mark.parametrize(
-    ("fraction", "n", "count"),
-    [
-        (0.25, 10, 3),  # 2.5 + ½ = 3 exactly: the boundary rounds up
-        (0.24, 10, 2),  # 2.4 + ½ = 2.9
-        (0.26, 10, 3),
-        (0.5, 16, 8),
-        (0.5, 15, 8),  # 7.5 + ½ = 8
-        (1.0, 7, 7),
-        (0.05, 10, 1),  # 0.5 + ½ = 1
-        (0.04, 10, 1),  # 0.4 + ½ < 1: at least one
-        (1e-9, 1000, 1),
-        (1e-9, 1, 1),
-    ],
-)
+@pytest.mark.parametrize(("fraction", "n", "count"), SUBSET_SIZES)
 def test_subset_size(fraction: float, n: int, count: int) -> None:
     """⌊κn + ½⌋ examples, at least one: the helper and what both of K-SAM's passes get."""
     assert len(largest(torch.linspace(0.0, 1.0, n, dtype=torch.float64), fraction)) == count
