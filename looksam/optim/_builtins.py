@@ -501,7 +501,6 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         wraps_base=True,
         cuda_graphs=False,
         sam_role="approximation",
-        grad_scaler=False,  # the per-example selection under a moving loss scale is untested
         needs_per_sample_loss=True,
     ),
     OptimizerInfo(
@@ -520,7 +519,6 @@ _BUILT_IN: tuple[OptimizerInfo, ...] = (
         wraps_base=True,
         cuda_graphs=False,
         sam_role="approximation",
-        grad_scaler=False,
         needs_per_sample_loss=True,
     ),
     OptimizerInfo(
