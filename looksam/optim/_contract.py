@@ -7,8 +7,9 @@ flags of their :class:`~looksam.optim.OptimizerInfo`:
 
 * ``needs_per_sample_loss`` (ESAM, K-SAM): the closure is a :class:`BatchClosure`. It returns each
   example's loss, and it can run a pass on a *subset* of the batch, as a smaller batch of its own
-  (so a pass on a quarter of the batch costs about a quarter of a pass), or forward only. The
-  method picks the subset itself, across the whole batch (micro-batches included).
+  (a quarter of the batch does a quarter of the arithmetic; a small, launch-bound step saves
+  less), or forward only. The method picks the subset itself, across the whole batch
+  (micro-batches included).
 * ``adds_loss_term`` (SAF, MESA): the optimizer is a :class:`LossTermMethod`. The loop adds its
   :meth:`~LossTermMethod.loss_term` to the workload's loss on every pass, after calling
   :meth:`~LossTermMethod.attach` once with the model and the size of the training set.
