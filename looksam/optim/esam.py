@@ -15,12 +15,7 @@ from torch.optim import Optimizer
 from looksam.optim._base import Bucket, Hook, SharpnessAwareOptimizer, call_or_undo
 from looksam.optim._contract import BatchClosure, check_fraction, check_per_example, largest
 from looksam.optim._foreach import Scalar, add_scaled, safe_ratio
-
-
-def seed_from_global_rng() -> int:
-    """A seed for an optimizer's own generator, drawn from torch's global RNG: a run seeded with
-    ``torch.manual_seed(s)`` is reproducible, and runs with different seeds draw differently."""
-    return int(torch.randint(2**62, (1,)).item())
+from looksam.optim._random import DeviceGenerators, check_seed, draw_seed
 
 
 def need_batch_closure(name: str, closure: Any) -> BatchClosure:
@@ -93,9 +88,8 @@ class ESAM(SharpnessAwareOptimizer):
         super().__init__(base, rho=rho, k=1, scalars=scalars)
         self.beta = check_fraction("beta", beta, "the share of weights SWP perturbs")
         self.gamma = check_fraction("gamma", gamma, "the share of the batch in the second pass")
-        self.seed = seed_from_global_rng() if seed is None else int(seed)
-        self._generators: dict[torch.device, torch.Generator] = {}
-        self._pending_states: dict[str, Tensor] = {}
+        #: The mask's generators, one per device, made on first use.
+        self._random = DeviceGenerators(draw_seed(check_seed(seed)))
         #: Per bucket (by its parameters' identity): a flat buffer and its views, one per weight.
         self._masks: dict[tuple[int, ...], tuple[Tensor, list[Tensor]]] = {}
 
@@ -147,29 +141,20 @@ class ESAM(SharpnessAwareOptimizer):
             ]
             held = self._masks[key] = (flat, views)
         flat, views = held
-        flat.uniform_(generator=self._generator(flat.device))
+        flat.uniform_(generator=self._random.on(flat.device))
         flat.lt_(self.beta)  # uniform [0, 1) < β with probability β
         return views
 
-    def _generator(self, device: torch.device) -> torch.Generator:
-        generator = self._generators.get(device)
-        if generator is None:
-            generator = torch.Generator(device=device).manual_seed(self.seed)
-            pending = self._pending_states.pop(str(device), None)
-            if pending is not None:
-                generator.set_state(pending)
-            self._generators[device] = generator
-        return generator
+    @property
+    def seed(self) -> int:
+        """The mask generators' seed (the first device's; the n-th device's is seed + n)."""
+        return self._random.seed
 
     def _extra_state(self) -> dict[str, Any]:
-        states = dict(self._pending_states)
-        states.update({str(d): g.get_state() for d, g in self._generators.items()})
-        return {"seed": self.seed, "generator_states": states}
+        return {"seed": self.seed, "generator_states": self._random.states()}
 
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
-        self.seed = int(extra.get("seed", self.seed))
-        self._generators.clear()
-        self._pending_states = dict(extra.get("generator_states", {}))
+        self._random.load(int(extra.get("seed", self.seed)), extra.get("generator_states", {}))
 
     def __repr__(self) -> str:
         return (

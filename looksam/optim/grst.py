@@ -64,16 +64,15 @@ import numbers
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.optim import Optimizer
 
 from looksam.optim._base import Hook, SharpnessAwareOptimizer, check_total_steps
+from looksam.optim._random import check_seed, draw_seed, shared_seed
 
 #: The schedule shapes (a constant schedule is ``p_start == p_end`` under any of them).
 SCHEDULES = ("linear", "cosine", "piecewise")
 #: Defaults: a SAM step on half the steps, 1.5 passes per step (the paper's headline cost).
 DEFAULT_P = 0.5
-_SEED_LIMIT = 2**64
 
 
 def check_probability(name: str, value: float) -> float:
@@ -95,41 +94,6 @@ def check_schedule(schedule: str) -> str:
             f"schedule is p_start == p_end), got {schedule!r}"
         )
     return schedule
-
-
-def check_seed(seed: int | None) -> int | None:
-    """Validate a generator seed: None (draw one from torch's global RNG) or an int in [0, 2⁶⁴)."""
-    if seed is None:
-        return None
-    if (
-        isinstance(seed, bool)
-        or not isinstance(seed, numbers.Integral)
-        or not 0 <= seed < _SEED_LIMIT
-    ):
-        raise ValueError(
-            "seed must be None (drawn from torch's global RNG) or an integer in [0, 2**64), "
-            f"got {seed!r}"
-        )
-    return int(seed)
-
-
-def draw_seed(seed: int | None) -> int:
-    """``seed``, or one drawn from torch's global RNG when it is None."""
-    return int(torch.randint(2**62, (1,)).item()) if seed is None else seed
-
-
-def shared_seed(seed: int, device: torch.device) -> int:
-    """Rank 0's ``seed`` on every rank of an initialised process group (of more than one rank);
-    ``seed`` itself otherwise. One broadcast, at construction only."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return seed
-    on = torch.device("cpu")
-    if dist.get_backend() == "nccl":
-        on = device if device.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
-    # Seeds are below 2⁶⁴; an int64 carries them through their two's complement.
-    value = torch.tensor([seed - _SEED_LIMIT if seed >= 2**63 else seed], device=on)
-    dist.broadcast(value, src=0)
-    return int(value.item()) % _SEED_LIMIT
 
 
 def sam_probability(

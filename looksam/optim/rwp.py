@@ -17,11 +17,10 @@ from torch.optim import Optimizer
 
 from looksam.optim._foreach import accumulation_dtype, group_by_device_and_dtype
 from looksam.optim._one_pass import OnePassOptimizer
-from looksam.optim.grst import check_seed, draw_seed
+from looksam.optim._random import DeviceGenerators, check_seed, draw_seed
 
 #: How 1-D (and 0-D) parameters are scaled: each entry a filter of its own, or the whole tensor.
 VECTOR_SCALES = ("element", "tensor")
-_SEED_LIMIT = 2**64
 
 
 def check_gamma(gamma: float) -> float:
@@ -183,12 +182,11 @@ class RWP(OnePassOptimizer):
         self.vector_scale = check_vector_scale(vector_scale)
         checked_seed = check_seed(seed)
         super().__init__(base, rho=0.0, k=1, scalars=scalars)
-        self.seed = draw_seed(checked_seed)
-        #: One noise generator per device (str(device) → generator), made in order of appearance.
-        self._generators: dict[str, torch.Generator] = {}
+        #: The noise generators, one per device, made in order of appearance.
+        self._random = DeviceGenerators(draw_seed(checked_seed))
         for group in self.param_groups:
             for p in group["params"]:
-                self._generator(p.device)
+                self._random.on(p.device)
         self._layout_key: tuple[Any, ...] = ()
         self._layouts: list[_Layout] = []
 
@@ -220,7 +218,7 @@ class RWP(OnePassOptimizer):
         norms = torch.segment_reduce(squares, "sum", lengths=layout.lengths, unsafe=True)
         del squares
         layout.std.copy_(norms.sqrt_().mul_(gamma))
-        layout.noise.normal_(generator=self._generator(layout.device))
+        layout.noise.normal_(generator=self._random.on(layout.device))
         torch._foreach_mul_(layout.noise_rows, layout.std_cols)
         return layout.noise_views
 
@@ -230,16 +228,6 @@ class RWP(OnePassOptimizer):
         return list(torch._foreach_add(weights, self.noise(layout, gamma, weights)))
 
     # ------------------------------------------------------------------ helpers
-    def _generator(self, device: torch.device) -> torch.Generator:
-        """This optimizer's noise generator on ``device`` (made and seeded on first use)."""
-        key = str(device)
-        generator = self._generators.get(key)
-        if generator is None:
-            seed = (self.seed + len(self._generators)) % _SEED_LIMIT
-            generator = torch.Generator(device=device).manual_seed(seed)
-            self._generators[key] = generator
-        return generator
-
     def _current_layouts(self) -> list[_Layout]:
         """The perturbed parameters (every one that requires a gradient and is not empty),
         grouped by (device, dtype), with their buffers: rebuilt only when the parameters or
@@ -259,11 +247,13 @@ class RWP(OnePassOptimizer):
         return self._layouts
 
     # ------------------------------------------------------------------ checkpointing
+    @property
+    def seed(self) -> int:
+        """The noise generators' seed (the first device's; the n-th device's is seed + n)."""
+        return self._random.seed
+
     def _extra_state(self) -> dict[str, Any]:
-        return {
-            "seed": self.seed,
-            "rng_states": {key: g.get_state() for key, g in self._generators.items()},
-        }
+        return {"seed": self.seed, "rng_states": self._random.states()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a checkpoint (a pending perturbation is undone first), the noise generators'
@@ -284,9 +274,7 @@ class RWP(OnePassOptimizer):
         self._layout_key = ()  # rebuilt (and the aliases with it) on the next step
 
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
-        self.seed = int(extra.pop("seed"))
-        for key, state in extra.pop("rng_states").items():
-            self._generator(torch.device(key)).set_state(state.to(device="cpu", dtype=torch.uint8))
+        self._random.load(int(extra.pop("seed")), extra.pop("rng_states"))
         super()._load_extra_state(extra)
 
     def __repr__(self) -> str:
