@@ -62,6 +62,17 @@ def subset_size(fraction: float, size: int) -> int:
     return min(size, max(1, math.floor(half_up)))
 
 
+def need_batch_closure(name: str, closure: Any) -> BatchClosure:
+    """The step's closure, or a RuntimeError saying what this method needs instead."""
+    if closure is None:
+        raise RuntimeError(
+            f"{name}.step() needs a closure that takes (subset=None, backward=True) and returns "
+            "per-example losses (looksam.optim.BatchClosure): it picks the examples its passes "
+            "run on, so it has no two-phase form"
+        )
+    return closure  # type: ignore[no-any-return]
+
+
 def largest(scores: Tensor, fraction: float) -> Tensor:
     """Positions of the :func:`subset_size` largest ``scores``, on their device.
 

@@ -13,20 +13,15 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from looksam.optim._base import Bucket, Hook, SharpnessAwareOptimizer, call_or_undo
-from looksam.optim._contract import BatchClosure, check_fraction, check_per_example, largest
+from looksam.optim._contract import (
+    BatchClosure,
+    check_fraction,
+    check_per_example,
+    largest,
+    need_batch_closure,
+)
 from looksam.optim._foreach import Scalar, add_scaled, safe_ratio
 from looksam.optim._random import DeviceGenerators, check_seed, draw_seed
-
-
-def need_batch_closure(name: str, closure: Any) -> BatchClosure:
-    """The step's closure, or a RuntimeError saying what this method needs instead."""
-    if closure is None:
-        raise RuntimeError(
-            f"{name}.step() needs a closure that takes (subset=None, backward=True) and returns "
-            "per-example losses (looksam.optim.BatchClosure): it picks the examples its passes "
-            "run on, so it has no two-phase form"
-        )
-    return closure  # type: ignore[no-any-return]
 
 
 class ESAM(SharpnessAwareOptimizer):

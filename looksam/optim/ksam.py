@@ -13,8 +13,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from looksam.optim._base import Hook, SharpnessAwareOptimizer, call_or_undo
-from looksam.optim._contract import check_fraction, largest
-from looksam.optim.esam import need_batch_closure
+from looksam.optim._contract import check_fraction, largest, need_batch_closure
 
 
 class KSAM(SharpnessAwareOptimizer):
